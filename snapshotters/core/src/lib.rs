@@ -1,0 +1,38 @@
+//! The core every Strata snapshotter plugin shares.
+//!
+//! A plugin is a process that serves containerd's snapshots API (so containerd can load it as a
+//! proxy snapshotter), Strata's driver API and gRPC health on a unix socket. This crate has all
+//! of it but the storage itself:
+//!
+//! - [`Snapshotter`]: the trait a storage driver implements (overlay2, aufs, devicemapper);
+//! - [`metastore::MetaStore`]: snapshot metadata in sled, one key space for every kind;
+//! - [`core::Core`]: containerd's semantics and error codes, and the order of changes that
+//!   makes a crash at any point harmless;
+//! - [`filter`]: containerd's List filter language;
+//! - [`service`]: the tonic services; [`plugin::main`]: the shared command line and server;
+//! - [`mount`]: the mounter the engine and the tests use, which mounts overlays of any depth.
+//!
+//! A driver's `main` is one call:
+//!
+//! ```no_run
+//! # use strata_snapshotter::{plugin, Snapshotter};
+//! # fn open<D: Snapshotter>(_: &std::path::Path, _: &mut strata_snapshotter::options::StorageOpts) -> Result<D, plugin::StartError> { unimplemented!() }
+//! # fn demo<D: Snapshotter>() -> std::process::ExitCode {
+//! plugin::main("mydriver", &["mydriver.size"], open::<D>)
+//! # }
+//! ```
+
+pub mod core;
+pub mod error;
+pub mod failpoint;
+pub mod filter;
+pub mod fsutil;
+pub mod metastore;
+pub mod mount;
+pub mod options;
+pub mod plugin;
+pub mod service;
+pub mod snapshotter;
+
+pub use error::{Error, Result};
+pub use snapshotter::{Kind, Snap, Snapshotter, Usage};
