@@ -1,0 +1,177 @@
+//! Concurrency: 8 clients on their own connections prepare, commit and remove at once, and race
+//! for one key and one committed name; afterwards the store must be exactly what the clients
+//! believe it is, and consistent.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use strata_proto::snapshots::snapshots_client::SnapshotsClient;
+use tonic::Code;
+
+use crate::client::{gc_root_labels, Harness, Snap};
+use crate::fstest::{apply, create_file};
+use crate::harness::PluginSpec;
+
+/// Clients running at once.
+pub const CLIENTS: usize = 8;
+/// Rounds each client runs.
+pub const ROUNDS: usize = 7;
+
+/// What one client did.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Snapshots this client made that still exist.
+    exists: BTreeSet<String>,
+    /// It won the race to Prepare "contended".
+    won_key: bool,
+    /// It won the race to Commit as "winner".
+    won_name: bool,
+}
+
+async fn client_work(h_mounts: MountCtx, snap: Snap, id: usize) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let mut children: HashMap<String, usize> = HashMap::new();
+    let mut last_committed: Option<String> = None;
+    for round in 0..ROUNDS {
+        let key = format!("c{id}/active {round}");
+        let parent = match (round % 2, &last_committed) {
+            (1, Some(prev)) => prev.clone(),
+            _ => "shared-base".to_owned(),
+        };
+        let mounts = snap.prepare(&key, &parent).await?;
+        if round == 0 {
+            // One real write per client, through a mount, while the others work.
+            h_mounts.write_file(&mounts, &format!("/c{id}"))?;
+        }
+        match round % 3 {
+            0 => {
+                let name = format!("c{id}/committed {round}");
+                snap.commit(&name, &key).await?;
+                *children.entry(parent.clone()).or_default() += 1;
+                out.exists.insert(name.clone());
+                last_committed = Some(name);
+            }
+            1 => snap.remove(&key).await?,
+            _ => {
+                *children.entry(parent.clone()).or_default() += 1;
+                out.exists.insert(key);
+            }
+        }
+    }
+    // Remove this client's committed snapshots that have no children.
+    let leaves: Vec<String> = out
+        .exists
+        .iter()
+        .filter(|n| n.contains("/committed ") && children.get(*n).copied().unwrap_or(0) == 0)
+        .cloned()
+        .collect();
+    for leaf in leaves {
+        snap.remove(&leaf).await?;
+        out.exists.remove(&leaf);
+    }
+
+    // Race for one key.
+    match snap.try_prepare("contended", "shared-base", gc_root_labels()).await {
+        Ok(_) => out.won_key = true,
+        Err(s) if s.code() == Code::AlreadyExists => {}
+        Err(s) => {
+            return Err(anyhow!(
+                "client {id}: racing Prepare(contended) must succeed or give AlreadyExists, got {:?}: {}",
+                s.code(),
+                s.message()
+            ))
+        }
+    }
+    // Race for one committed name.
+    let mine = format!("c{id}/for-winner");
+    snap.prepare(&mine, "shared-base").await?;
+    match snap.try_commit("winner", &mine, gc_root_labels()).await {
+        Ok(()) => out.won_name = true,
+        Err(s) if s.code() == Code::AlreadyExists => {
+            out.exists.insert(mine);
+        }
+        Err(s) => {
+            return Err(anyhow!(
+            "client {id}: racing Commit(winner) must succeed or give AlreadyExists, got {:?}: {}",
+            s.code(),
+            s.message()
+        ))
+        }
+    }
+    Ok(out)
+}
+
+/// Mount helper that can move into tasks.
+#[derive(Debug, Clone)]
+struct MountCtx {
+    work: std::path::PathBuf,
+}
+
+impl MountCtx {
+    fn write_file(&self, mounts: &[strata_proto::types::Mount], path: &str) -> Result<()> {
+        let target = self
+            .work
+            .join(format!("conc-{}", path.trim_start_matches('/')));
+        std::fs::create_dir(&target).with_context(|| format!("create {}", target.display()))?;
+        let guard = crate::mounts::MountGuard::mount(mounts, &target)?;
+        apply(
+            guard.path(),
+            &[create_file(path, "written concurrently\n", 0o644)],
+        )?;
+        guard.unmount()
+    }
+}
+
+/// 8 clients at once; then List equals what they believe exists, each race had exactly one
+/// winner, and the store is consistent (every snapshot Stats and mounts, Cleanup leaves
+/// exactly their storage).
+pub async fn concurrent_clients(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    h.commit_layer("shared-base", "", &[create_file("/base", "base\n", 0o644)])
+        .await?;
+    let ctx = MountCtx {
+        work: h.sandbox.work().to_path_buf(),
+    };
+    let mut tasks = Vec::new();
+    for id in 0..CLIENTS {
+        let snap = Snap::new(SnapshotsClient::new(h.plugin.connect().await?));
+        tasks.push(tokio::spawn(client_work(ctx.clone(), snap, id)));
+    }
+    let mut expected: BTreeSet<String> = ["shared-base", "contended", "winner"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let (mut key_winners, mut name_winners) = (0, 0);
+    for (id, task) in tasks.into_iter().enumerate() {
+        let out = task
+            .await
+            .with_context(|| format!("client {id} panicked"))?
+            .with_context(|| format!("client {id}"))?;
+        key_winners += usize::from(out.won_key);
+        name_winners += usize::from(out.won_name);
+        expected.extend(out.exists);
+    }
+    ensure!(
+        key_winners == 1,
+        "exactly one client must win Prepare(contended), {key_winners} did"
+    );
+    ensure!(
+        name_winners == 1,
+        "exactly one client must win Commit(winner), {name_winners} did"
+    );
+    let listed: BTreeSet<String> = h
+        .snap
+        .list(&[])
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    ensure!(
+        listed == expected,
+        "List must show exactly what the clients made:\n  missing {:?}\n  unexpected {:?}",
+        expected.difference(&listed).collect::<Vec<_>>(),
+        listed.difference(&expected).collect::<Vec<_>>()
+    );
+    h.check_consistent().await?;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Crash recovery: the plugin kills itself (SIGKILL) at a failpoint in the middle of an
+//! operation, is started again on the same root, and must come back consistent: every snapshot
+//! List shows Stats and mounts, a half-made snapshot is either invisible or complete, and after
+//! Cleanup no storage is left for snapshots that do not exist.
+//!
+//! Failpoints are named by the environment variable `STRATA_FAILPOINT` (see the plugin core).
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use strata_proto::snapshots::Kind;
+use tonic::Code;
+
+use crate::client::{check_info, expect_code, gc_root_labels, Harness};
+use crate::fstest::{apply, check_trees_equal, create_file};
+use crate::harness::PluginSpec;
+
+/// Storage made, metadata not written.
+pub const PREPARE_AFTER_CREATE: &str = "prepare:after-create";
+/// Prepare's metadata written, not yet answered.
+pub const PREPARE_AFTER_METADATA: &str = "prepare:after-metadata";
+/// Commit before its metadata is written.
+pub const COMMIT_BEFORE_METADATA: &str = "commit:before-metadata";
+/// Commit's metadata written, not yet answered.
+pub const COMMIT_AFTER_METADATA: &str = "commit:after-metadata";
+/// Remove's metadata gone, storage not yet removed.
+pub const REMOVE_AFTER_METADATA: &str = "remove:after-metadata";
+
+/// The call the crashed plugin was making.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Prepare,
+    Commit,
+    Remove,
+}
+
+/// Runs the crash scenario for `failpoint`:
+/// 1. a normal plugin makes `base` (committed, file /base) and `a1` (active on base, file /a1);
+/// 2. it is stopped gracefully and started with the failpoint armed;
+/// 3. the operation the failpoint sits in is called: Prepare(victim, base), Commit(a1-c, a1)
+///    or Remove(a1); the call must fail and the plugin must die of SIGKILL;
+/// 4. the plugin is started again without the failpoint and the outcome is checked.
+pub async fn crash_at(spec: PluginSpec, failpoint: &str) -> Result<()> {
+    let op = match failpoint {
+        PREPARE_AFTER_CREATE | PREPARE_AFTER_METADATA => Op::Prepare,
+        COMMIT_BEFORE_METADATA | COMMIT_AFTER_METADATA => Op::Commit,
+        REMOVE_AFTER_METADATA => Op::Remove,
+        other => bail!("unknown failpoint {other:?}"),
+    };
+    let mut h = Harness::start(&spec).await?;
+    let base_files = [create_file("/base", "base\n", 0o644)];
+    let a1_files = [create_file("/a1", "a1\n", 0o644)];
+    let flat_base = h.flat_dir()?;
+    apply(&flat_base, &base_files)?;
+    let flat_a1 = h.flat_dir()?;
+    apply(&flat_a1, &base_files)?;
+    apply(&flat_a1, &a1_files)?;
+
+    h.commit_layer("base", "", &base_files).await?;
+    let mounts = h.snap.prepare("a1", "base").await?;
+    let guard = h.mount(&mounts)?;
+    apply(guard.path(), &a1_files)?;
+    guard.unmount()?;
+
+    h.restart(&[("STRATA_FAILPOINT", failpoint)])
+        .await
+        .with_context(|| format!("restart with the failpoint {failpoint}"))?;
+    let result = match op {
+        Op::Prepare => h
+            .snap
+            .try_prepare("victim", "base", gc_root_labels())
+            .await
+            .map(drop),
+        Op::Commit => h.snap.try_commit("a1-c", "a1", gc_root_labels()).await,
+        Op::Remove => h.snap.try_remove("a1").await,
+    };
+    if result.is_ok() {
+        bail!("failpoint {failpoint} did not fire: the {op:?} call succeeded");
+    }
+    let status = h
+        .plugin
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .with_context(|| format!("the plugin must die at the failpoint {failpoint}"))?;
+    ensure!(
+        status.signal() == Some(libc::SIGKILL),
+        "at the failpoint {failpoint} the plugin must die of SIGKILL, got {status}; its log:\n{}",
+        h.plugin.log_tail(30)
+    );
+
+    h.start_again(&[])
+        .await
+        .with_context(|| format!("restart on the same root after crashing at {failpoint}"))?;
+    let s = &h.snap;
+    check_info(&s.stat("base").await?, "base", "", Kind::Committed)
+        .context("base must survive the crash")?;
+    match failpoint {
+        PREPARE_AFTER_CREATE => {
+            expect_code(
+                s.try_stat("victim").await,
+                Code::NotFound,
+                "a Prepare that crashed before its metadata must not be visible",
+            )?;
+            h.check_consistent().await?;
+            s.prepare("victim", "base")
+                .await
+                .context("the key of a crashed Prepare must be usable again")?;
+        }
+        PREPARE_AFTER_METADATA => {
+            check_info(&s.stat("victim").await?, "victim", "base", Kind::Active)
+                .context("a Prepare that crashed after its metadata must be complete")?;
+            let mounts = s.mounts("victim").await?;
+            let guard = h.mount(&mounts)?;
+            check_trees_equal(&flat_base, guard.path())
+                .context("the recovered victim's content")?;
+            apply(guard.path(), &[create_file("/victim", "v\n", 0o644)])?;
+            guard.unmount()?;
+            s.commit("victim-c", "victim")
+                .await
+                .context("the recovered victim must commit")?;
+        }
+        COMMIT_BEFORE_METADATA => {
+            check_info(&s.stat("a1").await?, "a1", "base", Kind::Active).context(
+                "a Commit that crashed before its metadata must leave the active snapshot",
+            )?;
+            expect_code(
+                s.try_stat("a1-c").await,
+                Code::NotFound,
+                "the name of a Commit that crashed before its metadata",
+            )?;
+            let mounts = s.mounts("a1").await?;
+            let guard = h.mount(&mounts)?;
+            check_trees_equal(&flat_a1, guard.path()).context("a1's content after the crash")?;
+            guard.unmount()?;
+            h.check_consistent().await?;
+            s.commit("a1-c", "a1")
+                .await
+                .context("committing again must work")?;
+        }
+        COMMIT_AFTER_METADATA => {
+            check_info(&s.stat("a1-c").await?, "a1-c", "base", Kind::Committed)
+                .context("a Commit that crashed after its metadata must be complete")?;
+            expect_code(
+                s.try_stat("a1").await,
+                Code::NotFound,
+                "the key of a Commit that crashed after its metadata",
+            )?;
+        }
+        REMOVE_AFTER_METADATA => {
+            expect_code(
+                s.try_stat("a1").await,
+                Code::NotFound,
+                "a Remove that crashed after its metadata must be done",
+            )?;
+            h.check_consistent().await?;
+            s.prepare("a1", "base")
+                .await
+                .context("the key of a crashed Remove must be usable again")?;
+        }
+        _ => {}
+    }
+    if matches!(failpoint, COMMIT_AFTER_METADATA | COMMIT_BEFORE_METADATA) {
+        let mounts = s.view("check", "a1-c").await?;
+        let guard = h.mount(&mounts)?;
+        check_trees_equal(&flat_a1, guard.path())
+            .context("a View of the commit after the crash")?;
+        guard.unmount()?;
+        s.remove("check").await?;
+    }
+    h.check_consistent().await?;
+    Ok(())
+}
+
+/// Crash in Prepare after the storage is made, before the metadata.
+pub async fn prepare_after_create(spec: PluginSpec) -> Result<()> {
+    crash_at(spec, PREPARE_AFTER_CREATE).await
+}
+
+/// Crash in Prepare after the metadata is written.
+pub async fn prepare_after_metadata(spec: PluginSpec) -> Result<()> {
+    crash_at(spec, PREPARE_AFTER_METADATA).await
+}
+
+/// Crash in Commit before the metadata is written.
+pub async fn commit_before_metadata(spec: PluginSpec) -> Result<()> {
+    crash_at(spec, COMMIT_BEFORE_METADATA).await
+}
+
+/// Crash in Commit after the metadata is written.
+pub async fn commit_after_metadata(spec: PluginSpec) -> Result<()> {
+    crash_at(spec, COMMIT_AFTER_METADATA).await
+}
+
+/// Crash in Remove after the metadata is gone, before the storage is.
+pub async fn remove_after_metadata(spec: PluginSpec) -> Result<()> {
+    crash_at(spec, REMOVE_AFTER_METADATA).await
+}
