@@ -246,7 +246,7 @@ impl PluginProcess {
         if let Ok(level) = std::env::var("STRATA_TEST_LOG_LEVEL") {
             cmd.arg("--log-level").arg(level);
         }
-        cmd.env_remove("STRATA_FAILPOINT");
+        cmd.env_remove("STRATA_FAILPOINT").env("NO_COLOR", "1");
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
@@ -493,6 +493,8 @@ where
         }
     });
     if let Err(err) = result {
-        panic!("{err:?}");
+        // The whole chain, without anyhow's backtrace (the cause says where it failed).
+        let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+        panic!("{}", chain.join("\n  caused by: "));
     }
 }

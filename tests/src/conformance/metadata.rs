@@ -325,7 +325,7 @@ pub async fn walk(spec: PluginSpec) -> Result<()> {
         ),
         (vec![r#"labels.l=="1""#], vec!["p-wl"]),
         (vec![r#"labels."l"==3"#], vec!["v-wl"]),
-        (vec![r#"parent==""#], vec!["a-np", "p", "p-wl", "a-np-wl"]),
+        (vec!["parent==\"\""], vec!["a-np", "p", "p-wl", "a-np-wl"]),
         (
             vec!["kind==committed", "kind==view"],
             vec!["p", "p-wl", "v", "v-wl"],
