@@ -17,6 +17,7 @@ use strata_proto::snapshots::{
     PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest, UpdateSnapshotRequest,
     UsageRequest, ViewSnapshotRequest,
 };
+use strata_proto::storage::StatusRequest;
 use strata_proto::types::Mount;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -30,6 +31,9 @@ pub const SNAPSHOTTER: &str = "strata-tests";
 
 /// The GC label containerd's suite puts on most snapshots.
 pub const GC_ROOT: &str = "containerd.io/gc.root";
+
+/// Driver.Status rows that count snapshots; when a driver has one, it must equal List's count.
+pub const STATUS_COUNT_ROWS: &[&str] = &["Snapshots", "Layers"];
 
 /// Snapshot labels.
 pub type Labels = HashMap<String, String>;
@@ -482,6 +486,30 @@ impl Harness {
             Ok(()) => {}
             Err(s) if s.code() == Code::Unimplemented => {}
             Err(s) => return Err(status_error(s, "Cleanup()")),
+        }
+        // A driver that reports a snapshot count in its Status must agree with List.
+        let status = self
+            .plugin
+            .driver()
+            .status(StatusRequest {})
+            .await
+            .context("Driver.Status")?
+            .into_inner();
+        for row in &status.rows {
+            if STATUS_COUNT_ROWS.contains(&row.key.as_str()) {
+                let n: usize = row.value.parse().with_context(|| {
+                    format!(
+                        "Driver.Status row {:?} is not a number: {:?}",
+                        row.key, row.value
+                    )
+                })?;
+                ensure!(
+                    n == all.len(),
+                    "Driver.Status row {:?} says {n}, but List shows {} snapshots",
+                    row.key,
+                    all.len()
+                );
+            }
         }
         let stored = self.storage_count()?;
         ensure!(

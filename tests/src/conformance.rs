@@ -18,4 +18,4 @@ pub use lifecycle::{
     basic, close_twice, remove_intermediate_snapshot, root_permission, stat_active, stat_committed,
     transitivity, view_readonly,
 };
-pub use metadata::{prepare_view_failing, remove, stat_in_walk, update, walk};
+pub use metadata::{commit_info, prepare_view_failing, remove, stat_in_walk, update, usage, walk};

@@ -12,8 +12,8 @@ use anyhow::{bail, ensure, Context, Result};
 use strata_proto::snapshots::Kind;
 use tonic::Code;
 
-use crate::client::{check_info, expect_code, gc_root_labels, Harness};
-use crate::fstest::{apply, check_trees_equal, create_file};
+use crate::client::{check_info, expect_code, gc_root_labels, labels, Harness};
+use crate::fstest::{apply, check_trees_equal, create_file, remove_all};
 use crate::harness::PluginSpec;
 
 /// Storage made, metadata not written.
@@ -195,4 +195,62 @@ pub async fn commit_after_metadata(spec: PluginSpec) -> Result<()> {
 /// Crash in Remove after the metadata is gone, before the storage is.
 pub async fn remove_after_metadata(spec: PluginSpec) -> Result<()> {
     crash_at(spec, REMOVE_AFTER_METADATA).await
+}
+
+/// A graceful restart (SIGTERM → exit 0 → start again on the same root) keeps every snapshot
+/// exactly: the same Infos (timestamps and labels included), the same mounts, the same content.
+pub async fn restart_keeps_store(spec: PluginSpec) -> Result<()> {
+    let mut h = Harness::start(&spec).await?;
+    let base = [create_file("/base", "base\n", 0o644)];
+    let top = [create_file("/top", "top\n", 0o600), remove_all("/base")];
+    let mine = [create_file("/mine", "mine\n", 0o644)];
+    let flat_top = h.flat_dir()?;
+    apply(&flat_top, &base)?;
+    apply(&flat_top, &top)?;
+    let flat_active = h.flat_dir()?;
+    apply(&flat_active, &base)?;
+    apply(&flat_active, &top)?;
+    apply(&flat_active, &mine)?;
+
+    h.commit_layer("base", "", &base).await?;
+    h.commit_layer("top", "base", &top).await?;
+    let active_mounts = h
+        .snap
+        .prepare_with("active", "top", labels(&[("k", "v")]))
+        .await?;
+    let guard = h.mount(&active_mounts)?;
+    apply(guard.path(), &mine)?;
+    guard.unmount()?;
+    let view_mounts = h.snap.view("view", "top").await?;
+    let mut info = h.snap.stat("base").await?;
+    info.labels = labels(&[("updated", "yes")]);
+    h.snap.update(info, None).await?;
+
+    let mut before = h.snap.list(&[]).await?;
+    before.sort_by(|a, b| a.name.cmp(&b.name));
+    h.restart(&[]).await?;
+    let mut after = h.snap.list(&[]).await?;
+    after.sort_by(|a, b| a.name.cmp(&b.name));
+    ensure!(
+        before == after,
+        "a graceful restart must keep every Info exactly:\n  before {before:#?}\n  after  {after:#?}"
+    );
+    let again = h.snap.mounts("active").await?;
+    ensure!(
+        again == active_mounts,
+        "Mounts after a restart must equal Prepare's:\n  prepare {active_mounts:?}\n  mounts  {again:?}"
+    );
+    let guard = h.mount(&again)?;
+    check_trees_equal(&flat_active, guard.path()).context("the active snapshot after a restart")?;
+    guard.unmount()?;
+    let again = h.snap.mounts("view").await?;
+    ensure!(
+        again == view_mounts,
+        "Mounts after a restart must equal View's:\n  view   {view_mounts:?}\n  mounts {again:?}"
+    );
+    let guard = h.mount(&again)?;
+    check_trees_equal(&flat_top, guard.path()).context("the view after a restart")?;
+    guard.unmount()?;
+    h.check_consistent().await?;
+    Ok(())
 }

@@ -35,9 +35,18 @@ async fn import_and_run(spec: PluginSpec) -> Result<()> {
 
     let cdir = sandbox.new_dir("containerd")?;
     let containerd = Containerd::start(&cdir, "strata", plugin.socket())?;
-    containerd.ctr_ok(&["images", "import", "--snapshotter", "strata", archive.to_str().unwrap_or_default()])?;
+    containerd.ctr_ok(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "strata",
+        archive.to_str().unwrap_or_default(),
+    ])?;
     let snapshots = containerd.ctr_ok(&["snapshots", "--snapshotter", "strata", "ls"])?;
-    ensure!(snapshots.lines().count() >= 3, "expected two committed layers in `ctr snapshots ls`, got:\n{snapshots}");
+    ensure!(
+        snapshots.lines().count() >= 3,
+        "expected two committed layers in `ctr snapshots ls`, got:\n{snapshots}"
+    );
 
     let id = unique_name("ctr");
     let out = containerd.ctr_ok(&[
@@ -52,7 +61,10 @@ async fn import_and_run(spec: PluginSpec) -> Result<()> {
         "cat /etc/motd /etc/layer2 /data/keep; test -e /data/dir && echo dir-present || echo dir-deleted; echo written > /tmp/w && cat /tmp/w",
     ])?;
     let want = "from layer 2\nadded\nkept\ndir-deleted\nwritten\n";
-    ensure!(out.replace("\r\n", "\n") == want, "container output:\n{out}\nwanted:\n{want}");
+    ensure!(
+        out.replace("\r\n", "\n") == want,
+        "container output:\n{out}\nwanted:\n{want}"
+    );
 
     // The container's snapshot is gone after --rm; removing the image lets GC remove layers.
     containerd.ctr_ok(&["images", "rm", "--sync", reference])?;
@@ -62,5 +74,8 @@ async fn import_and_run(spec: PluginSpec) -> Result<()> {
 
 #[test]
 fn containerd_imports_and_runs_on_overlay2() {
-    run_case(PluginSpec::new("strata-overlay2", layouts::overlay2_storage_count), import_and_run);
+    run_case(
+        PluginSpec::new("strata-overlay2", layouts::overlay2_storage_count),
+        import_and_run,
+    );
 }

@@ -43,6 +43,8 @@ cases! {
     overlay2_conformance_root_permission => conformance::root_permission,
     overlay2_conformance_rename => conformance::rename,
     overlay2_conformance_128_layers_mount => conformance::layers_128_mount,
+    overlay2_conformance_commit_info => conformance::commit_info,
+    overlay2_conformance_usage => conformance::usage,
 
     overlay2_errors_unknown_key => errors::unknown_key,
     overlay2_errors_duplicate_key => errors::duplicate_key,
@@ -61,6 +63,7 @@ cases! {
     overlay2_crash_commit_before_metadata => crash::commit_before_metadata,
     overlay2_crash_commit_after_metadata => crash::commit_after_metadata,
     overlay2_crash_remove_after_metadata => crash::remove_after_metadata,
+    overlay2_crash_restart_keeps_store => crash::restart_keeps_store,
 
     overlay2_concurrency_8_clients => concurrency::concurrent_clients,
 }

@@ -277,6 +277,18 @@ pub async fn rename(spec: PluginSpec) -> Result<()> {
 /// directories.
 pub async fn layers_128_mount(spec: PluginSpec) -> Result<()> {
     let h = Harness::start(&spec).await?;
+    let caps = h
+        .plugin
+        .driver()
+        .capabilities(CapabilitiesRequest {})
+        .await
+        .context("Driver.Capabilities")?
+        .into_inner();
+    anyhow::ensure!(
+        caps.max_layer_depth == 0 || caps.max_layer_depth >= 128,
+        "the driver advertises max_layer_depth {}, but every driver must mount 128 layers",
+        caps.max_layer_depth
+    );
     let layers: Vec<Vec<Change>> = (0..128)
         .map(|i| {
             let mut changes = Vec::new();

@@ -63,6 +63,11 @@ pub async fn basic(spec: PluginSpec) -> Result<()> {
     check_trees_equal(&flat, guard.path())?;
     let info = snap.stat(&next).await?;
     check_info(&info, &next, &committed, Kind::Active)?;
+    let again = snap.mounts(&next).await?;
+    ensure!(
+        again == mounts,
+        "Mounts must re-create the mounts Prepare returned:\n  prepare {mounts:?}\n  mounts  {again:?}"
+    );
     guard.unmount()?;
 
     snap.commit(&next_committed, &next).await?;

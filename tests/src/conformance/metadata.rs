@@ -409,3 +409,101 @@ pub async fn stat_in_walk(spec: PluginSpec) -> Result<()> {
     );
     Ok(())
 }
+
+/// Commit: the committed snapshot gets the commit's labels (not the active one's), and its
+/// Created and Updated are reset to the commit time (equal to each other).
+pub async fn commit_info(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let snap = &h.snap;
+    snap.prepare_with(
+        "active",
+        "",
+        labels(&[("from-prepare", "1"), ("shared", "prepare")]),
+    )
+    .await?;
+    let mut info = snap.stat("active").await?;
+    info.labels = labels(&[("from-update", "1")]);
+    snap.update(info, Some(&["labels.from-update"])).await?;
+    // Make sure the commit time differs from the prepare time.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t1 = SystemTime::now();
+    snap.commit_with(
+        "committed",
+        "active",
+        labels(&[("from-commit", "1"), ("shared", "commit")]),
+    )
+    .await?;
+    let t2 = SystemTime::now();
+    let got = snap.stat("committed").await?;
+    check_info(&got, "committed", "", Kind::Committed)?;
+    let want = labels(&[("from-commit", "1"), ("shared", "commit")]);
+    ensure!(
+        got.labels == want,
+        "Commit must replace the labels with its own: want {want:?}, got {:?}",
+        got.labels
+    );
+    let created = time_of(&got.created_at, "created_at")?;
+    ensure!(
+        ts_in(created, t1, t2),
+        "Commit must reset Created to the commit time: {created:?} is not within [{t1:?}, {t2:?}]"
+    );
+    ensure!(
+        got.created_at == got.updated_at,
+        "Created and Updated must be equal after Commit: {:?} vs {:?}",
+        got.created_at,
+        got.updated_at
+    );
+    // A commit without labels leaves none.
+    snap.prepare("active-2", "committed").await?;
+    snap.commit_with("committed-2", "active-2", Labels::new())
+        .await?;
+    let got = snap.stat("committed-2").await?;
+    ensure!(
+        got.labels.is_empty(),
+        "Commit without labels must leave none, got {:?}",
+        got.labels
+    );
+    Ok(())
+}
+
+/// Usage: a snapshot counts only its own content, not its parents'.
+pub async fn usage(spec: PluginSpec) -> Result<()> {
+    const MIB: i64 = 1 << 20;
+    let h = Harness::start(&spec).await?;
+    let snap = &h.snap;
+    let big = vec![0x5au8; 4 << 20];
+    h.commit_layer("parent", "", &[create_file("/big", &big, 0o644)])
+        .await?;
+    let (size, _) = snap.usage("parent").await?;
+    ensure!(
+        size >= 4 * MIB,
+        "Usage of a committed snapshot holding a 4 MiB file: want at least 4 MiB, got {size} bytes"
+    );
+
+    let mounts = snap.prepare("child", "parent").await?;
+    let (size, _) = snap.usage("child").await?;
+    ensure!(
+        size < MIB,
+        "Usage of a fresh child must not count its parent's 4 MiB, got {size} bytes"
+    );
+    let guard = h.mount(&mounts)?;
+    crate::fstest::apply(
+        guard.path(),
+        &[
+            create_file("/one-mib", vec![0xa5u8; 1 << 20], 0o644),
+            crate::fstest::create_dir("/d", 0o755),
+            create_file("/d/small", "x", 0o644),
+        ],
+    )?;
+    guard.unmount()?;
+    let (size, inodes) = snap.usage("child").await?;
+    ensure!(
+        (MIB..4 * MIB).contains(&size),
+        "Usage of a child holding 1 MiB of its own: want between 1 MiB and 4 MiB, got {size} bytes"
+    );
+    ensure!(
+        inodes >= 3,
+        "Usage of a child with two files and a dir: want at least 3 inodes, got {inodes}"
+    );
+    Ok(())
+}

@@ -54,10 +54,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .context("start containerd")?;
-        let c = Containerd { child: Some(child), dir: dir.to_path_buf(), address };
+        let c = Containerd {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            address,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if c.ctr(&["version"]).map(|o| o.status.success()).unwrap_or(false) {
+            if c.ctr(&["version"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
                 return Ok(c);
             }
             if Instant::now() > deadline {
@@ -114,10 +121,17 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         // Kill the shims this daemon started (their command line names our socket's dir).
         let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &format!("containerd-shim.*{}", self.address.display())])
+            .args([
+                "-KILL",
+                "-f",
+                &format!("containerd-shim.*{}", self.address.display()),
+            ])
             .status();
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {

@@ -30,7 +30,11 @@ pub fn layer(entries: &[Entry]) -> Result<Vec<u8>> {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(*mode);
                 h.set_size(0);
-                b.append_data(&mut h, format!("{}/", path.trim_end_matches('/')), std::io::empty())?;
+                b.append_data(
+                    &mut h,
+                    format!("{}/", path.trim_end_matches('/')),
+                    std::io::empty(),
+                )?;
             }
             Entry::File(path, data, mode) => {
                 h.set_entry_type(tar::EntryType::Regular);
@@ -62,7 +66,10 @@ pub fn busybox_layer(extra: Vec<Entry>) -> Result<Vec<u8>> {
         Entry::Dir("sys", 0o755),
         Entry::Dir("dev", 0o755),
     ];
-    for applet in ["sh", "ls", "cat", "echo", "test", "true", "false", "sleep", "touch", "rm", "mkdir", "id", "hostname", "ps"] {
+    for applet in [
+        "sh", "ls", "cat", "echo", "test", "true", "false", "sleep", "touch", "rm", "mkdir", "id",
+        "hostname", "ps",
+    ] {
         entries.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
     }
     entries.extend(extra);
@@ -75,7 +82,10 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Writes a Docker `save` archive of one image, tagged `reference`, to `out`.
 pub fn docker_archive(out: &Path, reference: &str, layers: &[Vec<u8>], cmd: &[&str]) -> Result<()> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -85,13 +95,18 @@ pub fn docker_archive(out: &Path, reference: &str, layers: &[Vec<u8>], cmd: &[&s
     });
     let config = serde_json::to_vec(&config)?;
     let config_name = format!("{}.json", sha256_hex(&config));
-    let layer_names: Vec<String> = layers.iter().map(|l| format!("{}/layer.tar", sha256_hex(l))).collect();
+    let layer_names: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{}/layer.tar", sha256_hex(l)))
+        .collect();
     let manifest = serde_json::to_vec(&serde_json::json!([{
         "Config": config_name,
         "RepoTags": [reference],
         "Layers": layer_names,
     }]))?;
-    let mut b = tar::Builder::new(fs::File::create(out).with_context(|| format!("create {}", out.display()))?);
+    let mut b = tar::Builder::new(
+        fs::File::create(out).with_context(|| format!("create {}", out.display()))?,
+    );
     let mut add = |name: &str, data: &[u8]| -> Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
