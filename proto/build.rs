@@ -6,7 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment meanwhile.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let include = protoc_bin_vendored::include_path()?;
-    let include = include.to_str().ok_or("the vendored protoc include path is not UTF-8")?;
+    let include = include
+        .to_str()
+        .ok_or("the vendored protoc include path is not UTF-8")?;
     let protos = [
         "proto/containerd/types/mount.proto",
         "proto/containerd/services/snapshots/v1/snapshots.proto",

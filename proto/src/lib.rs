@@ -46,10 +46,10 @@ pub mod gen {
     }
 }
 
-/// `containerd.types`: the Mount message.
-pub use gen::containerd::types;
 /// `containerd.services.snapshots.v1`: the snapshots service.
 pub use gen::containerd::services::snapshots::v1 as snapshots;
+/// `containerd.types`: the Mount message.
+pub use gen::containerd::types;
 /// `strata.storage.v1`: the storage driver service.
 pub use gen::strata::storage::v1 as storage;
 

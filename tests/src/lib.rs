@@ -44,6 +44,7 @@ pub mod fstest;
 pub mod harness;
 pub mod layouts;
 pub mod mounts;
+pub mod uml;
 
 pub use client::{Harness, Snap};
 pub use harness::{PluginProcess, PluginSpec, Sandbox};

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use strata_tests::harness::{find_binary, run_case};
-use strata_tests::{layouts, Harness, PluginProcess, PluginSpec, Sandbox};
+use strata_tests::{layouts, uml, Harness, PluginProcess, PluginSpec, Sandbox};
 
 fn spec() -> PluginSpec {
     PluginSpec::new("strata-overlay2", layouts::overlay2_storage_count)
@@ -18,19 +18,35 @@ fn spec() -> PluginSpec {
 fn refused(opts: &[&str], expect: &str) -> Result<()> {
     let sandbox = Sandbox::new()?;
     let mut cmd = Command::new(find_binary("strata-overlay2"));
-    cmd.arg("--root").arg(sandbox.root()).arg("--address").arg(sandbox.work().join("s.sock"));
+    cmd.arg("--root")
+        .arg(sandbox.root())
+        .arg("--address")
+        .arg(sandbox.work().join("s.sock"));
     for o in opts {
         cmd.arg("--storage-opt").arg(o);
     }
     let out = cmd.output().context("run strata-overlay2")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "strata-overlay2 {opts:?} should refuse to start");
-    ensure!(stderr.contains(expect), "stderr should name {expect:?}:\n{stderr}");
     ensure!(
-        stderr.lines().filter(|l| l.starts_with("strata-overlay2:")).count() == 1,
+        !out.status.success(),
+        "strata-overlay2 {opts:?} should refuse to start"
+    );
+    ensure!(
+        stderr.contains(expect),
+        "stderr should name {expect:?}:\n{stderr}"
+    );
+    ensure!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("strata-overlay2:"))
+            .count()
+            == 1,
         "one error line expected:\n{stderr}"
     );
-    ensure!(!sandbox.work().join("s.sock").exists(), "no socket may be left behind");
+    ensure!(
+        !sandbox.work().join("s.sock").exists(),
+        "no socket may be left behind"
+    );
     Ok(())
 }
 
@@ -54,22 +70,33 @@ fn overlay2_bad_options_are_refused_by_name() {
 
 #[test]
 fn overlay2_mountopt_reaches_overlay_mounts() {
-    run_case(spec().with_storage_opt("overlay2.mountopt=nodev"), |spec| async move {
-        let h = Harness::start(&spec).await?;
-        h.snap.prepare("base-active", "").await?;
-        h.snap.commit("base", "base-active").await?;
-        let mounts = h.snap.prepare("child", "base").await?;
-        ensure!(mounts[0].options.iter().any(|o| o == "nodev"), "mountopt missing: {mounts:?}");
-        let guard = h.mount(&mounts)?;
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let line = mountinfo
-            .lines()
-            .find(|l| l.split(' ').nth(4) == guard.path().to_str())
-            .context("the overlay is not in mountinfo")?;
-        ensure!(line.split(' ').nth(5).is_some_and(|o| o.split(',').any(|f| f == "nodev")), "not nodev: {line}");
-        guard.unmount()?;
-        Ok(())
-    });
+    run_case(
+        spec().with_storage_opt("overlay2.mountopt=nodev"),
+        |spec| async move {
+            let h = Harness::start(&spec).await?;
+            h.snap.prepare("base-active", "").await?;
+            h.snap.commit("base", "base-active").await?;
+            let mounts = h.snap.prepare("child", "base").await?;
+            ensure!(
+                mounts[0].options.iter().any(|o| o == "nodev"),
+                "mountopt missing: {mounts:?}"
+            );
+            let guard = h.mount(&mounts)?;
+            let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+            let line = mountinfo
+                .lines()
+                .find(|l| l.split(' ').nth(4) == guard.path().to_str())
+                .context("the overlay is not in mountinfo")?;
+            ensure!(
+                line.split(' ')
+                    .nth(5)
+                    .is_some_and(|o| o.split(',').any(|f| f == "nodev")),
+                "not nodev: {line}"
+            );
+            guard.unmount()?;
+            Ok(())
+        },
+    );
 }
 
 /// Makes `dir` an xfs with project quota enforced, on a sparse file through a loop device that
@@ -78,8 +105,16 @@ fn mount_xfs_pquota(dir: &std::path::Path, image: &std::path::Path) -> Result<()
     let f = fs::File::create(image)?;
     f.set_len(512 << 20)?;
     drop(f);
-    let out = Command::new("mkfs.xfs").arg("-q").arg(image).output().context("run mkfs.xfs (apt-get install xfsprogs)")?;
-    ensure!(out.status.success(), "mkfs.xfs: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("mkfs.xfs")
+        .arg("-q")
+        .arg(image)
+        .output()
+        .context("run mkfs.xfs (apt-get install xfsprogs)")?;
+    ensure!(
+        out.status.success(),
+        "mkfs.xfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("mount")
         .args(["-o", "loop,pquota"])
         .arg(image)
@@ -87,21 +122,44 @@ fn mount_xfs_pquota(dir: &std::path::Path, image: &std::path::Path) -> Result<()
         .output()
         .context("run mount")?;
     if !out.status.success() {
-        bail!("mount -o loop,pquota: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "mount -o loop,pquota: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
 
+/// The host kernel has no XFS (or ext4) quota support, so this runs inside User-Mode Linux,
+/// whose kernel has XFS quota.
 #[test]
 fn overlay2_size_limits_writable_snapshots_on_xfs() {
-    run_case(spec().with_storage_opt("overlay2.size=20M"), |spec| async move {
+    uml::in_uml(
+        "overlay2_size_limits_writable_snapshots_on_xfs",
+        &uml::LOOP_OVERLAY_MODULES,
+        || {
+            run_case(spec().with_storage_opt("overlay2.size=20M"), size_limit);
+            Ok(())
+        },
+    );
+}
+
+async fn size_limit(spec: PluginSpec) -> Result<()> {
+    {
         let sandbox = Sandbox::new()?;
         mount_xfs_pquota(sandbox.root(), &sandbox.work().join("xfs.img"))?;
         let plugin = PluginProcess::start(&spec, &sandbox).await?;
         let snap = strata_tests::Snap::new(plugin.snapshots());
-        let status = plugin.driver().status(strata_proto::storage::StatusRequest {}).await?.into_inner();
+        let status = plugin
+            .driver()
+            .status(strata_proto::storage::StatusRequest {})
+            .await?
+            .into_inner();
         ensure!(
-            status.rows.iter().any(|r| r.key == "Backing Filesystem" && r.value == "xfs"),
+            status
+                .rows
+                .iter()
+                .any(|r| r.key == "Backing Filesystem" && r.value == "xfs"),
             "status: {:?}",
             status.rows
         );
@@ -123,15 +181,21 @@ fn overlay2_size_limits_writable_snapshots_on_xfs() {
                 Ok(()) => written += 1,
                 Err(e) => break e,
             }
-            ensure!(written < 64, "wrote {written} MiB into a snapshot limited to 20 MiB");
+            ensure!(
+                written < 64,
+                "wrote {written} MiB into a snapshot limited to 20 MiB"
+            );
         };
         ensure!(
             matches!(err.raw_os_error(), Some(libc::EDQUOT) | Some(libc::ENOSPC)),
             "expected EDQUOT or ENOSPC, got {err}"
         );
-        ensure!((15..=21).contains(&written), "the limit stopped the write after {written} MiB, not about 20");
+        ensure!(
+            (15..=21).contains(&written),
+            "the limit stopped the write after {written} MiB, not about 20"
+        );
         drop(f);
         guard.unmount()?;
         Ok(())
-    });
+    }
 }

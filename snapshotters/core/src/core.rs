@@ -71,7 +71,11 @@ fn not_found(key: &str) -> Error {
 impl<D: Snapshotter> Core<D> {
     /// A core over an opened store and driver.
     pub fn new(meta: MetaStore, driver: Arc<D>) -> Self {
-        Core { meta, driver, lock: Mutex::new(()) }
+        Core {
+            meta,
+            driver,
+            lock: Mutex::new(()),
+        }
     }
 
     /// The driver.
@@ -95,30 +99,47 @@ impl<D: Snapshotter> Core<D> {
     }
 
     /// Prepare (`kind` Active) or View (`kind` View).
-    pub fn create(&self, kind: Kind, key: &str, parent: &str, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
+    pub fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<Mount>> {
         if key.is_empty() {
-            return Err(Error::InvalidArgument("snapshot key must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "snapshot key must not be empty".into(),
+            ));
         }
         validate_labels(&labels)?;
         let (id, parents) = {
             let _g = self.locked();
             if self.meta.get(key)?.is_some() {
-                return Err(Error::AlreadyExists(format!("snapshot {key}: already exists")));
+                return Err(Error::AlreadyExists(format!(
+                    "snapshot {key}: already exists"
+                )));
             }
             let parents = if parent.is_empty() {
                 Vec::new()
             } else {
-                let prec = self
-                    .meta
-                    .get(parent)?
-                    .ok_or_else(|| Error::NotFound(format!("missing parent {parent:?}: snapshot does not exist")))?;
+                let prec = self.meta.get(parent)?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "missing parent {parent:?}: snapshot does not exist"
+                    ))
+                })?;
                 if prec.kind() != Kind::Committed {
-                    return Err(Error::InvalidArgument(format!("parent {parent:?} is not committed snapshot")));
+                    return Err(Error::InvalidArgument(format!(
+                        "parent {parent:?} is not committed snapshot"
+                    )));
                 }
                 self.meta.parent_ids(parent)?
             };
             let id = self.meta.next_id()?;
-            let snap = Snap { id, kind, parents: &parents };
+            let snap = Snap {
+                id,
+                kind,
+                parents: &parents,
+            };
             self.driver.create(&snap)?;
             failpoint::hit("prepare:after-create");
             let t = now();
@@ -140,36 +161,56 @@ impl<D: Snapshotter> Core<D> {
         };
         self.meta.flush()?;
         failpoint::hit("prepare:after-metadata");
-        self.driver.mounts(&Snap { id, kind, parents: &parents })
+        self.driver.mounts(&Snap {
+            id,
+            kind,
+            parents: &parents,
+        })
     }
 
     /// The mounts of an active snapshot or view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let rec = self.record(key)?;
         if rec.kind() == Kind::Committed {
-            return Err(Error::FailedPrecondition(format!("requested snapshot {key} not active or view")));
+            return Err(Error::FailedPrecondition(format!(
+                "requested snapshot {key} not active or view"
+            )));
         }
         let parents = self.meta.parent_ids(&rec.parent)?;
-        self.driver.mounts(&Snap { id: rec.id, kind: rec.kind(), parents: &parents })
+        self.driver.mounts(&Snap {
+            id: rec.id,
+            kind: rec.kind(),
+            parents: &parents,
+        })
     }
 
     /// Commit: the active snapshot `key` becomes the committed snapshot `name`.
     pub fn commit(&self, name: &str, key: &str, labels: HashMap<String, String>) -> Result<()> {
         if name.is_empty() {
-            return Err(Error::InvalidArgument("committed snapshot name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "committed snapshot name must not be empty".into(),
+            ));
         }
         validate_labels(&labels)?;
         {
             let _g = self.locked();
             let rec = self.record(key)?;
             if rec.kind() != Kind::Active {
-                return Err(Error::FailedPrecondition(format!("snapshot {key} is not active")));
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {key} is not active"
+                )));
             }
             if self.meta.get(name)?.is_some() {
-                return Err(Error::AlreadyExists(format!("committed snapshot {name}: already exists")));
+                return Err(Error::AlreadyExists(format!(
+                    "committed snapshot {name}: already exists"
+                )));
             }
             let parents = self.meta.parent_ids(&rec.parent)?;
-            self.driver.commit(&Snap { id: rec.id, kind: Kind::Active, parents: &parents })?;
+            self.driver.commit(&Snap {
+                id: rec.id,
+                kind: Kind::Active,
+                parents: &parents,
+            })?;
             failpoint::hit("commit:before-metadata");
             let t = now();
             let committed = Record {
@@ -198,7 +239,11 @@ impl<D: Snapshotter> Core<D> {
                     "failed to remove snapshot {key}: cannot remove snapshot with child"
                 )));
             }
-            self.driver.check_remove(&Snap { id: rec.id, kind: rec.kind(), parents: &parents })?;
+            self.driver.check_remove(&Snap {
+                id: rec.id,
+                kind: rec.kind(),
+                parents: &parents,
+            })?;
             self.meta.remove(key, &rec)?;
             rec.id
         };
@@ -269,7 +314,11 @@ impl<D: Snapshotter> Core<D> {
     pub fn usage(&self, key: &str) -> Result<Usage> {
         let rec = self.record(key)?;
         let parents = self.meta.parent_ids(&rec.parent)?;
-        self.driver.usage(&Snap { id: rec.id, kind: rec.kind(), parents: &parents })
+        self.driver.usage(&Snap {
+            id: rec.id,
+            kind: rec.kind(),
+            parents: &parents,
+        })
     }
 
     /// Cleanup: removes storage that no snapshot owns.

@@ -65,7 +65,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An I/O error with its operation and path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// The gRPC status code this error maps to.
@@ -76,9 +80,11 @@ impl Error {
             Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::Unimplemented(_) => tonic::Code::Unimplemented,
-            Error::Db(_) | Error::Corrupt { .. } | Error::Io { .. } | Error::Mount(_) | Error::Driver { .. } => {
-                tonic::Code::Unknown
-            }
+            Error::Db(_)
+            | Error::Corrupt { .. }
+            | Error::Io { .. }
+            | Error::Mount(_)
+            | Error::Driver { .. } => tonic::Code::Unknown,
         }
     }
 }

@@ -10,9 +10,16 @@ static ARMED: OnceLock<Option<String>> = OnceLock::new();
 
 /// Dies with SIGKILL if `STRATA_FAILPOINT` equals `name`.
 pub fn hit(name: &str) {
-    let armed = ARMED.get_or_init(|| std::env::var("STRATA_FAILPOINT").ok().filter(|s| !s.is_empty()));
+    let armed = ARMED.get_or_init(|| {
+        std::env::var("STRATA_FAILPOINT")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
     if armed.as_deref() == Some(name) {
-        tracing::warn!(failpoint = name, "failpoint reached: killing this process with SIGKILL");
+        tracing::warn!(
+            failpoint = name,
+            "failpoint reached: killing this process with SIGKILL"
+        );
         // A failed kill would leave the test without its crash; aborting is the next best thing.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         std::process::abort();

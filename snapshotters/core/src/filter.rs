@@ -90,7 +90,11 @@ impl Filters {
 
     /// True when the object matches any of the filters.
     pub fn matches(&self, obj: &dyn Fields) -> bool {
-        self.any.is_empty() || self.any.iter().any(|all| all.iter().all(|s| s.matches(obj)))
+        self.any.is_empty()
+            || self
+                .any
+                .iter()
+                .any(|all| all.iter().all(|s| s.matches(obj)))
     }
 }
 
@@ -127,11 +131,19 @@ fn is_value_char(c: char) -> bool {
 
 impl<'a> Parser<'a> {
     fn new(input: &'a str) -> Self {
-        Parser { input, pos: 0, value_mode: false }
+        Parser {
+            input,
+            pos: 0,
+            value_mode: false,
+        }
     }
 
     fn err(&self, pos: usize, message: impl Into<String>) -> ParseError {
-        ParseError { input: self.input.to_string(), pos, message: message.into() }
+        ParseError {
+            input: self.input.to_string(),
+            pos,
+            message: message.into(),
+        }
     }
 
     fn rest(&self) -> &'a str {
@@ -159,13 +171,23 @@ impl<'a> Parser<'a> {
             return (start, Token::Separator(c));
         }
         if matches!(c, '=' | '!' | '~') {
-            let len = trimmed.chars().take_while(|c| matches!(c, '=' | '!' | '~')).count();
+            let len = trimmed
+                .chars()
+                .take_while(|c| matches!(c, '=' | '!' | '~'))
+                .count();
             self.pos += len;
             self.value_mode = true;
-            return (start, Token::Operator(self.input[start..self.pos].to_string()));
+            return (
+                start,
+                Token::Operator(self.input[start..self.pos].to_string()),
+            );
         }
         if self.value_mode {
-            let len: usize = trimmed.chars().take_while(|c| is_value_char(*c)).map(char::len_utf8).sum();
+            let len: usize = trimmed
+                .chars()
+                .take_while(|c| is_value_char(*c))
+                .map(char::len_utf8)
+                .sum();
             self.pos += len;
             self.value_mode = false;
             return (start, Token::Value(self.input[start..self.pos].to_string()));
@@ -219,7 +241,10 @@ impl<'a> Parser<'a> {
     fn selector(&mut self) -> Result<Selector, ParseError> {
         let path = self.fieldpath()?;
         if matches!(self.peek_char(), None | Some(',')) {
-            return Ok(Selector { path, op: Op::Present });
+            return Ok(Selector {
+                path,
+                op: Op::Present,
+            });
         }
         let (pos, tok) = self.scan();
         let op = match tok {
@@ -240,7 +265,8 @@ impl<'a> Parser<'a> {
             "==" => Op::Equal(value),
             "!=" => Op::NotEqual(value),
             "~=" => Op::Matches(
-                Regex::new(&value).map_err(|e| self.err(vpos, format!("invalid regular expression: {e}")))?,
+                Regex::new(&value)
+                    .map_err(|e| self.err(vpos, format!("invalid regular expression: {e}")))?,
             ),
             other => return Err(self.err(pos, format!("unsupported operator {other:?}"))),
         };
@@ -276,7 +302,9 @@ fn unquote(quoted: &str, alt_quotes: bool) -> Result<String, String> {
     let mut chars = quoted.chars();
     let quote = chars.next().ok_or("empty quoted string")?;
     if quote != '"' && !alt_quotes {
-        return Err(format!("invalid quote {quote:?}: only \"...\" is allowed here"));
+        return Err(format!(
+            "invalid quote {quote:?}: only \"...\" is allowed here"
+        ));
     }
     let body = &quoted[1..quoted.len() - quote.len_utf8()];
     let mut out = String::with_capacity(body.len());
@@ -317,7 +345,8 @@ fn unquote(quoted: &str, alt_quotes: bool) -> Result<String, String> {
         while text.len() < digits {
             text.push(it.next().ok_or("short escape sequence")?);
         }
-        let n = u32::from_str_radix(&text, radix).map_err(|_| format!("bad escape digits {text:?}"))?;
+        let n =
+            u32::from_str_radix(&text, radix).map_err(|_| format!("bad escape digits {text:?}"))?;
         out.push(char::from_u32(n).ok_or(format!("escape \\{e}{text} is not a character"))?);
     }
     Ok(out)
@@ -339,7 +368,10 @@ mod tests {
             match path.first().map(String::as_str)? {
                 "name" => Some(self.name.into()),
                 "parent" => Some(self.parent.into()),
-                "labels" if path.len() > 1 => self.labels.get(path[1..].join(".").as_str()).map(|v| v.to_string()),
+                "labels" if path.len() > 1 => self
+                    .labels
+                    .get(path[1..].join(".").as_str())
+                    .map(|v| v.to_string()),
                 _ => None,
             }
         }

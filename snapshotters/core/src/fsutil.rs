@@ -42,7 +42,8 @@ pub fn disk_usage(root: &Path) -> Result<Usage> {
 
 /// The name of the filesystem that holds `path`, as `docker info` shows it ("extfs", "xfs" …).
 pub fn backing_fs(path: &Path) -> Result<String> {
-    let st = nix::sys::statfs::statfs(path).map_err(|e| crate::error::Error::io("statfs", path, e.into()))?;
+    let st = nix::sys::statfs::statfs(path)
+        .map_err(|e| crate::error::Error::io("statfs", path, e.into()))?;
     let magic = st.filesystem_type().0 as u64;
     Ok(match magic {
         0xEF53 => "extfs",

@@ -87,13 +87,19 @@ fn tx_result<T>(r: std::result::Result<T, TransactionError<Error>>) -> Result<T>
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record> {
-    Record::decode(bytes).map_err(|source| Error::Corrupt { key: key.to_string(), source })
+    Record::decode(bytes).map_err(|source| Error::Corrupt {
+        key: key.to_string(),
+        source,
+    })
 }
 
 impl MetaStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         Ok(MetaStore {
             snapshots: db.open_tree("snapshots")?,
             children: db.open_tree("children")?,
@@ -116,14 +122,22 @@ impl MetaStore {
 
     /// The record of `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
-        self.snapshots.get(key.as_bytes())?.map(|v| decode(key, &v)).transpose()
+        self.snapshots
+            .get(key.as_bytes())?
+            .map(|v| decode(key, &v))
+            .transpose()
     }
 
     /// Whether `key` has children.
     pub fn has_children(&self, key: &str) -> Result<bool> {
         let mut prefix = key.as_bytes().to_vec();
         prefix.push(0);
-        Ok(self.children.scan_prefix(prefix).next().transpose()?.is_some())
+        Ok(self
+            .children
+            .scan_prefix(prefix)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// The ids of `parent` and its ancestors, nearest first.
@@ -131,9 +145,9 @@ impl MetaStore {
         let mut ids = Vec::new();
         let mut next = parent.to_string();
         while !next.is_empty() {
-            let rec = self
-                .get(&next)?
-                .ok_or_else(|| Error::NotFound(format!("parent snapshot {next:?} of the chain: not found")))?;
+            let rec = self.get(&next)?.ok_or_else(|| {
+                Error::NotFound(format!("parent snapshot {next:?} of the chain: not found"))
+            })?;
             ids.push(rec.id);
             next = rec.parent;
         }
@@ -143,37 +157,45 @@ impl MetaStore {
     /// Inserts a new snapshot under `key`; fails if the key is taken.
     pub fn insert(&self, key: &str, rec: &Record) -> Result<()> {
         let bytes = rec.encode_to_vec();
-        tx_result((&self.snapshots, &self.children, &self.ids).transaction(|(s, c, i)| {
-            if s.get(key.as_bytes())?.is_some() {
-                return Err(abort(Error::AlreadyExists(format!("snapshot {key}: already exists"))));
-            }
-            s.insert(key.as_bytes(), bytes.as_slice())?;
-            if !rec.parent.is_empty() {
-                c.insert(child_key(&rec.parent, key), &[])?;
-            }
-            i.insert(&rec.id.to_be_bytes(), key.as_bytes())?;
-            Ok(())
-        }))
+        tx_result(
+            (&self.snapshots, &self.children, &self.ids).transaction(|(s, c, i)| {
+                if s.get(key.as_bytes())?.is_some() {
+                    return Err(abort(Error::AlreadyExists(format!(
+                        "snapshot {key}: already exists"
+                    ))));
+                }
+                s.insert(key.as_bytes(), bytes.as_slice())?;
+                if !rec.parent.is_empty() {
+                    c.insert(child_key(&rec.parent, key), &[])?;
+                }
+                i.insert(&rec.id.to_be_bytes(), key.as_bytes())?;
+                Ok(())
+            }),
+        )
     }
 
     /// Renames the active snapshot `key` to the committed snapshot `name` with `rec`.
     pub fn commit(&self, key: &str, name: &str, rec: &Record) -> Result<()> {
         let bytes = rec.encode_to_vec();
-        tx_result((&self.snapshots, &self.children, &self.ids).transaction(|(s, c, i)| {
-            if s.get(name.as_bytes())?.is_some() {
-                return Err(abort(Error::AlreadyExists(format!("committed snapshot {name}: already exists"))));
-            }
-            if s.remove(key.as_bytes())?.is_none() {
-                return Err(abort(Error::NotFound(format!("snapshot {key}: not found"))));
-            }
-            s.insert(name.as_bytes(), bytes.as_slice())?;
-            if !rec.parent.is_empty() {
-                c.remove(child_key(&rec.parent, key))?;
-                c.insert(child_key(&rec.parent, name), &[])?;
-            }
-            i.insert(&rec.id.to_be_bytes(), name.as_bytes())?;
-            Ok(())
-        }))
+        tx_result(
+            (&self.snapshots, &self.children, &self.ids).transaction(|(s, c, i)| {
+                if s.get(name.as_bytes())?.is_some() {
+                    return Err(abort(Error::AlreadyExists(format!(
+                        "committed snapshot {name}: already exists"
+                    ))));
+                }
+                if s.remove(key.as_bytes())?.is_none() {
+                    return Err(abort(Error::NotFound(format!("snapshot {key}: not found"))));
+                }
+                s.insert(name.as_bytes(), bytes.as_slice())?;
+                if !rec.parent.is_empty() {
+                    c.remove(child_key(&rec.parent, key))?;
+                    c.insert(child_key(&rec.parent, name), &[])?;
+                }
+                i.insert(&rec.id.to_be_bytes(), name.as_bytes())?;
+                Ok(())
+            }),
+        )
     }
 
     /// Replaces the record of an existing snapshot (same id and parent).
@@ -188,19 +210,27 @@ impl MetaStore {
         prefix.push(0);
         // The children tree is read outside the transaction, so the check and the delete are
         // atomic only under the caller's lock (see `Core`), which every mutation holds.
-        if self.children.scan_prefix(&prefix).next().transpose()?.is_some() {
+        if self
+            .children
+            .scan_prefix(&prefix)
+            .next()
+            .transpose()?
+            .is_some()
+        {
             return Err(Error::FailedPrecondition(format!(
                 "failed to remove snapshot {key}: cannot remove snapshot with child"
             )));
         }
-        tx_result((&self.snapshots, &self.children, &self.ids).transaction(|(s, c, i)| {
-            s.remove(key.as_bytes())?;
-            if !rec.parent.is_empty() {
-                c.remove(child_key(&rec.parent, key))?;
-            }
-            i.remove(&rec.id.to_be_bytes())?;
-            Ok(())
-        }))
+        tx_result(
+            (&self.snapshots, &self.children, &self.ids).transaction(|(s, c, i)| {
+                s.remove(key.as_bytes())?;
+                if !rec.parent.is_empty() {
+                    c.remove(child_key(&rec.parent, key))?;
+                }
+                i.remove(&rec.id.to_be_bytes())?;
+                Ok(())
+            }),
+        )
     }
 
     /// Every snapshot, in key order.
@@ -222,7 +252,9 @@ impl MetaStore {
                 Ok(raw) => {
                     ids.insert(u64::from_be_bytes(raw));
                 }
-                Err(_) => tracing::warn!(key = ?k, "metadata: ignoring an id entry that is not 8 bytes"),
+                Err(_) => {
+                    tracing::warn!(key = ?k, "metadata: ignoring an id entry that is not 8 bytes")
+                }
             }
         }
         Ok(ids)
@@ -260,11 +292,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = MetaStore::open(&dir.path().join("db")).unwrap();
         m.insert("a", &rec(1, Kind::Active, "")).unwrap();
-        assert!(matches!(m.insert("a", &rec(2, Kind::View, "")), Err(Error::AlreadyExists(_))));
+        assert!(matches!(
+            m.insert("a", &rec(2, Kind::View, "")),
+            Err(Error::AlreadyExists(_))
+        ));
         m.commit("a", "c", &rec(1, Kind::Committed, "")).unwrap();
         assert!(m.get("a").unwrap().is_none());
         m.insert("b", &rec(3, Kind::Active, "c")).unwrap();
-        assert!(matches!(m.commit("b", "c", &rec(3, Kind::Committed, "c")), Err(Error::AlreadyExists(_))));
+        assert!(matches!(
+            m.commit("b", "c", &rec(3, Kind::Committed, "c")),
+            Err(Error::AlreadyExists(_))
+        ));
         assert!(m.has_children("c").unwrap());
         let err = m.remove("c", &m.get("c").unwrap().unwrap()).unwrap_err();
         assert!(matches!(err, Error::FailedPrecondition(_)) && err.to_string().contains("remove"));

@@ -17,8 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_proto::types::Mount;
 use nix::mount::{MntFlags, MsFlags as MountFlags};
+use strata_proto::types::Mount;
 
 /// Linux's limit on mount(2) option data: one page, including the terminating NUL.
 pub const MOUNT_DATA_MAX: usize = 4095;
@@ -91,40 +91,168 @@ struct Parsed {
 }
 
 fn parse_options(options: &[String]) -> Parsed {
-    let mut p = Parsed { flags: MountFlags::empty(), propagation: MountFlags::empty(), data: Vec::new() };
+    let mut p = Parsed {
+        flags: MountFlags::empty(),
+        propagation: MountFlags::empty(),
+        data: Vec::new(),
+    };
     for o in options {
         let (set, clear, prop) = match o.as_str() {
-            "ro" => (MountFlags::MS_RDONLY, MountFlags::empty(), MountFlags::empty()),
-            "rw" => (MountFlags::empty(), MountFlags::MS_RDONLY, MountFlags::empty()),
-            "bind" => (MountFlags::MS_BIND, MountFlags::empty(), MountFlags::empty()),
-            "rbind" => (MountFlags::MS_BIND | MountFlags::MS_REC, MountFlags::empty(), MountFlags::empty()),
-            "nosuid" => (MountFlags::MS_NOSUID, MountFlags::empty(), MountFlags::empty()),
-            "suid" => (MountFlags::empty(), MountFlags::MS_NOSUID, MountFlags::empty()),
-            "nodev" => (MountFlags::MS_NODEV, MountFlags::empty(), MountFlags::empty()),
-            "dev" => (MountFlags::empty(), MountFlags::MS_NODEV, MountFlags::empty()),
-            "noexec" => (MountFlags::MS_NOEXEC, MountFlags::empty(), MountFlags::empty()),
-            "exec" => (MountFlags::empty(), MountFlags::MS_NOEXEC, MountFlags::empty()),
-            "sync" => (MountFlags::MS_SYNCHRONOUS, MountFlags::empty(), MountFlags::empty()),
-            "async" => (MountFlags::empty(), MountFlags::MS_SYNCHRONOUS, MountFlags::empty()),
-            "dirsync" => (MountFlags::MS_DIRSYNC, MountFlags::empty(), MountFlags::empty()),
-            "noatime" => (MountFlags::MS_NOATIME, MountFlags::empty(), MountFlags::empty()),
-            "atime" => (MountFlags::empty(), MountFlags::MS_NOATIME, MountFlags::empty()),
-            "nodiratime" => (MountFlags::MS_NODIRATIME, MountFlags::empty(), MountFlags::empty()),
-            "diratime" => (MountFlags::empty(), MountFlags::MS_NODIRATIME, MountFlags::empty()),
-            "relatime" => (MountFlags::MS_RELATIME, MountFlags::empty(), MountFlags::empty()),
-            "norelatime" => (MountFlags::empty(), MountFlags::MS_RELATIME, MountFlags::empty()),
-            "strictatime" => (MountFlags::MS_STRICTATIME, MountFlags::empty(), MountFlags::empty()),
-            "mand" => (MountFlags::MS_MANDLOCK, MountFlags::empty(), MountFlags::empty()),
-            "nomand" => (MountFlags::empty(), MountFlags::MS_MANDLOCK, MountFlags::empty()),
-            "remount" => (MountFlags::MS_REMOUNT, MountFlags::empty(), MountFlags::empty()),
-            "private" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_PRIVATE),
-            "rprivate" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_PRIVATE | MountFlags::MS_REC),
-            "shared" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_SHARED),
-            "rshared" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_SHARED | MountFlags::MS_REC),
-            "slave" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_SLAVE),
-            "rslave" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_SLAVE | MountFlags::MS_REC),
-            "unbindable" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_UNBINDABLE),
-            "runbindable" => (MountFlags::empty(), MountFlags::empty(), MountFlags::MS_UNBINDABLE | MountFlags::MS_REC),
+            "ro" => (
+                MountFlags::MS_RDONLY,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "rw" => (
+                MountFlags::empty(),
+                MountFlags::MS_RDONLY,
+                MountFlags::empty(),
+            ),
+            "bind" => (
+                MountFlags::MS_BIND,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "rbind" => (
+                MountFlags::MS_BIND | MountFlags::MS_REC,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "nosuid" => (
+                MountFlags::MS_NOSUID,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "suid" => (
+                MountFlags::empty(),
+                MountFlags::MS_NOSUID,
+                MountFlags::empty(),
+            ),
+            "nodev" => (
+                MountFlags::MS_NODEV,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "dev" => (
+                MountFlags::empty(),
+                MountFlags::MS_NODEV,
+                MountFlags::empty(),
+            ),
+            "noexec" => (
+                MountFlags::MS_NOEXEC,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "exec" => (
+                MountFlags::empty(),
+                MountFlags::MS_NOEXEC,
+                MountFlags::empty(),
+            ),
+            "sync" => (
+                MountFlags::MS_SYNCHRONOUS,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "async" => (
+                MountFlags::empty(),
+                MountFlags::MS_SYNCHRONOUS,
+                MountFlags::empty(),
+            ),
+            "dirsync" => (
+                MountFlags::MS_DIRSYNC,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "noatime" => (
+                MountFlags::MS_NOATIME,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "atime" => (
+                MountFlags::empty(),
+                MountFlags::MS_NOATIME,
+                MountFlags::empty(),
+            ),
+            "nodiratime" => (
+                MountFlags::MS_NODIRATIME,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "diratime" => (
+                MountFlags::empty(),
+                MountFlags::MS_NODIRATIME,
+                MountFlags::empty(),
+            ),
+            "relatime" => (
+                MountFlags::MS_RELATIME,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "norelatime" => (
+                MountFlags::empty(),
+                MountFlags::MS_RELATIME,
+                MountFlags::empty(),
+            ),
+            "strictatime" => (
+                MountFlags::MS_STRICTATIME,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "mand" => (
+                MountFlags::MS_MANDLOCK,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "nomand" => (
+                MountFlags::empty(),
+                MountFlags::MS_MANDLOCK,
+                MountFlags::empty(),
+            ),
+            "remount" => (
+                MountFlags::MS_REMOUNT,
+                MountFlags::empty(),
+                MountFlags::empty(),
+            ),
+            "private" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_PRIVATE,
+            ),
+            "rprivate" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_PRIVATE | MountFlags::MS_REC,
+            ),
+            "shared" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_SHARED,
+            ),
+            "rshared" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_SHARED | MountFlags::MS_REC,
+            ),
+            "slave" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_SLAVE,
+            ),
+            "rslave" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_SLAVE | MountFlags::MS_REC,
+            ),
+            "unbindable" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_UNBINDABLE,
+            ),
+            "runbindable" => (
+                MountFlags::empty(),
+                MountFlags::empty(),
+                MountFlags::MS_UNBINDABLE | MountFlags::MS_REC,
+            ),
             other => {
                 p.data.push(other.to_string());
                 continue;
@@ -167,10 +295,20 @@ pub fn mount_one(m: &Mount, target: &Path, strategy: OverlayStrategy) -> Result<
         mount_overlay(m, &parsed, target, strategy)?;
     } else if m.r#type == "bind" || parsed.flags.contains(MountFlags::MS_BIND) {
         let flags = parsed.flags | MountFlags::MS_BIND;
-        classic_mount(&m.source, target, "none", flags - MountFlags::MS_RDONLY, None).map_err(err)?;
+        classic_mount(
+            &m.source,
+            target,
+            "none",
+            flags - MountFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(err)?;
         if parsed.flags.contains(MountFlags::MS_RDONLY) {
             // A bind mount ignores MS_RDONLY until it is remounted.
-            let ro = MountFlags::MS_BIND | MountFlags::MS_REMOUNT | MountFlags::MS_RDONLY | (flags & MountFlags::MS_REC);
+            let ro = MountFlags::MS_BIND
+                | MountFlags::MS_REMOUNT
+                | MountFlags::MS_RDONLY
+                | (flags & MountFlags::MS_REC);
             if let Err(e) = classic_mount("", target, "none", ro, None) {
                 let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
                 return Err(err(e));
@@ -189,13 +327,22 @@ pub fn mount_one(m: &Mount, target: &Path, strategy: OverlayStrategy) -> Result<
     Ok(())
 }
 
-fn classic_mount(source: &str, target: &Path, fstype: &str, flags: MountFlags, data: Option<&str>) -> io::Result<()> {
+fn classic_mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MountFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
     let data = data.filter(|d| !d.is_empty());
     if let Some(d) = data {
         if d.len() > MOUNT_DATA_MAX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("mount options are {} bytes, more than one page ({MOUNT_DATA_MAX})", d.len()),
+                format!(
+                    "mount options are {} bytes, more than one page ({MOUNT_DATA_MAX})",
+                    d.len()
+                ),
             ));
         }
     }
@@ -203,9 +350,18 @@ fn classic_mount(source: &str, target: &Path, fstype: &str, flags: MountFlags, d
     nix::mount::mount(source, target, Some(fstype), flags, data).map_err(io::Error::from)
 }
 
-fn mount_overlay(m: &Mount, parsed: &Parsed, target: &Path, strategy: OverlayStrategy) -> Result<(), MountError> {
+fn mount_overlay(
+    m: &Mount,
+    parsed: &Parsed,
+    target: &Path,
+    strategy: OverlayStrategy,
+) -> Result<(), MountError> {
     let data = parsed.data.join(",");
-    let invalid = |reason: String| MountError::Invalid { fstype: m.r#type.clone(), target: target.into(), reason };
+    let invalid = |reason: String| MountError::Invalid {
+        fstype: m.r#type.clone(),
+        target: target.into(),
+        reason,
+    };
     let mount_err = |error: io::Error, log: Vec<String>| MountError::Mount {
         fstype: "overlay".into(),
         source_path: m.source.clone(),
@@ -217,19 +373,25 @@ fn mount_overlay(m: &Mount, parsed: &Parsed, target: &Path, strategy: OverlayStr
         OverlayStrategy::Auto if data.len() <= MOUNT_DATA_MAX => OverlayStrategy::Classic,
         s => s,
     };
-    let relative = || relative_overlay(parsed, target, &invalid).and_then(|r| r.map_err(|e| mount_err(e, vec![])));
+    let relative = || {
+        relative_overlay(parsed, target, &invalid).and_then(|r| r.map_err(|e| mount_err(e, vec![])))
+    };
     match strategy {
         OverlayStrategy::Classic => {
-            classic_mount(&m.source, target, "overlay", parsed.flags, Some(&data)).map_err(|e| mount_err(e, vec![]))
+            classic_mount(&m.source, target, "overlay", parsed.flags, Some(&data))
+                .map_err(|e| mount_err(e, vec![]))
         }
-        OverlayStrategy::NewApi => fs_context_overlay(parsed, target).map_err(|(e, log)| mount_err(e, log)),
+        OverlayStrategy::NewApi => {
+            fs_context_overlay(parsed, target).map_err(|(e, log)| mount_err(e, log))
+        }
         OverlayStrategy::Relative => relative(),
         OverlayStrategy::Auto => match fs_context_overlay(parsed, target) {
             Ok(()) => Ok(()),
             // No new mount API (ENOSYS), or a kernel before 6.8 that has no `lowerdir+`.
             Err((e, log))
                 if e.raw_os_error() == Some(libc::ENOSYS)
-                    || (e.raw_os_error() == Some(libc::EINVAL) && log.iter().any(|l| l.contains("lowerdir+"))) =>
+                    || (e.raw_os_error() == Some(libc::EINVAL)
+                        && log.iter().any(|l| l.contains("lowerdir+"))) =>
             {
                 tracing::debug!(?log, "overlay: falling back to relative lower paths");
                 relative()
@@ -250,7 +412,13 @@ fn common_dir(dirs: &[&str]) -> Option<String> {
     let first = dirs.first()?;
     let mut len = first.len();
     for d in &dirs[1..] {
-        len = len.min(first.bytes().zip(d.bytes()).take_while(|(a, b)| a == b).count());
+        len = len.min(
+            first
+                .bytes()
+                .zip(d.bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
     }
     let prefix = &first[..len];
     let cut = prefix.rfind('/')?;
@@ -267,10 +435,19 @@ fn relative_overlay(
     target: &Path,
     invalid: &dyn Fn(String) -> MountError,
 ) -> Result<io::Result<()>, MountError> {
-    let (idx, lowers) = lowerdirs(&parsed.data).ok_or_else(|| invalid("overlay without lowerdir".into()))?;
-    let common = common_dir(&lowers).ok_or_else(|| invalid("lower directories share no parent directory".into()))?;
+    let (idx, lowers) =
+        lowerdirs(&parsed.data).ok_or_else(|| invalid("overlay without lowerdir".into()))?;
+    let common = common_dir(&lowers)
+        .ok_or_else(|| invalid("lower directories share no parent directory".into()))?;
     let mut data = parsed.data.clone();
-    data[idx] = format!("lowerdir={}", lowers.iter().map(|l| &l[common.len()..]).collect::<Vec<_>>().join(":"));
+    data[idx] = format!(
+        "lowerdir={}",
+        lowers
+            .iter()
+            .map(|l| &l[common.len()..])
+            .collect::<Vec<_>>()
+            .join(":")
+    );
     let data = data.join(",");
     if data.len() > MOUNT_DATA_MAX {
         return Err(invalid(format!(
@@ -281,10 +458,16 @@ fn relative_overlay(
     let target = if target.is_absolute() {
         target.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(target)).map_err(|e| invalid(format!("current directory: {e}")))?
+        std::env::current_dir()
+            .map(|d| d.join(target))
+            .map_err(|e| invalid(format!("current directory: {e}")))?
     };
     let cstr = |s: &[u8]| CString::new(s).map_err(|_| invalid("a path contains a NUL byte".into()));
-    let (c_dir, c_target, c_data) = (cstr(common.as_bytes())?, cstr(target.as_os_str().as_bytes())?, cstr(data.as_bytes())?);
+    let (c_dir, c_target, c_data) = (
+        cstr(common.as_bytes())?,
+        cstr(target.as_os_str().as_bytes())?,
+        cstr(data.as_bytes())?,
+    );
     let c_type = cstr(b"overlay")?;
     let flags = parsed.flags.bits() as libc::c_ulong;
     // SAFETY: fork in a possibly multi-threaded process: the child only makes the raw system
@@ -300,7 +483,14 @@ fn relative_overlay(
             if libc::chdir(c_dir.as_ptr()) != 0 {
                 libc::_exit(*libc::__errno_location());
             }
-            if libc::mount(c_type.as_ptr(), c_target.as_ptr(), c_type.as_ptr(), flags, c_data.as_ptr().cast()) != 0 {
+            if libc::mount(
+                c_type.as_ptr(),
+                c_target.as_ptr(),
+                c_type.as_ptr(),
+                flags,
+                c_data.as_ptr().cast(),
+            ) != 0
+            {
                 libc::_exit(*libc::__errno_location());
             }
             libc::_exit(0);
@@ -350,15 +540,36 @@ fn drain_log(fd: &OwnedFd) -> Vec<String> {
         if n <= 0 {
             break;
         }
-        out.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
+        out.push(
+            String::from_utf8_lossy(&buf[..n as usize])
+                .trim()
+                .to_string(),
+        );
     }
     out
 }
 
-fn fsconfig(fd: &OwnedFd, cmd: libc::c_uint, key: Option<&str>, value: Option<&OsStr>) -> Result<(), (io::Error, Vec<String>)> {
-    let bad = |what: &str| (io::Error::new(io::ErrorKind::InvalidInput, format!("{what} contains a NUL byte")), vec![]);
-    let key = key.map(|k| CString::new(k).map_err(|_| bad(k))).transpose()?;
-    let value = value.map(|v| CString::new(v.as_bytes()).map_err(|_| bad("a value"))).transpose()?;
+fn fsconfig(
+    fd: &OwnedFd,
+    cmd: libc::c_uint,
+    key: Option<&str>,
+    value: Option<&OsStr>,
+) -> Result<(), (io::Error, Vec<String>)> {
+    let bad = |what: &str| {
+        (
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what} contains a NUL byte"),
+            ),
+            vec![],
+        )
+    };
+    let key = key
+        .map(|k| CString::new(k).map_err(|_| bad(k)))
+        .transpose()?;
+    let value = value
+        .map(|v| CString::new(v.as_bytes()).map_err(|_| bad("a value")))
+        .transpose()?;
     // SAFETY: fsconfig on a filesystem context fd we own, with NUL-terminated strings (or null
     // pointers where the command takes none) that outlive the call.
     let r = unsafe {
@@ -398,7 +609,12 @@ fn fs_context_overlay(parsed: &Parsed, target: &Path) -> Result<(), (io::Error, 
         match opt.split_once('=') {
             Some(("lowerdir", dirs)) => {
                 for d in dirs.split(':') {
-                    fsconfig(&fsfd, FSCONFIG_SET_STRING, Some("lowerdir+"), Some(OsStr::new(d)))?;
+                    fsconfig(
+                        &fsfd,
+                        FSCONFIG_SET_STRING,
+                        Some("lowerdir+"),
+                        Some(OsStr::new(d)),
+                    )?;
                 }
             }
             Some((k, v)) => fsconfig(&fsfd, FSCONFIG_SET_STRING, Some(k), Some(OsStr::new(v)))?,
@@ -427,8 +643,12 @@ fn fs_context_overlay(parsed: &Parsed, target: &Path) -> Result<(), (io::Error, 
     }
     // SAFETY: `raw` is a fresh mount fd returned by fsmount that nothing else owns.
     let mfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    let c_target = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| (io::Error::new(io::ErrorKind::InvalidInput, "target contains a NUL byte"), vec![]))?;
+    let c_target = CString::new(target.as_os_str().as_bytes()).map_err(|_| {
+        (
+            io::Error::new(io::ErrorKind::InvalidInput, "target contains a NUL byte"),
+            vec![],
+        )
+    })?;
     // SAFETY: move_mount of the detached mount fd we own onto a NUL-terminated target path.
     let r = unsafe {
         libc::syscall(
@@ -456,7 +676,12 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(error) => return Err(MountError::Unmount { target: target.to_path_buf(), error }),
+            Err(error) => {
+                return Err(MountError::Unmount {
+                    target: target.to_path_buf(),
+                    error,
+                })
+            }
         }
     }
 }
@@ -466,7 +691,11 @@ pub fn unmount_all(target: &Path) -> Result<(), MountError> {
     loop {
         match unmount(target) {
             Ok(()) => continue,
-            Err(MountError::Unmount { error, .. }) if error.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+            Err(MountError::Unmount { error, .. })
+                if error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         }
     }
@@ -478,16 +707,28 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let p = parse_options(&["ro".into(), "rbind".into(), "index=off".into(), "rprivate".into(), "rw".into()]);
+        let p = parse_options(&[
+            "ro".into(),
+            "rbind".into(),
+            "index=off".into(),
+            "rprivate".into(),
+            "rw".into(),
+        ]);
         assert!(p.flags.contains(MountFlags::MS_BIND | MountFlags::MS_REC));
-        assert!(!p.flags.contains(MountFlags::MS_RDONLY), "a later rw clears ro");
+        assert!(
+            !p.flags.contains(MountFlags::MS_RDONLY),
+            "a later rw clears ro"
+        );
         assert_eq!(p.propagation, MountFlags::MS_PRIVATE | MountFlags::MS_REC);
         assert_eq!(p.data, vec!["index=off".to_string()]);
     }
 
     #[test]
     fn common_parent_of_lowers() {
-        assert_eq!(common_dir(&["/r/l/AB", "/r/l/AC"]).as_deref(), Some("/r/l/"));
+        assert_eq!(
+            common_dir(&["/r/l/AB", "/r/l/AC"]).as_deref(),
+            Some("/r/l/")
+        );
         assert_eq!(common_dir(&["/r/l/AB"]).as_deref(), Some("/r/l/"));
         assert_eq!(common_dir(&["/a/x", "/b/y"]), None);
     }

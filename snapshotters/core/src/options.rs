@@ -46,7 +46,9 @@ impl StorageOpts {
         let mut opts = BTreeMap::new();
         for r in raw {
             let r = r.as_ref();
-            let (k, v) = r.split_once('=').ok_or_else(|| OptionError::Malformed(r.to_string()))?;
+            let (k, v) = r
+                .split_once('=')
+                .ok_or_else(|| OptionError::Malformed(r.to_string()))?;
             let k = k.trim().to_ascii_lowercase();
             if k.is_empty() {
                 return Err(OptionError::Malformed(r.to_string()));
@@ -64,12 +66,20 @@ impl StorageOpts {
     }
 
     /// Takes `key` and parses it with `parse`, naming the option in the error.
-    pub fn take_with<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, OptionError> {
+    pub fn take_with<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, OptionError> {
         match self.take(key) {
             None => Ok(None),
             Some(value) => parse(&value)
                 .map(Some)
-                .map_err(|reason| OptionError::Invalid { key: key.to_string(), value, reason }),
+                .map_err(|reason| OptionError::Invalid {
+                    key: key.to_string(),
+                    value,
+                    reason,
+                }),
         }
     }
 
@@ -80,7 +90,11 @@ impl StorageOpts {
             Some((key, _)) => Err(OptionError::Unknown {
                 key,
                 driver: driver.to_string(),
-                known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
             }),
         }
     }
@@ -90,9 +104,13 @@ impl StorageOpts {
 /// binary units (K = 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 10G, 512M or 4096"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 10G, 512M or 4096"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -125,14 +143,27 @@ mod tests {
     #[test]
     fn parse_take_finish() {
         let mut o = StorageOpts::parse(&["overlay2.Size=10G", "x=1"]).unwrap();
-        assert_eq!(o.take_with("overlay2.size", parse_size).unwrap(), Some(10 << 30));
+        assert_eq!(
+            o.take_with("overlay2.size", parse_size).unwrap(),
+            Some(10 << 30)
+        );
         let err = o.finish("overlay2", &["overlay2.size"]).unwrap_err();
         assert!(err.to_string().contains("\"x\""), "{err}");
-        assert!(matches!(StorageOpts::parse(&["novalue"]), Err(OptionError::Malformed(_))));
-        assert!(matches!(StorageOpts::parse(&["a=1", "A=2"]), Err(OptionError::Duplicate(_))));
+        assert!(matches!(
+            StorageOpts::parse(&["novalue"]),
+            Err(OptionError::Malformed(_))
+        ));
+        assert!(matches!(
+            StorageOpts::parse(&["a=1", "A=2"]),
+            Err(OptionError::Duplicate(_))
+        ));
         let mut o = StorageOpts::parse(&["overlay2.size=ten"]).unwrap();
         let err = o.take_with("overlay2.size", parse_size).unwrap_err();
-        assert!(err.to_string().starts_with("storage option overlay2.size=\"ten\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("storage option overlay2.size=\"ten\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@ use crate::snapshotter::Snapshotter;
 
 /// The command line of a plugin.
 #[derive(Debug, Parser)]
-#[command(version, about = "A Strata snapshotter plugin: serves containerd's snapshots API on a unix socket")]
+#[command(
+    version,
+    about = "A Strata snapshotter plugin: serves containerd's snapshots API on a unix socket"
+)]
 pub struct Args {
     /// Directory for the driver's storage and metadata.
     #[arg(long, value_name = "DIR")]
@@ -67,8 +70,14 @@ where
     F: FnOnce(&Path, &mut StorageOpts) -> Result<D, StartError>,
 {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::new(format!("{},sled=warn,h2=warn,tower=warn", args.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "{},sled=warn,h2=warn,tower=warn",
+        args.log_level
+    ));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(driver, known, args, open) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -134,11 +143,18 @@ fn bind(address: &Path) -> Result<UnixListener, StartError> {
 async fn serve<D: Snapshotter>(core: Arc<Core<D>>, address: &Path) -> Result<(), StartError> {
     let listener = bind(address)?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<SnapshotsServer<SnapshotService<D>>>().await;
-    health_reporter.set_serving::<DriverServer<DriverService<D>>>().await;
+    health_reporter
+        .set_serving::<SnapshotsServer<SnapshotService<D>>>()
+        .await;
+    health_reporter
+        .set_serving::<DriverServer<DriverService<D>>>()
+        .await;
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM: stopping"),

@@ -7,7 +7,9 @@ use prost_types::FieldMask;
 use strata_proto::snapshots::snapshots_server::Snapshots;
 use strata_proto::snapshots::*;
 use strata_proto::storage::driver_server::Driver;
-use strata_proto::storage::{CapabilitiesRequest, CapabilitiesResponse, StatusRequest, StatusResponse, StatusRow};
+use strata_proto::storage::{
+    CapabilitiesRequest, CapabilitiesResponse, StatusRequest, StatusResponse, StatusRow,
+};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -32,7 +34,9 @@ impl<D> SnapshotService<D> {
 
 impl<D> Clone for SnapshotService<D> {
     fn clone(&self) -> Self {
-        SnapshotService { core: self.core.clone() }
+        SnapshotService {
+            core: self.core.clone(),
+        }
     }
 }
 
@@ -60,21 +64,38 @@ impl<D: Snapshotter> SnapshotService<D> {
 
 #[tonic::async_trait]
 impl<D: Snapshotter> Snapshots for SnapshotService<D> {
-    async fn prepare(&self, req: Request<PrepareSnapshotRequest>) -> Result<Response<PrepareSnapshotResponse>, Status> {
+    async fn prepare(
+        &self,
+        req: Request<PrepareSnapshotRequest>,
+    ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let r = req.into_inner();
         tracing::debug!(key = %r.key, parent = %r.parent, "prepare");
-        let mounts = self.run("prepare", move |c| c.create(Kind::Active, &r.key, &r.parent, r.labels)).await?;
+        let mounts = self
+            .run("prepare", move |c| {
+                c.create(Kind::Active, &r.key, &r.parent, r.labels)
+            })
+            .await?;
         Ok(Response::new(PrepareSnapshotResponse { mounts }))
     }
 
-    async fn view(&self, req: Request<ViewSnapshotRequest>) -> Result<Response<ViewSnapshotResponse>, Status> {
+    async fn view(
+        &self,
+        req: Request<ViewSnapshotRequest>,
+    ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
         tracing::debug!(key = %r.key, parent = %r.parent, "view");
-        let mounts = self.run("view", move |c| c.create(Kind::View, &r.key, &r.parent, r.labels)).await?;
+        let mounts = self
+            .run("view", move |c| {
+                c.create(Kind::View, &r.key, &r.parent, r.labels)
+            })
+            .await?;
         Ok(Response::new(ViewSnapshotResponse { mounts }))
     }
 
-    async fn mounts(&self, req: Request<MountsRequest>) -> Result<Response<MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        req: Request<MountsRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
         let r = req.into_inner();
         // Reads of the metadata take microseconds: answer on the async thread.
         let mounts = self.core.mounts(&r.key)?;
@@ -96,7 +117,8 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
                 )));
             }
         }
-        self.run("commit", move |c| c.commit(&r.name, &r.key, r.labels)).await?;
+        self.run("commit", move |c| c.commit(&r.name, &r.key, r.labels))
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -107,29 +129,46 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
         Ok(Response::new(()))
     }
 
-    async fn stat(&self, req: Request<StatSnapshotRequest>) -> Result<Response<StatSnapshotResponse>, Status> {
+    async fn stat(
+        &self,
+        req: Request<StatSnapshotRequest>,
+    ) -> Result<Response<StatSnapshotResponse>, Status> {
         let r = req.into_inner();
         let info = self.core.stat(&r.key)?;
         Ok(Response::new(StatSnapshotResponse { info: Some(info) }))
     }
 
-    async fn update(&self, req: Request<UpdateSnapshotRequest>) -> Result<Response<UpdateSnapshotResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateSnapshotRequest>,
+    ) -> Result<Response<UpdateSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("update: info is required"))?;
-        let paths = r.update_mask.map(|FieldMask { paths }| paths).unwrap_or_default();
+        let info = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("update: info is required"))?;
+        let paths = r
+            .update_mask
+            .map(|FieldMask { paths }| paths)
+            .unwrap_or_default();
         let info = self.run("update", move |c| c.update(info, &paths)).await?;
         Ok(Response::new(UpdateSnapshotResponse { info: Some(info) }))
     }
 
-    type ListStream = Pin<Box<dyn Stream<Item = Result<ListSnapshotsResponse, Status>> + Send + 'static>>;
+    type ListStream =
+        Pin<Box<dyn Stream<Item = Result<ListSnapshotsResponse, Status>> + Send + 'static>>;
 
-    async fn list(&self, req: Request<ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
         let infos = self.core.list(&r.filters)?;
         let mut batches = Vec::with_capacity(infos.len() / LIST_BATCH + 1);
         let mut it = infos.into_iter().peekable();
         while it.peek().is_some() {
-            batches.push(Ok(ListSnapshotsResponse { info: it.by_ref().take(LIST_BATCH).collect() }));
+            batches.push(Ok(ListSnapshotsResponse {
+                info: it.by_ref().take(LIST_BATCH).collect(),
+            }));
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
@@ -137,7 +176,10 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
     async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
         let r = req.into_inner();
         let u = self.run("usage", move |c| c.usage(&r.key)).await?;
-        Ok(Response::new(UsageResponse { size: u.size, inodes: u.inodes }))
+        Ok(Response::new(UsageResponse {
+            size: u.size,
+            inodes: u.inodes,
+        }))
     }
 
     async fn cleanup(&self, _req: Request<CleanupRequest>) -> Result<Response<()>, Status> {
@@ -160,18 +202,27 @@ impl<D> DriverService<D> {
 
 #[tonic::async_trait]
 impl<D: Snapshotter> Driver for DriverService<D> {
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let core = self.core.clone();
         let rows = tokio::task::spawn_blocking(move || core.status())
             .await
             .map_err(|e| Status::internal(format!("status: {e}")))??;
         Ok(Response::new(StatusResponse {
             driver: self.core.driver().name().to_string(),
-            rows: rows.into_iter().map(|(key, value)| StatusRow { key, value }).collect(),
+            rows: rows
+                .into_iter()
+                .map(|(key, value)| StatusRow { key, value })
+                .collect(),
         }))
     }
 
-    async fn capabilities(&self, _req: Request<CapabilitiesRequest>) -> Result<Response<CapabilitiesResponse>, Status> {
+    async fn capabilities(
+        &self,
+        _req: Request<CapabilitiesRequest>,
+    ) -> Result<Response<CapabilitiesResponse>, Status> {
         Ok(Response::new(self.core.driver().capabilities()))
     }
 }

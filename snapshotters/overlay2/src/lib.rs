@@ -92,11 +92,18 @@ pub fn short_name(mut id: u64) -> String {
 }
 
 fn overlay_param(name: &str) -> Option<String> {
-    fs::read_to_string(Path::new("/sys/module/overlay/parameters").join(name)).ok().map(|s| s.trim().to_string())
+    fs::read_to_string(Path::new("/sys/module/overlay/parameters").join(name))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn validate_mountopt(value: &str) -> std::result::Result<Vec<String>, String> {
-    let opts: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let opts: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     for o in &opts {
         let key = o.split('=').next().unwrap_or_default();
         if matches!(key, "lowerdir" | "upperdir" | "workdir") {
@@ -112,8 +119,12 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
     fs::create_dir_all(&probe).ctx("create directory", &probe)?;
     let file = probe.join("f");
     fs::write(&file, b"").ctx("write", &file)?;
-    let mut d = nix::dir::Dir::open(&probe, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::io("open directory", &probe, e.into()))?;
+    let mut d = nix::dir::Dir::open(
+        &probe,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::io("open directory", &probe, e.into()))?;
     let mut known = true;
     for entry in d.iter() {
         let entry = entry.map_err(|e| Error::io("read directory", &probe, e.into()))?;
@@ -128,15 +139,26 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
 impl Overlay2 {
     /// Opens the driver in `root` (made if missing), taking its options from `opts`.
     pub fn open(root: &Path, opts: &mut StorageOpts) -> std::result::Result<Self, OpenError> {
-        let mountopt = opts.take_with("overlay2.mountopt", validate_mountopt)?.unwrap_or_default();
+        let mountopt = opts
+            .take_with("overlay2.mountopt", validate_mountopt)?
+            .unwrap_or_default();
         let size = opts.take_with("overlay2.size", parse_size)?;
-        if !Path::new("/sys/module/overlay").exists() && !fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n")) {
-            return Err(Error::Unimplemented("the kernel has no overlay filesystem (not in /proc/filesystems)".into()).into());
+        if !Path::new("/sys/module/overlay").exists()
+            && !fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
+        {
+            return Err(Error::Unimplemented(
+                "the kernel has no overlay filesystem (not in /proc/filesystems)".into(),
+            )
+            .into());
         }
         let snapshots = root.join("snapshots");
         let links = root.join("l");
         for d in [&snapshots, &links] {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(d).ctx("create directory", d)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .ctx("create directory", d)?;
         }
         let backing = backing_fs(root)?;
         if backing == "overlayfs" {
@@ -156,10 +178,12 @@ impl Overlay2 {
         let quota = match size {
             None => None,
             Some(0) => None,
-            Some(bytes) => Some(quota::Quota::new(root, bytes, &backing).map_err(|e| OptionError::Invalid {
-                key: "overlay2.size".into(),
-                value: bytes.to_string(),
-                reason: e.to_string(),
+            Some(bytes) => Some(quota::Quota::new(root, bytes, &backing).map_err(|e| {
+                OptionError::Invalid {
+                    key: "overlay2.size".into(),
+                    value: bytes.to_string(),
+                    reason: e.to_string(),
+                }
             })?),
         };
         let redirect = overlay_param("redirect_dir").is_some_and(|v| v == "Y" || v == "on");
@@ -205,27 +229,43 @@ impl Snapshotter for Overlay2 {
 
     fn create(&self, snap: &Snap<'_>) -> Result<()> {
         let dir = self.dir(snap.id);
-        fs::DirBuilder::new().mode(0o700).create(&dir).ctx("create directory", &dir)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .ctx("create directory", &dir)?;
         let diff = dir.join("diff");
-        fs::DirBuilder::new().mode(0o755).create(&diff).ctx("create directory", &diff)?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&diff)
+            .ctx("create directory", &diff)?;
         // The umask may have taken bits away; a snapshot's root is 0755 as containerd's is.
         fs::set_permissions(&diff, fs::Permissions::from_mode(0o755)).ctx("chmod", &diff)?;
         if snap.kind == Kind::Active && !snap.parents.is_empty() {
             let work = dir.join("work");
-            fs::DirBuilder::new().mode(0o700).create(&work).ctx("create directory", &work)?;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&work)
+                .ctx("create directory", &work)?;
         }
         let link = self.link(snap.id);
-        let target = PathBuf::from("../snapshots").join(snap.id.to_string()).join("diff");
+        let target = PathBuf::from("../snapshots")
+            .join(snap.id.to_string())
+            .join("diff");
         std::os::unix::fs::symlink(&target, &link).ctx("create link", &link)?;
         if let (Some(q), Kind::Active) = (&self.quota, snap.kind) {
-            q.limit(&diff, snap.id).map_err(|e| Error::Driver { driver: "overlay2", message: e.to_string() })?;
+            q.limit(&diff, snap.id).map_err(|e| Error::Driver {
+                driver: "overlay2",
+                message: e.to_string(),
+            })?;
         }
         Ok(())
     }
 
     fn mounts(&self, snap: &Snap<'_>) -> Result<Vec<Mount>> {
         match (snap.kind, snap.parents) {
-            (Kind::Committed, _) => Err(Error::FailedPrecondition("committed snapshots have no mounts".into())),
+            (Kind::Committed, _) => Err(Error::FailedPrecondition(
+                "committed snapshots have no mounts".into(),
+            )),
             (kind, []) => Ok(vec![Self::bind(&self.diff(snap.id), kind == Kind::View)]),
             (Kind::View, [parent]) => Ok(vec![Self::bind(&self.diff(*parent), true)]),
             (kind, parents) => {
@@ -235,12 +275,23 @@ impl Snapshotter for Overlay2 {
                 }
                 options.extend(self.mountopt.iter().cloned());
                 if kind == Kind::Active {
-                    options.push(format!("workdir={}", self.dir(snap.id).join("work").display()));
+                    options.push(format!(
+                        "workdir={}",
+                        self.dir(snap.id).join("work").display()
+                    ));
                     options.push(format!("upperdir={}", self.diff(snap.id).display()));
                 }
-                let lowers: Vec<String> = parents.iter().map(|p| self.link(*p).to_string_lossy().into_owned()).collect();
+                let lowers: Vec<String> = parents
+                    .iter()
+                    .map(|p| self.link(*p).to_string_lossy().into_owned())
+                    .collect();
                 options.push(format!("lowerdir={}", lowers.join(":")));
-                Ok(vec![Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options }])
+                Ok(vec![Mount {
+                    r#type: "overlay".into(),
+                    source: "overlay".into(),
+                    target: String::new(),
+                    options,
+                }])
             }
         }
     }
@@ -248,7 +299,9 @@ impl Snapshotter for Overlay2 {
     fn remove(&self, id: u64) -> Result<()> {
         let link = self.link(id);
         match fs::remove_file(&link) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove link", link, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove link", link, e))
+            }
             _ => {}
         }
         remove_tree(&self.dir(id))
@@ -269,7 +322,9 @@ impl Snapshotter for Overlay2 {
                     self.remove(id)?;
                     removed += 1;
                 }
-                None => tracing::warn!(path = %entry.path().display(), "cleanup: not a snapshot directory; left alone"),
+                None => {
+                    tracing::warn!(path = %entry.path().display(), "cleanup: not a snapshot directory; left alone")
+                }
             }
         }
         for entry in fs::read_dir(&self.links).ctx("read directory", &self.links)? {
@@ -294,7 +349,10 @@ impl Snapshotter for Overlay2 {
             ("Backing Filesystem".to_string(), self.backing_fs.clone()),
             ("Supports d_type".to_string(), yes_no(true)),
             ("Native Overlay Diff".to_string(), yes_no(self.native_diff)),
-            ("Using metacopy".to_string(), yes_no(overlay_param("metacopy").is_some_and(|v| v == "Y"))),
+            (
+                "Using metacopy".to_string(),
+                yes_no(overlay_param("metacopy").is_some_and(|v| v == "Y")),
+            ),
             ("Snapshots".to_string(), snapshots.to_string()),
             ("Max Layer Depth".to_string(), MAX_LAYERS.to_string()),
         ];
@@ -303,7 +361,9 @@ impl Snapshotter for Overlay2 {
         }
         rows.push((
             "Default Layer Size".to_string(),
-            self.quota.as_ref().map_or("unlimited".to_string(), |q| format!("{} bytes (project quota)", q.bytes())),
+            self.quota.as_ref().map_or("unlimited".to_string(), |q| {
+                format!("{} bytes (project quota)", q.bytes())
+            }),
         ));
         Ok(rows)
     }
@@ -336,7 +396,10 @@ mod tests {
 
     #[test]
     fn mountopt_refuses_driver_paths() {
-        assert_eq!(validate_mountopt("nodev, metacopy=off").unwrap(), vec!["nodev", "metacopy=off"]);
+        assert_eq!(
+            validate_mountopt("nodev, metacopy=off").unwrap(),
+            vec!["nodev", "metacopy=off"]
+        );
         assert!(validate_mountopt("upperdir=/x").is_err());
     }
 
@@ -349,18 +412,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = driver(dir.path());
         let root = dir.path().display().to_string();
-        let m = d.mounts(&Snap { id: 7, kind: Kind::Active, parents: &[] }).unwrap();
+        let m = d
+            .mounts(&Snap {
+                id: 7,
+                kind: Kind::Active,
+                parents: &[],
+            })
+            .unwrap();
         assert_eq!(m[0].r#type, "bind");
         assert_eq!(m[0].source, format!("{root}/snapshots/7/diff"));
         assert_eq!(m[0].options, vec!["rw", "rbind"]);
-        let m = d.mounts(&Snap { id: 7, kind: Kind::View, parents: &[3] }).unwrap();
-        assert_eq!((m[0].source.as_str(), m[0].options[0].as_str()), (format!("{root}/snapshots/3/diff").as_str(), "ro"));
-        let m = d.mounts(&Snap { id: 9, kind: Kind::Active, parents: &[8, 2] }).unwrap();
+        let m = d
+            .mounts(&Snap {
+                id: 7,
+                kind: Kind::View,
+                parents: &[3],
+            })
+            .unwrap();
+        assert_eq!(
+            (m[0].source.as_str(), m[0].options[0].as_str()),
+            (format!("{root}/snapshots/3/diff").as_str(), "ro")
+        );
+        let m = d
+            .mounts(&Snap {
+                id: 9,
+                kind: Kind::Active,
+                parents: &[8, 2],
+            })
+            .unwrap();
         assert_eq!(m[0].r#type, "overlay");
         let opts = &m[0].options;
-        assert_eq!(opts.last().unwrap(), &format!("lowerdir={root}/l/I:{root}/l/C"));
+        assert_eq!(
+            opts.last().unwrap(),
+            &format!("lowerdir={root}/l/I:{root}/l/C")
+        );
         assert!(opts.contains(&format!("upperdir={root}/snapshots/9/diff")));
-        let m = d.mounts(&Snap { id: 9, kind: Kind::View, parents: &[8, 2] }).unwrap();
+        let m = d
+            .mounts(&Snap {
+                id: 9,
+                kind: Kind::View,
+                parents: &[8, 2],
+            })
+            .unwrap();
         assert!(!m[0].options.iter().any(|o| o.starts_with("upperdir")));
     }
 
@@ -368,15 +461,31 @@ mod tests {
     fn create_remove_cleanup() {
         let dir = tempfile::tempdir().unwrap();
         let d = driver(dir.path());
-        d.create(&Snap { id: 1, kind: Kind::Active, parents: &[] }).unwrap();
-        d.create(&Snap { id: 2, kind: Kind::Active, parents: &[1] }).unwrap();
+        d.create(&Snap {
+            id: 1,
+            kind: Kind::Active,
+            parents: &[],
+        })
+        .unwrap();
+        d.create(&Snap {
+            id: 2,
+            kind: Kind::Active,
+            parents: &[1],
+        })
+        .unwrap();
         assert!(dir.path().join("snapshots/2/work").is_dir());
-        assert!(dir.path().join("l/C").join(".").exists(), "link resolves to diff");
+        assert!(
+            dir.path().join("l/C").join(".").exists(),
+            "link resolves to diff"
+        );
         d.cleanup(&BTreeSet::from([1])).unwrap();
         assert!(!dir.path().join("snapshots/2").exists());
         assert!(fs::symlink_metadata(dir.path().join("l/C")).is_err());
         d.remove(1).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("snapshots")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
+            0
+        );
     }
 
     #[test]

@@ -6,5 +6,7 @@ use strata_overlay2::{Overlay2, OPTIONS};
 use strata_snapshotter::plugin;
 
 fn main() -> ExitCode {
-    plugin::main("overlay2", OPTIONS, |root, opts| Ok(Overlay2::open(root, opts)?))
+    plugin::main("overlay2", OPTIONS, |root, opts| {
+        Ok(Overlay2::open(root, opts)?)
+    })
 }

@@ -32,7 +32,11 @@ pub enum QuotaError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QuotaError + 'a {
-    move |source| QuotaError::Io { op, path: path.to_path_buf(), source }
+    move |source| QuotaError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 const PRJQUOTA: libc::c_int = 2;
@@ -117,7 +121,9 @@ impl Quota {
             )));
         }
         if bytes < 4096 {
-            return Err(QuotaError::Unsupported("a layer size limit must be at least 4K".into()));
+            return Err(QuotaError::Unsupported(
+                "a layer size limit must be at least 4K".into(),
+            ));
         }
         let dev = fs::metadata(root).map_err(io_err("stat", root))?.dev();
         let node = root.join("backingFsBlockDev");
@@ -127,8 +133,17 @@ impl Quota {
             }
         }
         if fs::symlink_metadata(&node).is_err() {
-            nix::sys::stat::mknod(&node, nix::sys::stat::SFlag::S_IFBLK, nix::sys::stat::Mode::from_bits_truncate(0o600), dev)
-                .map_err(|e| QuotaError::Io { op: "mknod", path: node.clone(), source: e.into() })?;
+            nix::sys::stat::mknod(
+                &node,
+                nix::sys::stat::SFlag::S_IFBLK,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                dev,
+            )
+            .map_err(|e| QuotaError::Io {
+                op: "mknod",
+                path: node.clone(),
+                source: e.into(),
+            })?;
         }
         let device = CString::new(node.as_os_str().as_bytes())
             .map_err(|_| QuotaError::Unsupported("the root path contains a NUL byte".into()))?;
@@ -137,7 +152,14 @@ impl Quota {
         stat[0] = 1;
         // SAFETY: quotactl with a NUL-terminated device path and a buffer larger than
         // struct fs_quota_stat (80 bytes), which the kernel fills.
-        let r = unsafe { libc::quotactl(qcmd(Q_XGETQSTAT, PRJQUOTA), device.as_ptr(), 0, stat.as_mut_ptr().cast()) };
+        let r = unsafe {
+            libc::quotactl(
+                qcmd(Q_XGETQSTAT, PRJQUOTA),
+                device.as_ptr(),
+                0,
+                stat.as_mut_ptr().cast(),
+            )
+        };
         if r != 0 {
             let e = io::Error::last_os_error();
             return Err(QuotaError::Unsupported(format!(
@@ -162,18 +184,25 @@ impl Quota {
 
     /// Gives `dir` the project id `id` (inherited by what is made in it) and limits it.
     pub fn limit(&self, dir: &Path, id: u64) -> Result<(), QuotaError> {
-        let projid = u32::try_from(id)
-            .map_err(|_| QuotaError::Unsupported(format!("snapshot id {id} does not fit a project id")))?;
+        let projid = u32::try_from(id).map_err(|_| {
+            QuotaError::Unsupported(format!("snapshot id {id} does not fit a project id"))
+        })?;
         let f = fs::File::open(dir).map_err(io_err("open", dir))?;
         let mut attr = FsXattr::default();
         // SAFETY: FS_IOC_FSGETXATTR on an open directory fd, filling a correctly sized struct.
-        unsafe { fs_ioc_fsgetxattr(f.as_raw_fd(), &mut attr) }
-            .map_err(|e| QuotaError::Io { op: "get project id", path: dir.into(), source: e.into() })?;
+        unsafe { fs_ioc_fsgetxattr(f.as_raw_fd(), &mut attr) }.map_err(|e| QuotaError::Io {
+            op: "get project id",
+            path: dir.into(),
+            source: e.into(),
+        })?;
         attr.fsx_projid = projid;
         attr.fsx_xflags |= FS_XFLAG_PROJINHERIT;
         // SAFETY: FS_IOC_FSSETXATTR on an open directory fd with a correctly sized struct.
-        unsafe { fs_ioc_fssetxattr(f.as_raw_fd(), &attr) }
-            .map_err(|e| QuotaError::Io { op: "set project id", path: dir.into(), source: e.into() })?;
+        unsafe { fs_ioc_fssetxattr(f.as_raw_fd(), &attr) }.map_err(|e| QuotaError::Io {
+            op: "set project id",
+            path: dir.into(),
+            source: e.into(),
+        })?;
         let blocks = self.bytes.div_ceil(512);
         let mut q = FsDiskQuota {
             d_version: FS_DQUOT_VERSION,
@@ -195,7 +224,11 @@ impl Quota {
             )
         };
         if r != 0 {
-            return Err(QuotaError::Io { op: "set project quota", path: dir.into(), source: io::Error::last_os_error() });
+            return Err(QuotaError::Io {
+                op: "set project quota",
+                path: dir.into(),
+                source: io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -215,7 +248,9 @@ mod tests {
     #[test]
     fn refused_off_xfs() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Quota::new(dir.path(), 1 << 20, "extfs").unwrap_err().to_string();
+        let e = Quota::new(dir.path(), 1 << 20, "extfs")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("xfs"), "{e}");
     }
 }
