@@ -38,8 +38,15 @@ pub fn set_sets(sys: &dyn Syscall, caps: &LinuxCapabilities) -> SysResult {
         inheritable: mask(caps.inheritable().as_ref()),
     })?;
     let ambient = mask(caps.ambient().as_ref());
+    // The kernel only lets a capability be ambient if it is permitted and inheritable; like
+    // runc 1.2, others are skipped with a warning instead of failing the container.
+    let allowed = mask(caps.permitted().as_ref()) & mask(caps.inheritable().as_ref());
     for cap in 0..64u8 {
         if ambient & (1u64 << cap) != 0 {
+            if allowed & (1u64 << cap) == 0 {
+                tracing::debug!(cap, "ambient capability not in permitted and inheritable sets, skipped");
+                continue;
+            }
             sys.raise_ambient_cap(cap)?;
         }
     }
@@ -68,7 +75,7 @@ mod tests {
             .bounding(set.clone())
             .effective(set.clone())
             .permitted(set.clone())
-            .inheritable(Capabilities::new())
+            .inheritable([Capability::Kill].into_iter().collect::<Capabilities>())
             .ambient([Capability::Kill].into_iter().collect::<Capabilities>())
             .build()
             .unwrap();
@@ -84,7 +91,7 @@ mod tests {
         set_sets(&sys, &caps).unwrap();
         assert_eq!(
             sys.calls(),
-            vec![Call::Capset(CapSets { effective: 0b10_0001, permitted: 0b10_0001, inheritable: 0 }), Call::RaiseAmbient(5)]
+            vec![Call::Capset(CapSets { effective: 0b10_0001, permitted: 0b10_0001, inheritable: 0b10_0000 }), Call::RaiseAmbient(5)]
         );
     }
 
