@@ -9,11 +9,19 @@
 //! - `ids`: snapshot id (u64, big-endian) → key or name, for Cleanup and for drivers that name
 //!   storage by id.
 //!
+//! - `meta`: `next-id-limit` → the end of the block of ids handed out so far (u64, big-endian).
+//!
 //! Every change that touches several trees is one sled transaction. Callers make a change
 //! durable with [`MetaStore::flush`] before they reply.
+//!
+//! Ids are handed out from blocks of [`ID_BLOCK`]: the end of the current block is made durable
+//! before any id in it is used, so an id is never handed out twice, even when the process is
+//! killed after a driver made storage for an id whose metadata was never written. (sled's own
+//! `generate_id` can repeat ids after a crash, so it is not used.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use prost::Message;
@@ -58,13 +66,20 @@ pub fn now() -> Timestamp {
     Timestamp::from(SystemTime::now())
 }
 
+/// How many ids are reserved with one durable write.
+pub const ID_BLOCK: u64 = 1024;
+const NEXT_ID_LIMIT: &[u8] = b"next-id-limit";
+
 /// The sled-backed snapshot metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MetaStore {
     db: sled::Db,
     snapshots: sled::Tree,
     children: sled::Tree,
     ids: sled::Tree,
+    meta: sled::Tree,
+    /// The next id to hand out and the end of the durable block it is in.
+    next_id: Mutex<(u64, u64)>,
 }
 
 fn child_key(parent: &str, child: &str) -> Vec<u8> {
@@ -100,10 +115,26 @@ impl MetaStore {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let ids = db.open_tree("ids")?;
+        let meta = db.open_tree("meta")?;
+        let stored = meta
+            .get(NEXT_ID_LIMIT)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        // Ids start at 1, and never at or below an id in use.
+        let in_use = ids
+            .last()?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let next = stored.max(in_use + 1).max(1);
         Ok(MetaStore {
             snapshots: db.open_tree("snapshots")?,
             children: db.open_tree("children")?,
-            ids: db.open_tree("ids")?,
+            ids,
+            meta,
+            next_id: Mutex::new((next, next)),
             db,
         })
     }
@@ -114,10 +145,18 @@ impl MetaStore {
         Ok(())
     }
 
-    /// A fresh id, never handed out before (also across restarts).
+    /// A fresh id, never handed out before (also across restarts and crashes).
     pub fn next_id(&self) -> Result<u64> {
-        // sled ids start at 0; keep 0 free so that it never names a snapshot.
-        Ok(self.db.generate_id()? + 1)
+        let mut g = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, limit) = *g;
+        if next >= limit {
+            let new_limit = next + ID_BLOCK;
+            self.meta.insert(NEXT_ID_LIMIT, &new_limit.to_be_bytes())?;
+            self.db.flush()?;
+            *g = (next, new_limit);
+        }
+        g.0 += 1;
+        Ok(next)
     }
 
     /// The record of `key`, if any.
@@ -327,5 +366,22 @@ mod tests {
         let m = MetaStore::open(&dir.path().join("db")).unwrap();
         assert!(m.next_id().unwrap() > first);
         assert_eq!(m.get("x").unwrap().unwrap().id, first);
+    }
+
+    #[test]
+    fn ids_never_repeat_after_unflushed_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            // Hand out ids without writing or flushing anything else, as a Prepare killed after
+            // making storage would, then "crash" (drop without flushing).
+            let m = MetaStore::open(&dir.path().join("db")).unwrap();
+            for _ in 0..(ID_BLOCK + 10) {
+                assert!(
+                    seen.insert(m.next_id().unwrap()),
+                    "an id was handed out twice"
+                );
+            }
+        }
     }
 }
