@@ -45,11 +45,31 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a whole case may take.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// How a plugin binary is started and when it is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// A Strata plugin: `--root DIR --address SOCKET [--storage-opt K=V]...`, ready when its
+    /// health service reports SERVING; it also serves `strata.storage.v1.Driver`.
+    Strata,
+    /// containerd's own snapshotter served out of process by `ref-snapshotter` from
+    /// shared/tools/snapbench (`-kind KIND -root DIR -socket SOCKET`), ready when it answers.
+    /// It has no health or Driver service and no failpoints. The suite runs against it to prove
+    /// its own expectations match containerd's.
+    ContainerdReference {
+        /// `overlayfs` or `native`.
+        kind: String,
+    },
+}
+
 /// What the suite needs to know about a driver's plugin.
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
     /// The binary's file name, e.g. `strata-overlay2`.
     pub binary: String,
+    /// Where the binary is, when not found by [`find_binary`].
+    pub binary_path: Option<PathBuf>,
+    /// How it is started.
+    pub launch: Launch,
     /// `--storage-opt` values (`KEY=VALUE`) passed on every start.
     pub storage_opts: Vec<String>,
     /// Extra environment for the plugin process.
@@ -64,6 +84,8 @@ impl PluginSpec {
     pub fn new(binary: &str, storage_count: fn(&Path) -> Result<usize>) -> Self {
         Self {
             binary: binary.to_owned(),
+            binary_path: None,
+            launch: Launch::Strata,
             storage_opts: Vec::new(),
             env: Vec::new(),
             storage_count,
@@ -82,9 +104,35 @@ impl PluginSpec {
         self
     }
 
-    /// The path of the built binary (see [`find_binary`]).
+    /// containerd's own snapshotter of `kind` served by the `ref-snapshotter` binary at `path`.
+    pub fn containerd_reference(
+        path: &Path,
+        kind: &str,
+        storage_count: fn(&Path) -> Result<usize>,
+    ) -> Self {
+        Self {
+            binary: format!("ref-snapshotter({kind})"),
+            binary_path: Some(path.to_path_buf()),
+            launch: Launch::ContainerdReference {
+                kind: kind.to_owned(),
+            },
+            storage_opts: Vec::new(),
+            env: Vec::new(),
+            storage_count,
+        }
+    }
+
+    /// Whether the plugin serves `strata.storage.v1.Driver`.
+    pub fn has_driver_service(&self) -> bool {
+        self.launch == Launch::Strata
+    }
+
+    /// The path of the binary (see [`find_binary`]).
     pub fn binary_path(&self) -> PathBuf {
-        find_binary(&self.binary)
+        match &self.binary_path {
+            Some(path) => path.clone(),
+            None => find_binary(&self.binary),
+        }
     }
 }
 
@@ -206,6 +254,7 @@ impl Drop for Sandbox {
 #[derive(Debug)]
 pub struct PluginProcess {
     binary: String,
+    launch: Launch,
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
@@ -236,15 +285,27 @@ impl PluginProcess {
             .with_context(|| format!("dup {}", log.display()))?;
 
         let mut cmd = Command::new(&binary);
-        cmd.arg("--root")
-            .arg(sandbox.root())
-            .arg("--address")
-            .arg(&socket);
-        for opt in &spec.storage_opts {
-            cmd.arg("--storage-opt").arg(opt);
-        }
-        if let Ok(level) = std::env::var("STRATA_TEST_LOG_LEVEL") {
-            cmd.arg("--log-level").arg(level);
+        match &spec.launch {
+            Launch::Strata => {
+                cmd.arg("--root")
+                    .arg(sandbox.root())
+                    .arg("--address")
+                    .arg(&socket);
+                for opt in &spec.storage_opts {
+                    cmd.arg("--storage-opt").arg(opt);
+                }
+                if let Ok(level) = std::env::var("STRATA_TEST_LOG_LEVEL") {
+                    cmd.arg("--log-level").arg(level);
+                }
+            }
+            Launch::ContainerdReference { kind } => {
+                cmd.arg("-kind")
+                    .arg(kind)
+                    .arg("-root")
+                    .arg(sandbox.root())
+                    .arg("-socket")
+                    .arg(&socket);
+            }
         }
         cmd.env_remove("STRATA_FAILPOINT").env("NO_COLOR", "1");
         for (k, v) in &spec.env {
@@ -262,6 +323,7 @@ impl PluginProcess {
 
         let mut this = Self {
             binary: spec.binary.clone(),
+            launch: spec.launch.clone(),
             child: Some(child),
             socket: socket.clone(),
             log,
@@ -303,6 +365,25 @@ impl PluginProcess {
 
     async fn health_check(&self) -> Result<Channel> {
         let channel = connect_unix(&self.socket).await?;
+        if self.launch != Launch::Strata {
+            // No health service: ready when the snapshots service answers at all (containerd's
+            // bare store even fails List while it is empty, so probe with a Stat).
+            let mut client = SnapshotsClient::new(channel.clone());
+            let req = strata_proto::snapshots::StatSnapshotRequest {
+                snapshotter: String::new(),
+                key: "strata-tests-readiness-probe".into(),
+            };
+            match tokio::time::timeout(Duration::from_secs(5), client.stat(req))
+                .await
+                .context("Stat probe timed out")?
+            {
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    bail!("Stat probe: {status}")
+                }
+                _ => {}
+            }
+            return Ok(channel);
+        }
         let mut health = HealthClient::new(channel.clone());
         let resp = tokio::time::timeout(
             Duration::from_secs(5),
@@ -497,4 +578,88 @@ where
         let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
         panic!("{}", chain.join("\n  caused by: "));
     }
+}
+
+/// Builds (once per test process) the `ref-snapshotter` of shared/tools/snapbench: containerd
+/// 1.6.20's own snapshotters served out of process. Uses `$STRATA_REF_SNAPSHOTTER` if set;
+/// otherwise copies `$STRATA_SHARED/tools/snapbench` (default: the `shared` dir beside the
+/// workspace) into the cargo target dir and runs its `build.sh` (which installs Debian's Go and
+/// containerd sources if missing, then builds offline).
+///
+/// # Panics
+/// When it cannot be built: the reference tests must fail, never skip.
+pub fn containerd_reference_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| build_reference().map_err(|e| format!("{e:#}")));
+    match built {
+        Ok(path) => path.clone(),
+        Err(err) => panic!(
+            "cannot build containerd's reference snapshotter ({err}); build it by hand with \
+             shared/tools/snapbench/build.sh and set STRATA_REF_SNAPSHOTTER to bin/ref-snapshotter"
+        ),
+    }
+}
+
+fn build_reference() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("STRATA_REF_SNAPSHOTTER") {
+        return Ok(PathBuf::from(path));
+    }
+    let shared = match std::env::var_os("STRATA_SHARED") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    };
+    let source = shared.join("tools/snapbench");
+    if !source.join("build.sh").is_file() {
+        bail!("{} has no build.sh (set STRATA_SHARED)", source.display());
+    }
+    let exe = std::env::current_exe().context("find the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("{} has no target dir", exe.display()))?;
+    let dest = profile_dir.join("strata-tests-snapbench");
+    let binary = dest.join("bin/ref-snapshotter");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    if dest.exists() {
+        fs::remove_dir_all(&dest).with_context(|| format!("remove {}", dest.display()))?;
+    }
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&source)
+        .arg(&dest)
+        .status()
+        .context("run cp")?;
+    if !status.success() {
+        bail!(
+            "copying {} to {} failed: {status}",
+            source.display(),
+            dest.display()
+        );
+    }
+    let status = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&dest)
+        .status()
+        .context("run chmod")?;
+    if !status.success() {
+        bail!("chmod -R u+w {} failed: {status}", dest.display());
+    }
+    let output = Command::new("sh")
+        .arg("build.sh")
+        .current_dir(&dest)
+        .output()
+        .context("run build.sh")?;
+    if !output.status.success() || !binary.is_file() {
+        bail!(
+            "{}/build.sh failed ({}): {}{}",
+            dest.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(binary)
 }

@@ -59,3 +59,8 @@ pub fn count_entries(dir: &Path) -> Result<usize> {
         Err(err) => Err(err).with_context(|| format!("read {}", dir.display())),
     }
 }
+
+/// containerd's overlayfs and native snapshotters: one `<root>/snapshots/<id>/` per snapshot.
+pub fn containerd_storage_count(root: &Path) -> Result<usize> {
+    count_entries(&root.join("snapshots"))
+}

@@ -5,7 +5,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use strata_proto::storage::CapabilitiesRequest;
 
 use crate::client::Harness;
 use crate::fstest::{
@@ -241,14 +240,10 @@ pub const RENAME_DIR_CAPABILITY: &str = "rename-dir";
 /// [`RENAME_DIR_CAPABILITY`].
 pub async fn rename(spec: PluginSpec) -> Result<()> {
     let h = Harness::start(&spec).await?;
-    let caps = h
-        .plugin
-        .driver()
-        .capabilities(CapabilitiesRequest {})
-        .await
-        .context("Driver.Capabilities")?
-        .into_inner();
-    let rename_dirs = caps.extra.iter().any(|c| c == RENAME_DIR_CAPABILITY);
+    let rename_dirs = h
+        .capabilities()
+        .await?
+        .is_some_and(|caps| caps.extra.iter().any(|c| c == RENAME_DIR_CAPABILITY));
     let mut second = vec![
         rename_to("/somefiles", "/f1"),
         rename_to("/f2", "/f3"),
@@ -277,18 +272,13 @@ pub async fn rename(spec: PluginSpec) -> Result<()> {
 /// directories.
 pub async fn layers_128_mount(spec: PluginSpec) -> Result<()> {
     let h = Harness::start(&spec).await?;
-    let caps = h
-        .plugin
-        .driver()
-        .capabilities(CapabilitiesRequest {})
-        .await
-        .context("Driver.Capabilities")?
-        .into_inner();
-    anyhow::ensure!(
-        caps.max_layer_depth == 0 || caps.max_layer_depth >= 128,
-        "the driver advertises max_layer_depth {}, but every driver must mount 128 layers",
-        caps.max_layer_depth
-    );
+    if let Some(caps) = h.capabilities().await? {
+        anyhow::ensure!(
+            caps.max_layer_depth == 0 || caps.max_layer_depth >= 128,
+            "the driver advertises max_layer_depth {}, but every driver must mount 128 layers",
+            caps.max_layer_depth
+        );
+    }
     let layers: Vec<Vec<Change>> = (0..128)
         .map(|i| {
             let mut changes = Vec::new();
