@@ -101,6 +101,50 @@ async fn client_work(h_mounts: MountCtx, snap: Snap, id: usize) -> Result<Outcom
     Ok(out)
 }
 
+/// Lists and Stats while the writers work: every List has no duplicates and shows the parent
+/// of every snapshot it shows (parents here are never removed while they have children), and
+/// Stat of a listed snapshot gives the same Info or NotFound (removed since). Returns the
+/// number of complete Lists.
+async fn reader_work(snap: Snap, stop: tokio::sync::watch::Receiver<bool>) -> Result<usize> {
+    let mut lists = 0;
+    while !*stop.borrow() {
+        let all = snap.list(&[]).await?;
+        let names: BTreeSet<&str> = all.iter().map(|i| i.name.as_str()).collect();
+        ensure!(
+            names.len() == all.len(),
+            "a List during concurrent changes returned a snapshot twice"
+        );
+        for info in &all {
+            ensure!(
+                info.parent.is_empty() || names.contains(info.parent.as_str()),
+                "a List during concurrent changes shows {:?} but not its parent {:?}",
+                info.name,
+                info.parent
+            );
+        }
+        for info in all.iter().take(8) {
+            match snap.try_stat(&info.name).await {
+                Ok(stat) => ensure!(
+                    &stat == info,
+                    "Stat during concurrent changes disagrees with List for {:?}:\n  list {info:?}\n  stat {stat:?}",
+                    info.name
+                ),
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => {
+                    return Err(anyhow!(
+                        "Stat({:?}) during concurrent changes: {:?}: {}",
+                        info.name,
+                        s.code(),
+                        s.message()
+                    ))
+                }
+            }
+        }
+        lists += 1;
+    }
+    Ok(lists)
+}
+
 /// Mount helper that can move into tasks.
 #[derive(Debug, Clone)]
 struct MountCtx {
@@ -137,6 +181,9 @@ pub async fn concurrent_clients(spec: PluginSpec) -> Result<()> {
         let snap = Snap::new(SnapshotsClient::new(h.plugin.connect().await?));
         tasks.push(tokio::spawn(client_work(ctx.clone(), snap, id)));
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reader_snap = Snap::new(SnapshotsClient::new(h.plugin.connect().await?));
+    let reader = tokio::spawn(reader_work(reader_snap, stop_rx));
     let mut expected: BTreeSet<String> = ["shared-base", "contended", "winner"]
         .into_iter()
         .map(str::to_owned)
@@ -151,6 +198,16 @@ pub async fn concurrent_clients(spec: PluginSpec) -> Result<()> {
         name_winners += usize::from(out.won_name);
         expected.extend(out.exists);
     }
+    // Writers are done: stop the reader and see what it found.
+    let _ = stop_tx.send(true);
+    let lists = reader
+        .await
+        .context("the reader panicked")?
+        .context("the reader")?;
+    ensure!(
+        lists > 0,
+        "the reader never completed a List while the clients worked"
+    );
     ensure!(
         key_winners == 1,
         "exactly one client must win Prepare(contended), {key_winners} did"

@@ -254,3 +254,62 @@ pub async fn restart_keeps_store(spec: PluginSpec) -> Result<()> {
     h.check_consistent().await?;
     Ok(())
 }
+
+/// How long after starting the workload each round of [`kill_during_workload`] kills the
+/// plugin (fixed, so a failure can be reproduced).
+pub const KILL_DELAYS_MS: [u64; 5] = [15, 45, 90, 140, 220];
+
+/// Prepares, commits, removes and views in a loop until the plugin goes away.
+async fn busy(snap: crate::client::Snap, tag: String) -> Result<()> {
+    for i in 0.. {
+        let (key, name, view) = (
+            format!("{tag}/active {i}"),
+            format!("{tag}/committed {i}"),
+            format!("{tag}/view {i}"),
+        );
+        snap.prepare(&key, "base").await?;
+        snap.commit(&name, &key).await?;
+        snap.view(&view, &name).await?;
+        if i % 2 == 0 {
+            snap.remove(&view).await?;
+            snap.remove(&name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILL from outside at arbitrary moments while two clients work: after every restart the
+/// store is consistent (every listed snapshot Stats and mounts; Cleanup leaves exactly their
+/// storage) and keeps working.
+pub async fn kill_during_workload(spec: PluginSpec) -> Result<()> {
+    let mut h = Harness::start(&spec).await?;
+    h.commit_layer("base", "", &[create_file("/base", "base\n", 0o644)])
+        .await?;
+    for (round, delay) in KILL_DELAYS_MS.into_iter().enumerate() {
+        let workers: Vec<_> = (0..2)
+            .map(|w| tokio::spawn(busy(h.snap.clone(), format!("r{round}w{w}"))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        h.plugin.kill().context("kill the plugin")?;
+        for worker in workers {
+            // The workers end with an error once the plugin is gone; that is expected.
+            let _ = worker.await;
+        }
+        h.start_again(&[])
+            .await
+            .with_context(|| format!("round {round}: restart after SIGKILL at {delay} ms"))?;
+        let listed = h
+            .check_consistent()
+            .await
+            .with_context(|| format!("round {round}: after SIGKILL at {delay} ms"))?;
+        ensure!(
+            listed.iter().any(|i| i.name == "base"),
+            "round {round}: base is gone after a SIGKILL"
+        );
+        h.snap
+            .prepare(&format!("after-round-{round}"), "base")
+            .await
+            .with_context(|| format!("round {round}: the recovered plugin must keep working"))?;
+    }
+    Ok(())
+}

@@ -453,6 +453,15 @@ impl PluginProcess {
         }
     }
 
+    /// Kills the plugin with SIGKILL now, as an operator's `kill -9` would, and reaps it.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} was already stopped", self.binary);
+        };
+        child.kill().context("send SIGKILL")?;
+        child.wait().context("wait for the killed plugin")
+    }
+
     /// Stops the plugin gracefully (SIGTERM) and returns its exit status. Fails when it had to
     /// be killed because it did not stop within [`STOP_TIMEOUT`].
     pub fn stop(&mut self) -> Result<ExitStatus> {

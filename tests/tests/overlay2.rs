@@ -64,6 +64,7 @@ cases! {
     overlay2_crash_commit_after_metadata => crash::commit_after_metadata,
     overlay2_crash_remove_after_metadata => crash::remove_after_metadata,
     overlay2_crash_restart_keeps_store => crash::restart_keeps_store,
+    overlay2_crash_kill_during_workload => crash::kill_during_workload,
 
     overlay2_concurrency_8_clients => concurrency::concurrent_clients,
 }
