@@ -77,6 +77,8 @@ pub struct PluginSpec {
     /// Counts the snapshots that have storage under a plugin root, for leak checks after
     /// crashes and Cleanup (see [`crate::layouts`]).
     pub storage_count: fn(&Path) -> Result<usize>,
+    /// Rows the driver's Status must have (by key).
+    pub status_rows: Vec<String>,
 }
 
 impl PluginSpec {
@@ -89,12 +91,19 @@ impl PluginSpec {
             storage_opts: Vec::new(),
             env: Vec::new(),
             storage_count,
+            status_rows: Vec::new(),
         }
     }
 
     /// Adds a `--storage-opt KEY=VALUE`.
     pub fn with_storage_opt(mut self, opt: &str) -> Self {
         self.storage_opts.push(opt.to_owned());
+        self
+    }
+
+    /// Rows the driver's Status must have.
+    pub fn with_status_rows(mut self, rows: &[&str]) -> Self {
+        self.status_rows = rows.iter().map(|r| (*r).to_owned()).collect();
         self
     }
 
@@ -119,6 +128,7 @@ impl PluginSpec {
             storage_opts: Vec::new(),
             env: Vec::new(),
             storage_count,
+            status_rows: Vec::new(),
         }
     }
 
@@ -273,50 +283,12 @@ impl PluginProcess {
         sandbox: &Sandbox,
         extra_env: &[(&str, &str)],
     ) -> Result<Self> {
-        let binary = spec.binary_path();
-        fs::create_dir_all(SOCKET_DIR).with_context(|| format!("create {SOCKET_DIR}"))?;
-        let socket = Path::new(SOCKET_DIR).join(format!("{}.sock", unique_name("p")));
-        let log = sandbox
-            .work()
-            .join(format!("{}.log", unique_name("plugin-")));
-        let log_file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let log_err = log_file
-            .try_clone()
-            .with_context(|| format!("dup {}", log.display()))?;
-
-        let mut cmd = Command::new(&binary);
-        match &spec.launch {
-            Launch::Strata => {
-                cmd.arg("--root")
-                    .arg(sandbox.root())
-                    .arg("--address")
-                    .arg(&socket);
-                for opt in &spec.storage_opts {
-                    cmd.arg("--storage-opt").arg(opt);
-                }
-                if let Ok(level) = std::env::var("STRATA_TEST_LOG_LEVEL") {
-                    cmd.arg("--log-level").arg(level);
-                }
-            }
-            Launch::ContainerdReference { kind } => {
-                cmd.arg("-kind")
-                    .arg(kind)
-                    .arg("-root")
-                    .arg(sandbox.root())
-                    .arg("-socket")
-                    .arg(&socket);
-            }
-        }
-        cmd.env_remove("STRATA_FAILPOINT").env("NO_COLOR", "1");
-        for (k, v) in &spec.env {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log_file))
-            .stderr(Stdio::from(log_err));
+        let Spawn {
+            mut cmd,
+            binary,
+            socket,
+            log,
+        } = command(spec, sandbox, extra_env)?;
         let child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", binary.display()))?;
@@ -500,6 +472,103 @@ impl Drop for PluginProcess {
             self.log_tail(30)
         );
         let _ = fs::remove_file(&self.socket);
+    }
+}
+
+/// A plugin command line, ready to spawn, with its socket and log file.
+struct Spawn {
+    cmd: Command,
+    binary: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+fn command(spec: &PluginSpec, sandbox: &Sandbox, extra_env: &[(&str, &str)]) -> Result<Spawn> {
+    let binary = spec.binary_path();
+    fs::create_dir_all(SOCKET_DIR).with_context(|| format!("create {SOCKET_DIR}"))?;
+    let socket = Path::new(SOCKET_DIR).join(format!("{}.sock", unique_name("p")));
+    let log = sandbox
+        .work()
+        .join(format!("{}.log", unique_name("plugin-")));
+    let log_file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let log_err = log_file
+        .try_clone()
+        .with_context(|| format!("dup {}", log.display()))?;
+
+    let mut cmd = Command::new(&binary);
+    match &spec.launch {
+        Launch::Strata => {
+            cmd.arg("--root")
+                .arg(sandbox.root())
+                .arg("--address")
+                .arg(&socket);
+            for opt in &spec.storage_opts {
+                cmd.arg("--storage-opt").arg(opt);
+            }
+            if let Ok(level) = std::env::var("STRATA_TEST_LOG_LEVEL") {
+                cmd.arg("--log-level").arg(level);
+            }
+        }
+        Launch::ContainerdReference { kind } => {
+            cmd.arg("-kind")
+                .arg(kind)
+                .arg("-root")
+                .arg(sandbox.root())
+                .arg("-socket")
+                .arg(&socket);
+        }
+    }
+    cmd.env_remove("STRATA_FAILPOINT").env("NO_COLOR", "1");
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(log_err));
+    Ok(Spawn {
+        cmd,
+        binary,
+        socket,
+        log,
+    })
+}
+
+/// Runs a plugin that is expected to refuse to start: it must exit by itself within
+/// `timeout`. Returns its exit status and output. Fails if it starts serving instead.
+pub async fn run_expecting_refusal(
+    spec: &PluginSpec,
+    sandbox: &Sandbox,
+    timeout: Duration,
+) -> Result<(ExitStatus, String)> {
+    let Spawn {
+        mut cmd,
+        binary,
+        socket,
+        log,
+    } = command(spec, sandbox, &[])?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {}", binary.display()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().context("wait for the plugin")? {
+            let _ = fs::remove_file(&socket);
+            return Ok((status, read_tail(&log, 200)));
+        }
+        if Instant::now() >= deadline {
+            let _ = terminate(&mut child);
+            let _ = fs::remove_file(&socket);
+            bail!(
+                "{} with options {:?} still runs after {timeout:?}; it must refuse to start. Its log:\n{}",
+                spec.binary,
+                spec.storage_opts,
+                read_tail(&log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

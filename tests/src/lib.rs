@@ -15,6 +15,8 @@
 //! - [`conformance`], [`errors`], [`crash`], [`concurrency`]: the cases. Each is an
 //!   `async fn(PluginSpec) -> anyhow::Result<()>` that starts its own plugin process, so cases run
 //!   in parallel.
+//! - [`plugin`]: the process contract every Strata plugin shares (socket mode, refusing bad
+//!   options, SIGTERM, the Driver service).
 //! - [`layouts`]: how to count a driver's on-disk snapshot storage, for leak checks.
 //!
 //! A driver's test file runs every case as its own `#[test]`:
@@ -44,6 +46,7 @@ pub mod fstest;
 pub mod harness;
 pub mod layouts;
 pub mod mounts;
+pub mod plugin;
 pub mod uml;
 
 pub use client::{Harness, Snap};

@@ -4,10 +4,15 @@
 //! own plugin; filter with e.g. `cargo test -p strata-tests --test overlay2 overlay2_crash`.
 
 use strata_tests::harness::run_case;
-use strata_tests::{concurrency, conformance, crash, errors, layouts, PluginSpec};
+use strata_tests::{concurrency, conformance, crash, errors, layouts, plugin, PluginSpec};
 
 fn spec() -> PluginSpec {
-    PluginSpec::new("strata-overlay2", layouts::overlay2_storage_count)
+    PluginSpec::new("strata-overlay2", layouts::overlay2_storage_count).with_status_rows(&[
+        "Backing Filesystem",
+        "Supports d_type",
+        "Native Overlay Diff",
+        "Snapshots",
+    ])
 }
 
 macro_rules! cases {
@@ -67,4 +72,9 @@ cases! {
     overlay2_crash_kill_during_workload => crash::kill_during_workload,
 
     overlay2_concurrency_8_clients => concurrency::concurrent_clients,
+
+    overlay2_plugin_socket_mode => plugin::socket_mode,
+    overlay2_plugin_bad_storage_opt_refused => plugin::bad_storage_opt_refused,
+    overlay2_plugin_sigterm_during_calls => plugin::sigterm_during_calls,
+    overlay2_plugin_driver_service => plugin::driver_service,
 }
