@@ -115,6 +115,30 @@ pub fn docker_default_capabilities() -> Capabilities {
     .collect::<HashSet<_>>()
 }
 
+/// A spec like the one Docker makes for `docker run IMAGE ARGS...`: runc's default mounts and
+/// namespaces (pid, net, ipc, uts, mount, cgroup), Docker's capability set, masked and
+/// read-only paths, no_new_privs off (Docker's default), and `args` as the process.
+pub fn docker_default_spec(args: Vec<String>) -> Spec {
+    let mut spec = Spec::default();
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args));
+    process.set_no_new_privileges(Some(false));
+    let caps = docker_default_capabilities();
+    let mut lc = process.capabilities().clone().unwrap_or_default();
+    lc.set_bounding(Some(caps.clone()));
+    lc.set_effective(Some(caps.clone()));
+    lc.set_permitted(Some(caps));
+    lc.set_inheritable(None);
+    lc.set_ambient(None);
+    process.set_capabilities(Some(lc));
+    spec.set_process(Some(process));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_masked_paths(Some(docker_default_masked_paths()));
+        linux.set_readonly_paths(Some(docker_default_readonly_paths()));
+    }
+    spec
+}
+
 /// Docker's default masked paths.
 pub fn docker_default_masked_paths() -> Vec<String> {
     [
@@ -166,6 +190,14 @@ pub fn all_capabilities() -> Vec<Capability> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_spec_is_valid() {
+        let s = docker_default_spec(vec!["true".into()]);
+        validate(&s).unwrap();
+        let caps = s.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+        assert!(!caps.bounding().as_ref().unwrap().contains(&Capability::SysAdmin));
+    }
 
     #[test]
     fn ids() {

@@ -324,10 +324,24 @@ impl Cgroup {
     pub fn destroy(&self) -> Result<()> {
         let mut first_err = None;
         for d in &self.dirs {
-            for dir in d.created.iter().rev() {
+            for (i, dir) in d.created.iter().enumerate().rev() {
+                let leaf = i + 1 == d.created.len();
+                if !leaf {
+                    // A parent this runtime made may hold other containers by now: leave it.
+                    match std::fs::remove_dir(dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => break,
+                        Err(source) => {
+                            first_err.get_or_insert(CgroupError::Remove { path: dir.clone(), source });
+                        }
+                    }
+                    continue;
+                }
                 if let Err(e) = remove_dir_retrying(dir) {
                     tracing::warn!(path = %dir.display(), error = %e, "cannot remove cgroup");
                     first_err.get_or_insert(e);
+                    break;
                 }
             }
         }

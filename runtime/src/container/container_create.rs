@@ -134,6 +134,10 @@ impl Container {
         let fifo_path = dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
             .map_err(|errno| ContainerError::Sys { op: "mkfifo exec.fifo", errno })?;
+        // mkfifo applies the umask; the container process may be another uid by the time it
+        // opens the fifo for writing (runc uses 0622 too).
+        std::fs::set_permissions(&fifo_path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .map_err(|source| ContainerError::Io { op: "chmod", path: fifo_path.clone(), source })?;
         let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|errno| ContainerError::Sys { op: "open exec.fifo", errno })?;
         let console = opts.console_socket.as_deref().map(crate::tty::connect).transpose()?;

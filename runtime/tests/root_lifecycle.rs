@@ -1,0 +1,134 @@
+//! Root tests of the lifecycle: exit codes, signals, state, exec, hooks, the library API.
+//! Run with `cargo test -p strata-runtime --test root_lifecycle` (as root).
+
+mod common;
+
+use std::time::Duration;
+
+use common::Bundle;
+use nix::sys::signal::Signal;
+use strata_runtime::{Container, CreateOptions, Status};
+
+#[test]
+fn root_exit_code_is_passed_through() {
+    let b = Bundle::new("exit3", "exit 3");
+    let (code, _, err) = b.run();
+    assert_eq!(code, 3, "stderr: {err}");
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_sigkill_is_reported_as_137() {
+    let b = Bundle::new("sigkill", "sleep 100");
+    let mut c = Container::create(&b.root(), &b.id, b.path(), &CreateOptions::default()).unwrap();
+    assert_eq!(c.status(), Status::Created);
+    c.start().unwrap();
+    assert_eq!(c.status(), Status::Running);
+    c.kill(Signal::SIGKILL, false).unwrap();
+    let st = c.wait().unwrap();
+    assert_eq!(st.code, 137);
+    assert_eq!(st.signal, Some(9));
+    assert!(!st.oom_killed);
+    assert_eq!(c.status(), Status::Stopped);
+    c.delete(false).unwrap();
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_cli_create_start_state_kill_by_name_delete() {
+    let b = Bundle::new("cli", "trap 'exit 42' TERM; while :; do sleep 0.05; done");
+    let bundle = b.path().to_string_lossy().into_owned();
+    let pidfile = b.path().join("pid");
+    let out = b.cli(&["create", "--bundle", &bundle, "--pid-file", &pidfile.to_string_lossy(), &b.id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["pid"], pid);
+    assert_eq!(state["id"], b.id.as_str());
+    assert!(b.cli(&["start", &b.id]).status.success());
+    let state: serde_json::Value = serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+    assert_eq!(state["status"], "running");
+    // Deleting a running container needs --force.
+    let out = b.cli(&["delete", &b.id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running"));
+    assert!(b.cli(&["kill", &b.id, "TERM"]).status.success());
+    let mut stopped = false;
+    for _ in 0..200 {
+        let state: serde_json::Value = serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+        if state["status"] == "stopped" {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stopped, "SIGTERM by name did not stop the container");
+    // The container process is this test's grandchild's sibling: reap nothing, just delete.
+    assert!(b.cli(&["delete", &b.id]).status.success());
+    let out = b.cli(&["state", &b.id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_exec_joins_the_container() {
+    let b = Bundle::new("exec", "sleep 100");
+    let bundle = b.path().to_string_lossy().into_owned();
+    assert!(b.cli(&["run", "--detach", "--bundle", &bundle, &b.id]).status.success());
+    let out = b.cli(&["exec", &b.id, "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("h-exec"), "{text}");
+    assert!(text.contains("sleep 100"), "{text}");
+    let ps = b.cli(&["ps", "--format", "json", &b.id]);
+    let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(pids.len(), 1);
+    // exec --process with a JSON process, detached, with a pid file.
+    let proc_file = b.path().join("p.json");
+    std::fs::write(&proc_file, r#"{"args":["sleep","50"],"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
+    let pidf = b.path().join("exec.pid");
+    let out = b.cli(&["exec", "--process", &proc_file.to_string_lossy(), "--detach", "--pid-file", &pidf.to_string_lossy(), &b.id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let epid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let ps = b.cli(&["ps", "--format", "json", &b.id]);
+    let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert!(pids.contains(&epid), "{pids:?} lacks {epid}");
+    let list = String::from_utf8_lossy(&b.cli(&["list"]).stdout).into_owned();
+    assert!(list.contains(&b.id) && list.contains("running"), "{list}");
+    assert!(b.cli(&["delete", "--force", &b.id]).status.success());
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_hooks_get_the_state() {
+    let mut b = Bundle::new("hooks", "true");
+    let out = b.path().join("hook-out");
+    let o = out.to_string_lossy().into_owned();
+    b.edit(|v| {
+        v["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.prestart")]}],
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.createRuntime")]}],
+            "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.poststart")]}],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.poststop")], "timeout": 5}],
+        });
+    });
+    let (code, _, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    for kind in ["prestart", "createRuntime", "poststart", "poststop"] {
+        let text = std::fs::read_to_string(format!("{o}.{kind}")).unwrap_or_else(|e| panic!("{kind} hook did not run: {e}"));
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["id"], b.id.as_str(), "{kind}");
+    }
+}
+
+#[test]
+fn root_failing_prestart_hook_fails_create_and_cleans_up() {
+    let mut b = Bundle::new("badhook", "true");
+    b.edit(|v| v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/false"}]}));
+    let (code, _, err) = b.run();
+    assert_eq!(code, 1);
+    assert!(err.contains("prestart hook"), "{err}");
+    b.assert_nothing_left();
+}
