@@ -64,6 +64,22 @@ pub enum Change {
         /// Where the link is made.
         link: String,
     },
+    /// Set an extended attribute (not following symlinks).
+    SetXattr {
+        /// Path in the tree.
+        path: String,
+        /// Attribute name, e.g. `user.x` or `security.capability`.
+        name: String,
+        /// Attribute value.
+        value: Vec<u8>,
+    },
+    /// Remove an extended attribute.
+    RemoveXattr {
+        /// Path in the tree.
+        path: String,
+        /// Attribute name.
+        name: String,
+    },
     /// rename(2), replacing an existing file.
     Rename {
         /// Old path.
@@ -125,6 +141,23 @@ pub fn symlink(target: &str, link: &str) -> Change {
     Change::Symlink {
         target: target.to_owned(),
         link: link.to_owned(),
+    }
+}
+
+/// Set the xattr `name` of `path` to `value`.
+pub fn set_xattr(path: &str, name: &str, value: impl AsRef<[u8]>) -> Change {
+    Change::SetXattr {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        value: value.as_ref().to_vec(),
+    }
+}
+
+/// Remove the xattr `name` of `path`.
+pub fn remove_xattr(path: &str, name: &str) -> Change {
+    Change::RemoveXattr {
+        path: path.to_owned(),
+        name: name.to_owned(),
     }
 }
 
@@ -199,6 +232,12 @@ fn apply_one(root: &Path, change: &Change) -> Result<()> {
         Change::Symlink { target, link } => {
             std::os::unix::fs::symlink(target, in_tree(root, link)).context("symlink")?;
         }
+        Change::SetXattr { path, name, value } => {
+            crate::xattr::set(&in_tree(root, path), name, value).context("lsetxattr")?;
+        }
+        Change::RemoveXattr { path, name } => {
+            crate::xattr::remove(&in_tree(root, path), name).context("lremovexattr")?;
+        }
         Change::Rename { from, to } => {
             fs::rename(in_tree(root, from), in_tree(root, to)).context("rename")?;
         }
@@ -255,6 +294,8 @@ pub struct Entry {
     pub target: Option<PathBuf>,
     /// Device number of a device node.
     pub rdev: Option<u64>,
+    /// Extended attributes (overlayfs hides its own `trusted.overlay.*`).
+    pub xattrs: BTreeMap<String, Vec<u8>>,
     /// The other paths in the same tree that are hard links to this file.
     pub links: Vec<String>,
 }
@@ -280,6 +321,9 @@ impl fmt::Display for Entry {
                 nix::sys::stat::major(r),
                 nix::sys::stat::minor(r)
             )?;
+        }
+        for (name, value) in &self.xattrs {
+            write!(f, " xattr {name}={:?}", String::from_utf8_lossy(value))?;
         }
         if !self.links.is_empty() {
             write!(f, " hard-linked with {:?}", self.links)?;
@@ -347,6 +391,14 @@ fn walk(
         };
         let rdev =
             matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice).then(|| md.rdev());
+        let mut xattrs = BTreeMap::new();
+        let names =
+            crate::xattr::list(&path).with_context(|| format!("llistxattr {}", path.display()))?;
+        for name in names {
+            let value = crate::xattr::get(&path, &name)
+                .with_context(|| format!("lgetxattr {} {name}", path.display()))?;
+            xattrs.insert(name, value);
+        }
         if kind != EntryKind::Dir {
             inodes
                 .entry((md.dev(), md.ino()))
@@ -363,6 +415,7 @@ fn walk(
                 content,
                 target,
                 rdev,
+                xattrs,
                 links: Vec::new(),
             },
         );

@@ -48,6 +48,7 @@ pub mod layouts;
 pub mod mounts;
 pub mod plugin;
 pub mod uml;
+pub mod xattr;
 
 pub use client::{Harness, Snap};
 pub use harness::{PluginProcess, PluginSpec, Sandbox};

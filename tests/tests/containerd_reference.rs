@@ -56,6 +56,7 @@ cases! {
     reference_conformance_128_layers_mount => conformance::layers_128_mount,
     reference_conformance_commit_info => conformance::commit_info,
     reference_conformance_usage => conformance::usage,
+    reference_conformance_xattrs => conformance::xattrs,
 
     reference_errors_unknown_key => errors::unknown_key,
     reference_errors_duplicate_key => errors::duplicate_key,

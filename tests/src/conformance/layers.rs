@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::client::Harness;
 use crate::fstest::{
-    apply, check_trees_equal, chown as chown_to, create_dir, create_file, link, remove_all,
-    rename as rename_to, Change,
+    apply, check_trees_equal, chmod, chown as chown_to, create_dir, create_file, link, remove_all,
+    remove_xattr, rename as rename_to, set_xattr, Change,
 };
 use crate::harness::PluginSpec;
 
@@ -308,5 +308,41 @@ pub async fn layers_128_mount(spec: PluginSpec) -> Result<()> {
         remove_after: false,
     };
     check_layers(&h, "deep", &layers, checks).await?;
+    Ok(())
+}
+
+/// `security.capability` granting CAP_NET_RAW (effective, permitted), revision 2 layout:
+/// magic_etc, then permitted and inheritable for the low and high 32 capabilities.
+fn cap_net_raw() -> Vec<u8> {
+    let words: [u32; 5] = [0x0200_0001, 1 << 13, 0, 0, 0];
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Xattrs: extended attributes (user ones and a file capability) are kept by commits, copied
+/// up with a lower file or dir when it changes, and can be changed and removed in an upper
+/// layer. Not in containerd's suite, but containerd compares xattrs in every tree check.
+pub async fn xattrs(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let layers = vec![
+        vec![
+            create_dir("/bin", 0o755),
+            create_file("/bin/ping", "ping", 0o755),
+            set_xattr("/bin/ping", "security.capability", cap_net_raw()),
+            create_file("/data", "data", 0o644),
+            set_xattr("/data", "user.a", "1"),
+            set_xattr("/data", "user.b", "2"),
+            create_dir("/dir", 0o755),
+            set_xattr("/dir", "user.d", "dir"),
+        ],
+        vec![
+            set_xattr("/data", "user.a", "changed"),
+            remove_xattr("/data", "user.b"),
+            set_xattr("/dir", "user.e", "new"),
+            create_file("/bin/tool", "tool", 0o755),
+            set_xattr("/bin/tool", "security.capability", cap_net_raw()),
+        ],
+        vec![chmod("/data", 0o600), create_file("/dir/f", "f", 0o644)],
+    ];
+    check_layers(&h, "xattrs", &layers, each_view()).await?;
     Ok(())
 }
