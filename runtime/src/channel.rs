@@ -31,7 +31,10 @@ pub enum Msg {
 pub enum ChannelError {
     /// A socket call failed.
     #[error("sync channel {op}: {errno}")]
-    Sys { op: &'static str, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
     /// A message could not be (de)coded.
     #[error("sync channel: bad message: {0}")]
     Codec(#[from] serde_json::Error),
@@ -49,8 +52,16 @@ pub struct Channel(OwnedFd);
 
 /// A connected pair (parent end, child end); both close on exec.
 pub fn pair() -> Result<(Channel, Channel), ChannelError> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|errno| ChannelError::Sys { op: "socketpair", errno })?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|errno| ChannelError::Sys {
+        op: "socketpair",
+        errno,
+    })?;
     Ok((Channel(a), Channel(b)))
 }
 
@@ -58,7 +69,8 @@ impl Channel {
     /// Sends one message.
     pub fn send(&self, msg: &Msg) -> Result<(), ChannelError> {
         let data = serde_json::to_vec(msg)?;
-        send(self.0.as_raw_fd(), &data, MsgFlags::empty()).map_err(|errno| ChannelError::Sys { op: "send", errno })?;
+        send(self.0.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL)
+            .map_err(|errno| ChannelError::Sys { op: "send", errno })?;
         Ok(())
     }
 
@@ -76,7 +88,11 @@ impl Channel {
     }
 
     /// Receives a message and checks it is the expected one (an `Error` becomes `Err`).
-    pub fn expect(&self, expected: &'static str, ok: impl Fn(&Msg) -> bool) -> Result<Msg, ChannelError> {
+    pub fn expect(
+        &self,
+        expected: &'static str,
+        ok: impl Fn(&Msg) -> bool,
+    ) -> Result<Msg, ChannelError> {
         let m = self.recv()?;
         if ok(&m) {
             Ok(m)
@@ -99,9 +115,15 @@ mod tests {
     fn round_trip_and_close() {
         let (a, b) = pair().unwrap();
         a.send(&Msg::Pid { pid: 7 }).unwrap();
-        a.send(&Msg::Error { message: "x".into() }).unwrap();
+        a.send(&Msg::Error {
+            message: "x".into(),
+        })
+        .unwrap();
         assert_eq!(b.recv().unwrap(), Msg::Pid { pid: 7 });
-        assert!(matches!(b.expect("Go", |m| *m == Msg::Go), Err(ChannelError::Unexpected { .. })));
+        assert!(matches!(
+            b.expect("Go", |m| *m == Msg::Go),
+            Err(ChannelError::Unexpected { .. })
+        ));
         drop(a);
         assert!(matches!(b.recv(), Err(ChannelError::Closed)));
     }

@@ -14,16 +14,33 @@ use oci_spec::runtime::Hook;
 pub enum HookError {
     /// It could not be started.
     #[error("{kind} hook {}: cannot run: {source}", .path.display())]
-    Spawn { kind: &'static str, path: PathBuf, source: std::io::Error },
+    Spawn {
+        kind: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// It exited non-zero or was killed.
     #[error("{kind} hook {} failed: {status}{}", .path.display(), if .stderr.is_empty() { String::new() } else { format!(": {}", .stderr) })]
-    Failed { kind: &'static str, path: PathBuf, status: String, stderr: String },
+    Failed {
+        kind: &'static str,
+        path: PathBuf,
+        status: String,
+        stderr: String,
+    },
     /// It ran longer than its timeout.
     #[error("{kind} hook {} timed out after {secs}s", .path.display())]
-    Timeout { kind: &'static str, path: PathBuf, secs: i64 },
+    Timeout {
+        kind: &'static str,
+        path: PathBuf,
+        secs: i64,
+    },
     /// A zero or negative timeout.
     #[error("{kind} hook {} has an invalid timeout {secs}", .path.display())]
-    BadTimeout { kind: &'static str, path: PathBuf, secs: i64 },
+    BadTimeout {
+        kind: &'static str,
+        path: PathBuf,
+        secs: i64,
+    },
 }
 
 /// Runs one hook to completion.
@@ -31,7 +48,11 @@ pub fn run_hook(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(),
     let path = hook.path().clone();
     if let Some(t) = hook.timeout() {
         if t <= 0 {
-            return Err(HookError::BadTimeout { kind, path, secs: t });
+            return Err(HookError::BadTimeout {
+                kind,
+                path,
+                secs: t,
+            });
         }
     }
     let args = hook.args().clone().unwrap_or_default();
@@ -45,13 +66,21 @@ pub fn run_hook(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(),
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
+        kind,
+        path: path.clone(),
+        source,
+    })?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(state_json.as_bytes());
     }
-    let deadline = hook.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let deadline = hook
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
     let mut delay = Duration::from_micros(200);
     let status = loop {
         match child.try_wait() {
@@ -62,7 +91,11 @@ pub fn run_hook(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(),
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(HookError::Timeout { kind, path, secs: hook.timeout().unwrap_or(0) });
+            return Err(HookError::Timeout {
+                kind,
+                path,
+                secs: hook.timeout().unwrap_or(0),
+            });
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(20));
@@ -74,11 +107,20 @@ pub fn run_hook(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(),
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
-    Err(HookError::Failed { kind, path, status: status.to_string(), stderr: stderr.trim().to_string() })
+    Err(HookError::Failed {
+        kind,
+        path,
+        status: status.to_string(),
+        stderr: stderr.trim().to_string(),
+    })
 }
 
 /// Runs a list of hooks in order, stopping at the first failure.
-pub fn run_hooks(kind: &'static str, hooks: Option<&Vec<Hook>>, state_json: &str) -> Result<(), HookError> {
+pub fn run_hooks(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state_json: &str,
+) -> Result<(), HookError> {
     for h in hooks.into_iter().flatten() {
         tracing::debug!(kind, path = %h.path().display(), "running hook");
         run_hook(kind, h, state_json)?;
@@ -101,7 +143,11 @@ mod tests {
     use oci_spec::runtime::HookBuilder;
 
     fn sh(script: &str, timeout: Option<i64>) -> Hook {
-        let b = HookBuilder::default().path("/bin/sh").args(vec!["sh".into(), "-c".into(), script.into()]);
+        let b = HookBuilder::default().path("/bin/sh").args(vec![
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+        ]);
         match timeout {
             Some(t) => b.timeout(t).build().unwrap(),
             None => b.build().unwrap(),
@@ -112,10 +158,20 @@ mod tests {
     fn state_on_stdin_and_failures() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        run_hook("prestart", &sh(&format!("cat > {}", out.display()), None), "{\"id\":\"x\"}").unwrap();
+        run_hook(
+            "prestart",
+            &sh(&format!("cat > {}", out.display()), None),
+            "{\"id\":\"x\"}",
+        )
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"id\":\"x\"}");
-        let err = run_hook("prestart", &sh("echo boom >&2; exit 3", None), "{}").unwrap_err().to_string();
+        let err = run_hook("prestart", &sh("echo boom >&2; exit 3", None), "{}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("boom") && err.contains('3'), "{err}");
-        assert!(matches!(run_hook("prestart", &sh("sleep 5", Some(1)), "{}"), Err(HookError::Timeout { .. })));
+        assert!(matches!(
+            run_hook("prestart", &sh("sleep 5", Some(1)), "{}"),
+            Err(HookError::Timeout { .. })
+        ));
     }
 }

@@ -46,9 +46,16 @@ pub enum InitError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("{op} {}: {source}", .path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op}: {errno}")]
-    Sys { op: &'static str, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
 }
 
 /// Whether the children build a new container or join a running one.
@@ -97,14 +104,20 @@ pub fn stage1(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> ! {
     match stage1_inner(sys, cfg, ch) {
         Ok(()) => exit_now(0),
         Err(e) => {
-            let _ = ch.send(&Msg::Error { message: e.to_string() });
+            let _ = ch.send(&Msg::Error {
+                message: e.to_string(),
+            });
             exit_now(1)
         }
     }
 }
 
 fn write_proc(path: &str, value: &str) -> Result<(), InitError> {
-    std::fs::write(path, value).map_err(|source| InitError::Io { op: "write", path: path.into(), source })
+    std::fs::write(path, value).map_err(|source| InitError::Io {
+        op: "write",
+        path: path.into(),
+        source,
+    })
 }
 
 fn stage1_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<(), InitError> {
@@ -116,10 +129,16 @@ fn stage1_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<(),
         write_proc("/proc/self/oom_score_adj", &adj.to_string())?;
     }
     cfg.namespaces.join_all(sys)?;
-    let joined_user = cfg.namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
+    let joined_user = cfg
+        .namespaces
+        .join
+        .iter()
+        .any(|(t, _)| *t == LinuxNamespaceType::User);
     if cfg.namespaces.creates(LinuxNamespaceType::User) {
         sys.unshare(CloneFlags::CLONE_NEWUSER)?;
-        ch.send(&Msg::MapIds { pid: nix::unistd::getpid().as_raw() })?;
+        ch.send(&Msg::MapIds {
+            pid: nix::unistd::getpid().as_raw(),
+        })?;
         ch.expect("MapsDone", |m| *m == Msg::MapsDone)?;
     }
     if joined_user || cfg.namespaces.creates(LinuxNamespaceType::User) {
@@ -133,9 +152,21 @@ fn stage1_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<(),
     // SAFETY: a raw clone with no new stack behaves like fork: the child runs on a copy of
     // this stack. This process is single-threaded (a fresh fork), so no lock held by another
     // thread is copied. CLONE_PARENT makes the child the runtime's child, not ours.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
     match pid {
-        p if p < 0 => Err(InitError::Sys { op: "clone", errno: nix::errno::Errno::last() }),
+        p if p < 0 => Err(InitError::Sys {
+            op: "clone",
+            errno: nix::errno::Errno::last(),
+        }),
         0 => stage2(sys, cfg, ch),
         p => {
             ch.send(&Msg::Pid { pid: p as i32 })?;
@@ -154,7 +185,12 @@ fn reset_signals() -> Result<(), InitError> {
         // SAFETY: installing SIG_DFL replaces no handler this code relies on.
         let _ = unsafe { sigaction(sig, &dfl) };
     }
-    SigSet::empty().thread_set_mask().map_err(|errno| InitError::Sys { op: "sigprocmask", errno })
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|errno| InitError::Sys {
+            op: "sigprocmask",
+            errno,
+        })
 }
 
 /// Stage 2: the container's process; never returns.
@@ -162,19 +198,33 @@ fn stage2(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> ! {
     match stage2_inner(sys, cfg, ch) {
         Ok(never) => match never {},
         Err(e) => {
-            let _ = ch.send(&Msg::Error { message: e.to_string() });
-            let _ = writeln!(std::io::stderr(), "strata-runtime init: {e}");
+            // After `Ready` nobody listens any more: then the process's stderr is the only place.
+            if ch
+                .send(&Msg::Error {
+                    message: e.to_string(),
+                })
+                .is_err()
+            {
+                let _ = writeln!(std::io::stderr(), "strata-runtime init: {e}");
+            }
             exit_now(1)
         }
     }
 }
 
-fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Infallible, InitError> {
+fn stage2_inner(
+    sys: &dyn Syscall,
+    cfg: &InitConfig,
+    ch: &Channel,
+) -> Result<Infallible, InitError> {
     ch.expect("Go", |m| *m == Msg::Go)?;
     let create = cfg.kind == InitKind::Create;
     let terminal = cfg.process.terminal() == Some(true);
     if create || terminal {
-        nix::unistd::setsid().map_err(|errno| InitError::Sys { op: "setsid", errno })?;
+        nix::unistd::setsid().map_err(|errno| InitError::Sys {
+            op: "setsid",
+            errno,
+        })?;
     }
     let new_mnt = cfg.namespaces.creates(LinuxNamespaceType::Mount);
     if create && new_mnt {
@@ -190,11 +240,17 @@ fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Inf
     }
     if create {
         ch.send(&Msg::RunHooks)?;
-        let Msg::HooksDone { state } = ch.expect("HooksDone", |m| matches!(m, Msg::HooksDone { .. }))? else {
+        let Msg::HooksDone { state } =
+            ch.expect("HooksDone", |m| matches!(m, Msg::HooksDone { .. }))?
+        else {
             unreachable!("checked by expect")
         };
         let hooks = cfg.spec.hooks().as_ref();
-        crate::hooks::run_hooks("createContainer", hooks.and_then(|h| h.create_container().as_ref()), &state)?;
+        crate::hooks::run_hooks(
+            "createContainer",
+            hooks.and_then(|h| h.create_container().as_ref()),
+            &state,
+        )?;
         if new_mnt {
             crate::rootfs::pivot(sys, cfg.rootfs, cfg.no_pivot)?;
         }
@@ -204,7 +260,14 @@ fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Inf
         if let Some(d) = cfg.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
             sys.setdomainname(d)?;
         }
-        let mut sysctls: Vec<_> = cfg.spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default().into_iter().collect();
+        let mut sysctls: Vec<_> = cfg
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.sysctl().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         sysctls.sort();
         for (k, v) in sysctls {
             write_proc(&format!("/proc/sys/{}", k.replace('.', "/")), &v)?;
@@ -214,8 +277,14 @@ fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Inf
         }
     }
     if terminal {
-        let sock = cfg.console.ok_or_else(|| InitError::Sys { op: "terminal without a console socket", errno: nix::errno::Errno::EINVAL })?;
-        let size = cfg.process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let sock = cfg.console.ok_or_else(|| InitError::Sys {
+            op: "terminal without a console socket",
+            errno: nix::errno::Errno::EINVAL,
+        })?;
+        let size = cfg
+            .process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         crate::tty::setup_console(sock, size)?;
         // SAFETY: the console socket's descriptor is only used above; the runtime owns the
         // original, this is the child's copy.
@@ -226,7 +295,8 @@ fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Inf
     let env = crate::process::effective_env(cfg.process);
     let args = cfg.process.args().clone().unwrap_or_default();
     let exe = crate::process::find_executable(&args[0], &env, cfg.process.cwd())?;
-    let c_exe = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| ProcessError::Nul(exe.display().to_string()))?;
+    let c_exe = CString::new(exe.as_os_str().as_encoded_bytes())
+        .map_err(|_| ProcessError::Nul(exe.display().to_string()))?;
     let c_args = crate::process::c_strings(&args)?;
     let c_env = crate::process::c_strings(&env)?;
     let seccomp = match cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
@@ -239,16 +309,27 @@ fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Inf
         crate::seccomp::load(f)?;
     }
     // A user namespace made here has setgroups allowed (the runtime writes the maps as root).
-    crate::process::set_identity(sys, cfg.process, crate::process::capabilities::last_cap(), true)?;
+    crate::process::set_identity(
+        sys,
+        cfg.process,
+        crate::process::capabilities::last_cap(),
+        true,
+    )?;
     let umask = cfg.process.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     ch.send(&Msg::Ready)?;
     if let Some(fifo) = cfg.fifo {
         wait_for_start(fifo)?;
-        let state = serde_json::json!({"ociVersion": cfg.spec.version(), "id": cfg.id, "status": "running",
-            "pid": nix::unistd::getpid().as_raw(), "bundle": cfg.bundle}).to_string();
+        let state =
+            serde_json::json!({"ociVersion": cfg.spec.version(), "id": cfg.id, "status": "running",
+            "pid": nix::unistd::getpid().as_raw(), "bundle": cfg.bundle})
+            .to_string();
         let hooks = cfg.spec.hooks().as_ref();
-        crate::hooks::run_hooks("startContainer", hooks.and_then(|h| h.start_container().as_ref()), &state)?;
+        crate::hooks::run_hooks(
+            "startContainer",
+            hooks.and_then(|h| h.start_container().as_ref()),
+            &state,
+        )?;
     }
     if let (Some(f), true) = (&seccomp, nnp) {
         crate::seccomp::load(f)?;
@@ -256,16 +337,29 @@ fn stage2_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<Inf
     close_on_exec_from(3 + cfg.preserve_fds)?;
     reset_sigpipe();
     let err = nix::unistd::execve(&c_exe, &c_args, &c_env).unwrap_err();
-    Err(InitError::Sys { op: "execve", errno: err })
+    Err(InitError::Sys {
+        op: "execve",
+        errno: err,
+    })
 }
 
 /// Opens the exec fifo for writing (blocks until `start` opens it for reading) and writes one
 /// byte. Reopened through /proc/self/fd, which works after pivot_root and a uid change.
 fn wait_for_start(fifo: RawFd) -> Result<(), InitError> {
     let path = format!("/proc/self/fd/{fifo}");
-    let fd = nix::fcntl::open(Path::new(&path), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|errno| InitError::Sys { op: "open exec fifo", errno })?;
-    nix::unistd::write(&fd, b"0").map_err(|errno| InitError::Sys { op: "write exec fifo", errno })?;
+    let fd = nix::fcntl::open(
+        Path::new(&path),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| InitError::Sys {
+        op: "open exec fifo",
+        errno,
+    })?;
+    nix::unistd::write(&fd, b"0").map_err(|errno| InitError::Sys {
+        op: "write exec fifo",
+        errno,
+    })?;
     // SAFETY: the O_PATH fifo descriptor is the child's copy and is not used again.
     unsafe { libc::close(fifo) };
     Ok(())
@@ -280,8 +374,14 @@ fn reset_sigpipe() {
 
 /// Marks every descriptor from `first` up close-on-exec.
 fn close_on_exec_from(first: i32) -> Result<(), InitError> {
-    let dir = std::fs::read_dir("/proc/self/fd").map_err(|source| InitError::Io { op: "read", path: "/proc/self/fd".into(), source })?;
-    let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|source| InitError::Io {
+        op: "read",
+        path: "/proc/self/fd".into(),
+        source,
+    })?;
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     for fd in fds.into_iter().filter(|fd| *fd >= first) {
         // SAFETY: F_SETFD on a descriptor number only changes its flag; a number that was the
         // read_dir handle and is closed by now just fails with EBADF, which is ignored.
@@ -289,4 +389,3 @@ fn close_on_exec_from(first: i32) -> Result<(), InitError> {
     }
     Ok(())
 }
-

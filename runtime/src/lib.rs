@@ -51,6 +51,6 @@ pub mod state;
 pub mod syscall;
 pub mod tty;
 
-pub use container::{wait_pid, Container, ContainerError, CreateOptions, ExecOptions, ExitStatus};
 pub use container::parse_signal;
+pub use container::{wait_pid, Container, ContainerError, CreateOptions, ExecOptions, ExitStatus};
 pub use state::{ContainerState, Status};

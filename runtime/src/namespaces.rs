@@ -15,13 +15,19 @@ pub enum NamespaceError {
     Duplicate(LinuxNamespaceType),
     /// A path to join does not exist.
     #[error("namespace path {} for {typ} does not exist", .path.display())]
-    NoPath { typ: LinuxNamespaceType, path: PathBuf },
+    NoPath {
+        typ: LinuxNamespaceType,
+        path: PathBuf,
+    },
     /// A user namespace without id mappings.
     #[error("a new user namespace needs uidMappings and gidMappings")]
     NoMappings,
     /// Could not write the id maps of the child.
     #[error("cannot write {}: {source}", .path.display())]
-    WriteMap { path: PathBuf, source: std::io::Error },
+    WriteMap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The clone flag of a namespace type.
@@ -87,7 +93,10 @@ impl Namespaces {
             match ns.path() {
                 Some(p) if !p.as_os_str().is_empty() => {
                     if !p.exists() {
-                        return Err(NamespaceError::NoPath { typ, path: p.clone() });
+                        return Err(NamespaceError::NoPath {
+                            typ,
+                            path: p.clone(),
+                        });
                     }
                     plan.join.push((typ, p.clone()));
                 }
@@ -101,12 +110,19 @@ impl Namespaces {
     pub fn join_all_of(pid: i32, of_container: &Namespaces) -> Self {
         let mut join = Vec::new();
         for typ in ALL_TYPES {
-            let has = of_container.new.contains(&typ) || of_container.join.iter().any(|(t, _)| *t == typ);
+            let has =
+                of_container.new.contains(&typ) || of_container.join.iter().any(|(t, _)| *t == typ);
             if has {
-                join.push((typ, PathBuf::from(format!("/proc/{pid}/ns/{}", proc_name(typ)))));
+                join.push((
+                    typ,
+                    PathBuf::from(format!("/proc/{pid}/ns/{}", proc_name(typ))),
+                ));
             }
         }
-        Namespaces { join, new: Vec::new() }
+        Namespaces {
+            join,
+            new: Vec::new(),
+        }
     }
 
     /// Whether a namespace of this type is created or joined.
@@ -138,12 +154,18 @@ impl Namespaces {
 
 /// The text of a `uid_map`/`gid_map` file.
 pub fn id_map_text(maps: &[LinuxIdMapping]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
 }
 
 /// Writes the id maps of `pid` (done by the parent, which holds the rights in the parent
 /// user namespace).
-pub fn write_id_maps(pid: i32, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<(), NamespaceError> {
+pub fn write_id_maps(
+    pid: i32,
+    uids: &[LinuxIdMapping],
+    gids: &[LinuxIdMapping],
+) -> Result<(), NamespaceError> {
     let write = |name: &str, text: String| {
         let path = Path::new("/proc").join(pid.to_string()).join(name);
         std::fs::write(&path, text).map_err(|source| NamespaceError::WriteMap { path, source })
@@ -177,26 +199,39 @@ mod tests {
         .unwrap();
         assert_eq!(plan.join[0].0, LinuxNamespaceType::User);
         assert_eq!(plan.join[1].0, LinuxNamespaceType::Mount);
-        assert_eq!(plan.unshare_flags(), CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET);
+        assert_eq!(
+            plan.unshare_flags(),
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET
+        );
         let sys = RecordingSyscall::default();
         plan.join_all(&sys).unwrap();
         assert_eq!(
             sys.calls()[0],
-            Call::Setns { path: "/proc/self/ns/user".into(), nstype: CloneFlags::CLONE_NEWUSER }
+            Call::Setns {
+                path: "/proc/self/ns/user".into(),
+                nstype: CloneFlags::CLONE_NEWUSER
+            }
         );
     }
 
     #[test]
     fn duplicates_and_missing_paths_are_refused() {
-        let dup = Namespaces::from_spec(&[ns(LinuxNamespaceType::Pid, None), ns(LinuxNamespaceType::Pid, None)]);
+        let dup = Namespaces::from_spec(&[
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Pid, None),
+        ]);
         assert!(matches!(dup, Err(NamespaceError::Duplicate(_))));
-        let missing = Namespaces::from_spec(&[ns(LinuxNamespaceType::Network, Some("/nonexistent/ns"))]);
+        let missing =
+            Namespaces::from_spec(&[ns(LinuxNamespaceType::Network, Some("/nonexistent/ns"))]);
         assert!(matches!(missing, Err(NamespaceError::NoPath { .. })));
     }
 
     #[test]
     fn exec_joins_what_the_container_has() {
-        let c = Namespaces { join: vec![], new: vec![LinuxNamespaceType::Pid, LinuxNamespaceType::Mount] };
+        let c = Namespaces {
+            join: vec![],
+            new: vec![LinuxNamespaceType::Pid, LinuxNamespaceType::Mount],
+        };
         let e = Namespaces::join_all_of(42, &c);
         assert_eq!(
             e.join,
@@ -209,7 +244,12 @@ mod tests {
 
     #[test]
     fn id_map_format() {
-        let m = oci_spec::runtime::LinuxIdMappingBuilder::default().container_id(0u32).host_id(1000u32).size(65536u32).build().unwrap();
+        let m = oci_spec::runtime::LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(1000u32)
+            .size(65536u32)
+            .build()
+            .unwrap();
         assert_eq!(id_map_text(&[m]), "0 1000 65536\n");
     }
 }

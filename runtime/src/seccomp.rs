@@ -10,15 +10,22 @@
 
 use std::str::FromStr;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
 
 /// What can go wrong with a filter.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     /// libseccomp refused something.
     #[error("seccomp: {what}: {source}")]
-    Lib { what: String, source: libseccomp::error::SeccompError },
+    Lib {
+        what: String,
+        source: libseccomp::error::SeccompError,
+    },
     /// The profile asks for something not supported.
     #[error("seccomp: {0}")]
     Unsupported(String),
@@ -32,15 +39,23 @@ fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) 
 /// The libseccomp action for a spec action.
 pub fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, SeccompError> {
     Ok(match a {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16),
+        LinuxSeccompAction::ScmpActErrno => {
+            ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)
+        }
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)
+        }
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::Unsupported("SCMP_ACT_NOTIFY (seccomp listeners) is not supported".into()))
+            return Err(SeccompError::Unsupported(
+                "SCMP_ACT_NOTIFY (seccomp listeners) is not supported".into(),
+            ))
         }
     })
 }
@@ -60,22 +75,34 @@ fn compare_op(op: LinuxSeccompOperator, value_two: Option<u64>) -> ScmpCompareOp
 /// Builds (but does not load) the filter.
 pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     if s.listener_path().is_some() {
-        return Err(SeccompError::Unsupported("seccomp listeners are not supported".into()));
+        return Err(SeccompError::Unsupported(
+            "seccomp listeners are not supported".into(),
+        ));
     }
     let default = action(s.default_action(), s.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("new filter"))?;
     for arch in s.architectures().iter().flatten() {
-        let name = serde_json::to_value(arch).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let name = serde_json::to_value(arch)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         let a = ScmpArch::from_str(&name).map_err(lib(format!("architecture {name}")))?;
         if !ctx.is_arch_present(a).unwrap_or(false) {
-            ctx.add_arch(a).map_err(lib(format!("add architecture {name}")))?;
+            ctx.add_arch(a)
+                .map_err(lib(format!("add architecture {name}")))?;
         }
     }
     for f in s.flags().iter().flatten() {
         match f {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true).map_err(lib("flag log"))?,
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true).map_err(lib("flag tsync"))?,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true).map_err(lib("flag spec_allow"))?,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
+                ctx.set_ctl_log(true).map_err(lib("flag log"))?
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {
+                ctx.set_ctl_tsync(true).map_err(lib("flag tsync"))?
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                ctx.set_ctl_ssb(true).map_err(lib("flag spec_allow"))?
+            }
         };
     }
     // no_new_privs is the process spec's business, set by the runtime itself.
@@ -88,7 +115,13 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
         let args = rule.args().clone().unwrap_or_default();
         let cmps: Vec<ScmpArgCompare> = args
             .iter()
-            .map(|a| ScmpArgCompare::new(a.index() as u32, compare_op(a.op(), a.value_two()), a.value()))
+            .map(|a| {
+                ScmpArgCompare::new(
+                    a.index() as u32,
+                    compare_op(a.op(), a.value_two()),
+                    a.value(),
+                )
+            })
             .collect();
         // Comparisons of one argument index are alternatives (runc adds one rule each);
         // comparisons of different indexes must all hold (one rule with all of them).
@@ -102,10 +135,12 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
             };
             if repeated {
                 for c in &cmps {
-                    ctx.add_rule_conditional(act, sc, std::slice::from_ref(c)).map_err(lib(format!("rule for {name}")))?;
+                    ctx.add_rule_conditional(act, sc, std::slice::from_ref(c))
+                        .map_err(lib(format!("rule for {name}")))?;
                 }
             } else {
-                ctx.add_rule_conditional(act, sc, &cmps).map_err(lib(format!("rule for {name}")))?;
+                ctx.add_rule_conditional(act, sc, &cmps)
+                    .map_err(lib(format!("rule for {name}")))?;
             }
         }
     }
@@ -144,7 +179,8 @@ mod tests {
 
     #[test]
     fn notify_is_refused() {
-        let profile: LinuxSeccomp = serde_json::from_str(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap();
+        let profile: LinuxSeccomp =
+            serde_json::from_str(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap();
         assert!(matches!(build(&profile), Err(SeccompError::Unsupported(_))));
     }
 }

@@ -25,10 +25,17 @@ pub enum StateError {
     Exists(String),
     /// File work failed.
     #[error("{op} {}: {source}", .path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The state file is damaged.
     #[error("state file {} is damaged: {source}", .path.display())]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// A container's status, as in the OCI runtime spec (plus `paused`, as runc reports it).
@@ -113,9 +120,20 @@ impl ContainerState {
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let path = dir.join(STATE_FILE);
         let tmp = dir.join(".state.json.tmp");
-        let data = serde_json::to_vec(self).map_err(|source| StateError::Corrupt { path: path.clone(), source })?;
-        std::fs::write(&tmp, data).map_err(|source| StateError::Io { op: "write", path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io { op: "rename", path, source })
+        let data = serde_json::to_vec(self).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, data).map_err(|source| StateError::Io {
+            op: "write",
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io {
+            op: "rename",
+            path,
+            source,
+        })
     }
 
     /// Reads the state of `id` under `root`.
@@ -123,8 +141,16 @@ impl ContainerState {
         let path = root.join(id).join(STATE_FILE);
         let data = match std::fs::read(&path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotFound(id.to_string())),
-            Err(source) => return Err(StateError::Io { op: "read", path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound(id.to_string()))
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    op: "read",
+                    path,
+                    source,
+                })
+            }
         };
         serde_json::from_slice(&data).map_err(|source| StateError::Corrupt { path, source })
     }
@@ -145,7 +171,9 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 
 /// Now, in RFC 3339 with nanoseconds (what Go's time parser, i.e. containerd, reads).
 pub fn now_rfc3339() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -210,6 +238,9 @@ mod tests {
         let l = ContainerState::load(tmp.path(), "c1").unwrap();
         assert_eq!(l.pid, 42);
         assert_eq!(l.oci_json()["status"], "created");
-        assert!(matches!(ContainerState::load(tmp.path(), "nope"), Err(StateError::NotFound(_))));
+        assert!(matches!(
+            ContainerState::load(tmp.path(), "nope"),
+            Err(StateError::NotFound(_))
+        ));
     }
 }

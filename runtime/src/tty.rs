@@ -17,10 +17,16 @@ use nix::sys::stat::Mode;
 pub enum TtyError {
     /// Connecting to the console socket failed.
     #[error("cannot connect to console socket {}: {source}", .path.display())]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A terminal call failed.
     #[error("terminal: {op}: {errno}")]
-    Sys { op: &'static str, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
     /// No descriptor came over the socket.
     #[error("console socket: no file descriptor received")]
     NoFd,
@@ -32,16 +38,25 @@ fn sys(op: &'static str) -> impl Fn(nix::errno::Errno) -> TtyError {
 
 /// Connects to the console socket (done by the runtime before forking the container).
 pub fn connect(path: &Path) -> Result<UnixStream, TtyError> {
-    UnixStream::connect(path).map_err(|source| TtyError::Connect { path: path.to_path_buf(), source })
+    UnixStream::connect(path).map_err(|source| TtyError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A new pty pair: (master, slave).
 pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), TtyError> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(sys("posix_openpt"))?;
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("posix_openpt"))?;
     grantpt(&master).map_err(sys("grantpt"))?;
     unlockpt(&master).map_err(sys("unlockpt"))?;
     let name = ptsname_r(&master).map_err(sys("ptsname"))?;
-    let slave = open(Path::new(&name), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open pty slave"))?;
+    let slave = open(
+        Path::new(&name),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open pty slave"))?;
     // SAFETY: `PtyMaster` owns its descriptor; `into_raw_fd` hands that ownership over.
     let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
     Ok((master, slave, name))
@@ -49,11 +64,19 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), TtyError> {
 
 /// Sets the window size of a terminal.
 pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<(), TtyError> {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads one `winsize`, which lives across the call.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws as *const libc::winsize) };
     if rc < 0 {
-        return Err(TtyError::Sys { op: "TIOCSWINSZ", errno: nix::errno::Errno::last() });
+        return Err(TtyError::Sys {
+            op: "TIOCSWINSZ",
+            errno: nix::errno::Errno::last(),
+        });
     }
     Ok(())
 }
@@ -72,7 +95,13 @@ pub fn recv_fd(socket: RawFd) -> Result<OwnedFd, TtyError> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(sys("recvmsg"))?;
+    let msg = recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("recvmsg"))?;
     for c in msg.cmsgs().map_err(sys("cmsgs"))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(fd) = fds.first() {
@@ -98,13 +127,19 @@ pub fn setup_console(console_socket: RawFd, size: Option<(u16, u16)>) -> Result<
         // were is replaced on purpose and not used again through another handle.
         let rc = unsafe { libc::dup2(slave.as_raw_fd(), target) };
         if rc < 0 {
-            return Err(TtyError::Sys { op: "dup2", errno: nix::errno::Errno::last() });
+            return Err(TtyError::Sys {
+                op: "dup2",
+                errno: nix::errno::Errno::last(),
+            });
         }
     }
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and reads no memory.
     let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     if rc < 0 {
-        return Err(TtyError::Sys { op: "TIOCSCTTY", errno: nix::errno::Errno::last() });
+        return Err(TtyError::Sys {
+            op: "TIOCSCTTY",
+            errno: nix::errno::Errno::last(),
+        });
     }
     Ok(())
 }

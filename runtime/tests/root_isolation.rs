@@ -7,7 +7,10 @@ use common::{obj, Bundle};
 
 #[test]
 fn root_pid1_hostname_and_loopback_only() {
-    let b = Bundle::new("iso", "echo pid=$$; hostname; ls /sys/class/net; cat /proc/self/mountinfo | wc -l");
+    let b = Bundle::new(
+        "iso",
+        "echo pid=$$; hostname; ls /sys/class/net; cat /proc/self/mountinfo | wc -l",
+    );
     let (code, out, err) = b.run();
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -15,7 +18,10 @@ fn root_pid1_hostname_and_loopback_only() {
     assert_eq!(lines[1], "h-iso");
     assert_eq!(lines[2], "lo", "only lo in a new net namespace: {out}");
     assert_eq!(lines.len(), 4, "{out}");
-    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
     let ours: usize = lines[3].trim().parse().unwrap();
     assert_ne!(ours, host_mounts, "own mount table");
 }
@@ -29,8 +35,14 @@ fn root_masked_and_readonly_paths() {
     std::fs::create_dir_all(b.rootfs().join("data")).unwrap();
     b.edit(|v| {
         let l = obj(v, &["linux"]);
-        l["maskedPaths"].as_array_mut().unwrap().extend([serde_json::json!("/etc/secret"), serde_json::json!("/secretdir")]);
-        l["readonlyPaths"].as_array_mut().unwrap().push(serde_json::json!("/data"));
+        l["maskedPaths"].as_array_mut().unwrap().extend([
+            serde_json::json!("/etc/secret"),
+            serde_json::json!("/secretdir"),
+        ]);
+        l["readonlyPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!("/data"));
     });
     let (code, out, err) = b.run();
     assert_eq!(code, 0, "{err}");
@@ -43,16 +55,26 @@ fn root_masked_and_readonly_paths() {
 
 #[test]
 fn root_default_capabilities_and_no_new_privs() {
-    let mut b = Bundle::new("caps", "grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status");
+    let mut b = Bundle::new(
+        "caps",
+        "grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status",
+    );
     b.edit(|v| v["process"]["noNewPrivileges"] = serde_json::json!(true));
     let (code, out, err) = b.run();
     assert_eq!(code, 0, "{err}");
     let field = |name: &str| -> u64 {
-        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {out}"));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"));
         u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
     };
     let eff = field("CapEff:");
-    assert_eq!(eff & (1 << 21), 0, "CAP_SYS_ADMIN must not be granted by default");
+    assert_eq!(
+        eff & (1 << 21),
+        0,
+        "CAP_SYS_ADMIN must not be granted by default"
+    );
     assert_ne!(eff & (1 << 0), 0, "CAP_CHOWN is in Docker's set");
     assert_eq!(field("CapBnd:"), eff);
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
@@ -60,12 +82,21 @@ fn root_default_capabilities_and_no_new_privs() {
 
 #[test]
 fn root_rlimits_user_and_groups() {
-    let mut b = Bundle::new("user", "ulimit -n; id -u; id -g; id -G; touch /tmp/f; stat -c %u:%g /tmp/f; umask");
+    let mut b = Bundle::new(
+        "user",
+        "ulimit -n; id -u; id -g; id -G; touch /tmp/f; stat -c %u:%g /tmp/f; umask",
+    );
     b.edit(|v| {
-        v["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
-        v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001, "additionalGids": [10, 20], "umask": 23});
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
+        v["process"]["user"] =
+            serde_json::json!({"uid": 1000, "gid": 1001, "additionalGids": [10, 20], "umask": 23});
     });
-    std::fs::set_permissions(b.rootfs().join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(
+        b.rootfs().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     let (code, out, err) = b.run();
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -83,11 +114,17 @@ fn root_user_namespace_with_mappings() {
     let mut b = Bundle::new("userns", "id -u; cat /proc/self/uid_map");
     b.edit(|v| {
         let l = obj(v, &["linux"]);
-        l["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        l["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
         l["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
         l["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
         // cgroup v1 hierarchies cannot be mounted from a user namespace.
-        v["mounts"].as_array_mut().unwrap().retain(|m| m["type"] != "cgroup");
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "cgroup");
     });
     let (code, out, err) = b.run();
     assert_eq!(code, 0, "{err}");

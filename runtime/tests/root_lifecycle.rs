@@ -39,15 +39,32 @@ fn root_cli_create_start_state_kill_by_name_delete() {
     let b = Bundle::new("cli", "trap 'exit 42' TERM; while :; do sleep 0.05; done");
     let bundle = b.path().to_string_lossy().into_owned();
     let pidfile = b.path().join("pid");
-    let out = b.cli(&["create", "--bundle", &bundle, "--pid-file", &pidfile.to_string_lossy(), &b.id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let state: serde_json::Value = serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+    let out = b.cli(&[
+        "create",
+        "--bundle",
+        &bundle,
+        "--pid-file",
+        &pidfile.to_string_lossy(),
+        &b.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
     assert_eq!(state["status"], "created");
     assert_eq!(state["pid"], pid);
     assert_eq!(state["id"], b.id.as_str());
     assert!(b.cli(&["start", &b.id]).status.success());
-    let state: serde_json::Value = serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
     assert_eq!(state["status"], "running");
     // Deleting a running container needs --force.
     let out = b.cli(&["delete", &b.id]);
@@ -56,7 +73,8 @@ fn root_cli_create_start_state_kill_by_name_delete() {
     assert!(b.cli(&["kill", &b.id, "TERM"]).status.success());
     let mut stopped = false;
     for _ in 0..200 {
-        let state: serde_json::Value = serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
         if state["status"] == "stopped" {
             stopped = true;
             break;
@@ -76,8 +94,17 @@ fn root_cli_create_start_state_kill_by_name_delete() {
 fn root_exec_joins_the_container() {
     let b = Bundle::new("exec", "sleep 100");
     let bundle = b.path().to_string_lossy().into_owned();
-    assert!(b.cli(&["run", "--detach", "--bundle", &bundle, &b.id]).status.success());
-    let out = b.cli(&["exec", &b.id, "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; exit 5"]);
+    assert!(b
+        .cli(&["run", "--detach", "--bundle", &bundle, &b.id])
+        .status
+        .success());
+    let out = b.cli(&[
+        "exec",
+        &b.id,
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; exit 5",
+    ]);
     assert_eq!(out.status.code(), Some(5));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("h-exec"), "{text}");
@@ -87,11 +114,31 @@ fn root_exec_joins_the_container() {
     assert_eq!(pids.len(), 1);
     // exec --process with a JSON process, detached, with a pid file.
     let proc_file = b.path().join("p.json");
-    std::fs::write(&proc_file, r#"{"args":["sleep","50"],"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
+    std::fs::write(
+        &proc_file,
+        r#"{"args":["sleep","50"],"cwd":"/","user":{"uid":0,"gid":0}}"#,
+    )
+    .unwrap();
     let pidf = b.path().join("exec.pid");
-    let out = b.cli(&["exec", "--process", &proc_file.to_string_lossy(), "--detach", "--pid-file", &pidf.to_string_lossy(), &b.id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let epid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let out = b.cli(&[
+        "exec",
+        "--process",
+        &proc_file.to_string_lossy(),
+        "--detach",
+        "--pid-file",
+        &pidf.to_string_lossy(),
+        &b.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let epid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let ps = b.cli(&["ps", "--format", "json", &b.id]);
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
     assert!(pids.contains(&epid), "{pids:?} lacks {epid}");
@@ -117,7 +164,8 @@ fn root_hooks_get_the_state() {
     let (code, _, err) = b.run();
     assert_eq!(code, 0, "{err}");
     for kind in ["prestart", "createRuntime", "poststart", "poststop"] {
-        let text = std::fs::read_to_string(format!("{o}.{kind}")).unwrap_or_else(|e| panic!("{kind} hook did not run: {e}"));
+        let text = std::fs::read_to_string(format!("{o}.{kind}"))
+            .unwrap_or_else(|e| panic!("{kind} hook did not run: {e}"));
         let state: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(state["id"], b.id.as_str(), "{kind}");
     }

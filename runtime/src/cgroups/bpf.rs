@@ -30,7 +30,12 @@ pub struct Insn {
 }
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: (src << 4) | (dst & 0xf), off, imm }
+    Insn {
+        code,
+        regs: (src << 4) | (dst & 0xf),
+        off,
+        imm,
+    }
 }
 
 const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
@@ -52,7 +57,9 @@ fn access_bits(access: &str) -> Result<i32> {
         'r' => Ok(acc | ACC_READ),
         'w' => Ok(acc | ACC_WRITE),
         'm' => Ok(acc | ACC_MKNOD),
-        other => Err(CgroupError::Invalid(format!("device access {other:?} is not one of r, w, m"))),
+        other => Err(CgroupError::Invalid(format!(
+            "device access {other:?} is not one of r, w, m"
+        ))),
     })
 }
 
@@ -73,9 +80,13 @@ pub fn assemble(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
         match rule.typ().unwrap_or(LinuxDeviceType::A) {
             LinuxDeviceType::A => {}
             LinuxDeviceType::B => checks.push(vec![insn(JMP_JNE_K, 2, 0, 0, DEV_BLOCK)]),
-            LinuxDeviceType::C | LinuxDeviceType::U => checks.push(vec![insn(JMP_JNE_K, 2, 0, 0, DEV_CHAR)]),
+            LinuxDeviceType::C | LinuxDeviceType::U => {
+                checks.push(vec![insn(JMP_JNE_K, 2, 0, 0, DEV_CHAR)])
+            }
             LinuxDeviceType::P => {
-                return Err(CgroupError::Invalid("device rules cannot name fifos (type p)".into()));
+                return Err(CgroupError::Invalid(
+                    "device rules cannot name fifos (type p)".into(),
+                ));
             }
         }
         let access = access_bits(rule.access().as_deref().unwrap_or("rwm"))?;
@@ -89,7 +100,8 @@ pub fn assemble(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
         }
         for (reg, value) in [(4u8, rule.major()), (5u8, rule.minor())] {
             if let Some(v) = value.filter(|v| *v >= 0) {
-                let v = i32::try_from(v).map_err(|_| CgroupError::Invalid(format!("device number {v} is too large")))?;
+                let v = i32::try_from(v)
+                    .map_err(|_| CgroupError::Invalid(format!("device number {v} is too large")))?;
                 checks.push(vec![insn(JMP_JNE_K, reg, 0, 0, v)]);
             }
         }
@@ -99,7 +111,8 @@ pub fn assemble(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
         let len = block.len();
         for (i, ins) in block.iter_mut().enumerate() {
             if ins.code == JMP_JNE_K {
-                ins.off = i16::try_from(len - i - 1).map_err(|_| CgroupError::Invalid("device rule too long".into()))?;
+                ins.off = i16::try_from(len - i - 1)
+                    .map_err(|_| CgroupError::Invalid("device rule too long".into()))?;
             }
         }
         prog.extend(block);
@@ -159,16 +172,30 @@ pub fn attach_device_filter(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(
     };
     // SAFETY: `attr` is a zero-padded bpf_attr for BPF_PROG_LOAD whose pointers (program,
     // license, log buffer) point to live buffers of the stated sizes for the whole call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoadAttr, std::mem::size_of::<ProgLoadAttr>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
     if fd < 0 {
         let errno = Errno::last();
-        let msg = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)]).into_owned();
+        let msg = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)])
+            .into_owned();
         tracing::warn!(verifier = %msg, "device filter rejected");
-        return Err(CgroupError::Bpf { op: "BPF_PROG_LOAD", errno });
+        return Err(CgroupError::Bpf {
+            op: "BPF_PROG_LOAD",
+            errno,
+        });
     }
     // SAFETY: a successful BPF_PROG_LOAD returns a new file descriptor that nothing else owns.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let cgroup = std::fs::File::open(dir).map_err(|source| CgroupError::Read { path: dir.to_path_buf(), source })?;
+    let cgroup = std::fs::File::open(dir).map_err(|source| CgroupError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let attach = ProgAttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog_fd.as_raw_fd() as u32,
@@ -180,9 +207,19 @@ pub fn attach_device_filter(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(
     };
     // SAFETY: `attach` is a zero-padded bpf_attr for BPF_PROG_ATTACH naming two open fds that
     // live across the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_ATTACH, &attach as *const ProgAttachAttr, std::mem::size_of::<ProgAttachAttr>()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attach as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>(),
+        )
+    };
     if rc < 0 {
-        return Err(CgroupError::Bpf { op: "BPF_PROG_ATTACH", errno: Errno::last() });
+        return Err(CgroupError::Bpf {
+            op: "BPF_PROG_ATTACH",
+            errno: Errno::last(),
+        });
     }
     Ok(())
 }
@@ -217,7 +254,13 @@ mod tests {
         }
     }
 
-    fn rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+    fn rule(
+        allow: bool,
+        typ: LinuxDeviceType,
+        major: Option<i64>,
+        minor: Option<i64>,
+        access: &str,
+    ) -> LinuxDeviceCgroup {
         let mut r = LinuxDeviceCgroup::default();
         r.set_allow(allow);
         r.set_typ(Some(typ));

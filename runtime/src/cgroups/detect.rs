@@ -53,7 +53,9 @@ fn unescape(s: &str) -> String {
 pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
         if l.len() < 5 || r.len() < 3 {
@@ -61,15 +63,34 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
         }
         let (root, mount) = (unescape(l[3]), PathBuf::from(unescape(l[4])));
         match r[0] {
-            "cgroup2" => out.push(Hierarchy { mount, root, controllers: Vec::new(), unified: true }),
+            "cgroup2" => out.push(Hierarchy {
+                mount,
+                root,
+                controllers: Vec::new(),
+                unified: true,
+            }),
             "cgroup" => {
                 let controllers = r[2]
                     .split(',')
-                    .filter(|o| !matches!(*o, "rw" | "ro" | "xattr" | "clone_children" | "noprefix" | "cpuset_v2_mode"))
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "rw" | "ro"
+                                | "xattr"
+                                | "clone_children"
+                                | "noprefix"
+                                | "cpuset_v2_mode"
+                        )
+                    })
                     .filter(|o| !o.starts_with("release_agent="))
                     .map(str::to_string)
                     .collect();
-                out.push(Hierarchy { mount, root, controllers, unified: false })
+                out.push(Hierarchy {
+                    mount,
+                    root,
+                    controllers,
+                    unified: false,
+                })
             }
             _ => {}
         }
@@ -79,7 +100,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
 
 /// The host's mode, given its hierarchies.
 pub fn mode_of(hierarchies: &[Hierarchy]) -> Option<CgroupMode> {
-    let v1 = hierarchies.iter().any(|h| !h.unified && h.controllers.iter().any(|c| !c.starts_with("name=")));
+    let v1 = hierarchies
+        .iter()
+        .any(|h| !h.unified && h.controllers.iter().any(|c| !c.starts_with("name=")));
     let v2 = hierarchies.iter().any(|h| h.unified);
     match (v1, v2) {
         (true, true) => Some(CgroupMode::Hybrid),
@@ -98,7 +121,11 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
             let _id = it.next()?;
             let ctrl = it.next()?;
             let path = it.next()?;
-            let ctrls = ctrl.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
+            let ctrls = ctrl
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
             Some((ctrls, path.to_string()))
         })
         .collect()
@@ -128,9 +155,11 @@ mod tests {
 
     #[test]
     fn pure_modes() {
-        let v2 = parse_mountinfo("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n");
+        let v2 =
+            parse_mountinfo("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n");
         assert_eq!(mode_of(&v2), Some(CgroupMode::V2));
-        let v1 = parse_mountinfo("35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+        let v1 =
+            parse_mountinfo("35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
         assert_eq!(mode_of(&v1), Some(CgroupMode::V1));
         assert_eq!(mode_of(&[]), None);
     }

@@ -29,16 +29,29 @@ pub enum CgroupError {
     NoCgroups,
     /// Reading a host file failed.
     #[error("cannot read {}: {source}", .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Making a cgroup directory failed.
     #[error("cannot create cgroup {}: {source}", .path.display())]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Writing a value failed; usually a limit the host or kernel refuses.
     #[error("cannot set {} to {value:?}: {source}", .path.display())]
-    Write { path: PathBuf, value: String, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
     /// Removing a cgroup directory failed.
     #[error("cannot remove cgroup {}: {source}", .path.display())]
-    Remove { path: PathBuf, source: std::io::Error },
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A resource the host cannot honour (missing controller or interface file).
     #[error("{what} is not supported on this host ({reason})")]
     Unsupported { what: String, reason: String },
@@ -47,7 +60,10 @@ pub enum CgroupError {
     Invalid(String),
     /// Loading or attaching the v2 device filter failed.
     #[error("device filter: {op} failed: {errno}")]
-    Bpf { op: &'static str, errno: nix::errno::Errno },
+    Bpf {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
     /// The freezer did not reach the wanted state.
     #[error("freezer of {} did not reach {state} in time", .path.display())]
     FreezeTimeout { path: PathBuf, state: &'static str },
@@ -82,7 +98,10 @@ pub struct Cgroup {
 
 /// Reads a file of a cgroup or of /proc.
 pub(crate) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `value` to `dir/file`; a missing file means the host cannot do it.
@@ -95,7 +114,11 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
         });
     }
     tracing::debug!(path = %path.display(), value, "cgroup write");
-    std::fs::write(&path, value).map_err(|source| CgroupError::Write { path, value: value.to_string(), source })
+    std::fs::write(&path, value).map_err(|source| CgroupError::Write {
+        path,
+        value: value.to_string(),
+        source,
+    })
 }
 
 /// The cgroup path for a spec: `cgroupsPath` resolved against `own` (this process's path in
@@ -107,7 +130,9 @@ pub fn resolve_path(cgroups_path: Option<&Path>, id: &str, own: &str) -> Result<
         Some(p) => format!("{}/{}", own.trim_end_matches('/'), p.to_string_lossy()),
     };
     if p.split('/').any(|c| c == "..") {
-        return Err(CgroupError::Invalid(format!("cgroupsPath {p:?} must not contain '..'")));
+        return Err(CgroupError::Invalid(format!(
+            "cgroupsPath {p:?} must not contain '..'"
+        )));
     }
     if p.contains(':') {
         return Err(CgroupError::Unsupported {
@@ -117,7 +142,9 @@ pub fn resolve_path(cgroups_path: Option<&Path>, id: &str, own: &str) -> Result<
     }
     let trimmed = p.trim_end_matches('/');
     if trimmed.is_empty() {
-        return Err(CgroupError::Invalid("cgroupsPath must not be the root cgroup".into()));
+        return Err(CgroupError::Invalid(
+            "cgroupsPath must not be the root cgroup".into(),
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -127,7 +154,12 @@ impl Cgroup {
     pub fn plan(cgroups_path: Option<&Path>, id: &str) -> Result<Self> {
         let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
         let own = read(Path::new("/proc/self/cgroup"))?;
-        Self::plan_from(&detect::parse_mountinfo(&mountinfo), &detect::parse_proc_cgroup(&own), cgroups_path, id)
+        Self::plan_from(
+            &detect::parse_mountinfo(&mountinfo),
+            &detect::parse_proc_cgroup(&own),
+            cgroups_path,
+            id,
+        )
     }
 
     /// Plans from parsed host data (pure, for tests).
@@ -148,23 +180,43 @@ impl Cgroup {
                 continue;
             }
             // Joining the same hierarchy twice (bind mounts of it) is pointless.
-            if dirs.iter().any(|d: &CgroupDir| d.unified == h.unified && d.controllers == h.controllers) {
+            if dirs
+                .iter()
+                .any(|d: &CgroupDir| d.unified == h.unified && d.controllers == h.controllers)
+            {
                 continue;
             }
             let own_path = own
                 .iter()
-                .find(|(c, _)| if h.unified { c.is_empty() } else { c == &h.controllers })
+                .find(|(c, _)| {
+                    if h.unified {
+                        c.is_empty()
+                    } else {
+                        c == &h.controllers
+                    }
+                })
                 .map(|(_, p)| p.as_str())
                 .unwrap_or("/");
             let path = resolve_path(cgroups_path, id, own_path)?;
-            let rel = path.strip_prefix(h.root.trim_end_matches('/')).unwrap_or(&path);
+            let rel = path
+                .strip_prefix(h.root.trim_end_matches('/'))
+                .unwrap_or(&path);
             let dir = h.mount.join(rel.trim_start_matches('/'));
             if path_out.is_empty() || !h.unified {
                 path_out = path.clone();
             }
-            dirs.push(CgroupDir { controllers: h.controllers.clone(), unified: h.unified, dir, created: Vec::new() });
+            dirs.push(CgroupDir {
+                controllers: h.controllers.clone(),
+                unified: h.unified,
+                dir,
+                created: Vec::new(),
+            });
         }
-        Ok(Cgroup { mode, path: path_out, dirs })
+        Ok(Cgroup {
+            mode,
+            path: path_out,
+            dirs,
+        })
     }
 
     /// The v1 directory holding `controller`, or the unified one on a v2 host.
@@ -181,7 +233,10 @@ impl Cgroup {
 
     /// The unified directory, if any.
     pub(crate) fn unified_dir(&self) -> Option<&Path> {
-        self.dirs.iter().find(|d| d.unified).map(|d| d.dir.as_path())
+        self.dirs
+            .iter()
+            .find(|d| d.unified)
+            .map(|d| d.dir.as_path())
     }
 
     /// Makes the directories (remembering which ones it made) and readies them for tasks.
@@ -231,9 +286,17 @@ impl Cgroup {
 
     /// The processes in the cgroup.
     pub fn pids(&self) -> Result<Vec<i32>> {
-        let dir = self.dir_for("pids").or_else(|| self.dir_for("freezer")).or(self.dirs.first().map(|d| d.dir.as_path()));
-        let Some(dir) = dir else { return Ok(Vec::new()) };
-        Ok(read(&dir.join("cgroup.procs"))?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        let dir = self
+            .dir_for("pids")
+            .or_else(|| self.dir_for("freezer"))
+            .or(self.dirs.first().map(|d| d.dir.as_path()));
+        let Some(dir) = dir else {
+            return Ok(Vec::new());
+        };
+        Ok(read(&dir.join("cgroup.procs"))?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
     }
 
     /// Freezes every process of the cgroup and waits until the kernel says they are.
@@ -247,20 +310,32 @@ impl Cgroup {
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let (dir, file, value, done): (&Path, &str, &str, &dyn Fn(&Path) -> Result<bool>) = match self.mode {
-            CgroupMode::V2 => (&self.dirs[0].dir, "cgroup.freeze", if frozen { "1" } else { "0" }, &|d| {
-                Ok(v2::is_frozen(d)? == frozen)
-            }),
-            _ => {
-                let dir = self.dir_for("freezer").ok_or_else(|| CgroupError::Unsupported {
-                    what: "pause".into(),
-                    reason: "no freezer hierarchy is mounted".into(),
-                })?;
-                (dir, "freezer.state", if frozen { "FROZEN" } else { "THAWED" }, &|d| {
-                    Ok(read(&d.join("freezer.state"))?.trim() == if frozen { "FROZEN" } else { "THAWED" })
-                })
-            }
-        };
+        let (dir, file, value, done): (&Path, &str, &str, &dyn Fn(&Path) -> Result<bool>) =
+            match self.mode {
+                CgroupMode::V2 => (
+                    &self.dirs[0].dir,
+                    "cgroup.freeze",
+                    if frozen { "1" } else { "0" },
+                    &|d| Ok(v2::is_frozen(d)? == frozen),
+                ),
+                _ => {
+                    let dir = self
+                        .dir_for("freezer")
+                        .ok_or_else(|| CgroupError::Unsupported {
+                            what: "pause".into(),
+                            reason: "no freezer hierarchy is mounted".into(),
+                        })?;
+                    (
+                        dir,
+                        "freezer.state",
+                        if frozen { "FROZEN" } else { "THAWED" },
+                        &|d| {
+                            Ok(read(&d.join("freezer.state"))?.trim()
+                                == if frozen { "FROZEN" } else { "THAWED" })
+                        },
+                    )
+                }
+            };
         for _ in 0..1000 {
             write(dir, file, value)?;
             if done(dir)? {
@@ -268,7 +343,10 @@ impl Cgroup {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Err(CgroupError::FreezeTimeout { path: dir.to_path_buf(), state: if frozen { "frozen" } else { "thawed" } })
+        Err(CgroupError::FreezeTimeout {
+            path: dir.to_path_buf(),
+            state: if frozen { "frozen" } else { "thawed" },
+        })
     }
 
     /// Whether the cgroup is frozen.
@@ -294,7 +372,12 @@ impl Cgroup {
         let text = match std::fs::read_to_string(dir.join(file)) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(source) => return Err(CgroupError::Read { path: dir.join(file), source }),
+            Err(source) => {
+                return Err(CgroupError::Read {
+                    path: dir.join(file),
+                    source,
+                })
+            }
         };
         Ok(stat_value(&text, "oom_kill").unwrap_or(0))
     }
@@ -307,10 +390,12 @@ impl Cgroup {
                 Ok(stat_value(&text, "usage_usec").unwrap_or(0) * 1000)
             }
             _ => {
-                let dir = self.dir_for("cpuacct").ok_or_else(|| CgroupError::Unsupported {
-                    what: "cpu accounting".into(),
-                    reason: "no cpuacct hierarchy".into(),
-                })?;
+                let dir = self
+                    .dir_for("cpuacct")
+                    .ok_or_else(|| CgroupError::Unsupported {
+                        what: "cpu accounting".into(),
+                        reason: "no cpuacct hierarchy".into(),
+                    })?;
                 read(&dir.join("cpuacct.usage"))?
                     .trim()
                     .parse()
@@ -331,9 +416,19 @@ impl Cgroup {
                     match std::fs::remove_dir(dir) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => break,
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::EBUSY) | Some(libc::ENOTEMPTY)
+                            ) =>
+                        {
+                            break
+                        }
                         Err(source) => {
-                            first_err.get_or_insert(CgroupError::Remove { path: dir.clone(), source });
+                            first_err.get_or_insert(CgroupError::Remove {
+                                path: dir.clone(),
+                                source,
+                            });
                         }
                     }
                     continue;
@@ -359,10 +454,18 @@ fn remove_dir_retrying(dir: &Path) -> Result<()> {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(200));
             }
-            Err(source) => return Err(CgroupError::Remove { path: dir.to_path_buf(), source }),
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
         }
     }
-    std::fs::remove_dir(dir).map_err(|source| CgroupError::Remove { path: dir.to_path_buf(), source })
+    std::fs::remove_dir(dir).map_err(|source| CgroupError::Remove {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// The value of `key` in a "key value" per line file (memory.events, cpu.stat, oom_control).
@@ -424,15 +527,32 @@ mod tests {
 
     #[test]
     fn hybrid_plan_joins_v1_and_unified() {
-        let own = vec![(vec!["cpu".to_string()], "/user".to_string()), (vec![], "/".to_string())];
-        let cg = Cgroup::plan_from(&parse_mountinfo(HYBRID), &own, Some(Path::new("/a/b")), "x").unwrap();
+        let own = vec![
+            (vec!["cpu".to_string()], "/user".to_string()),
+            (vec![], "/".to_string()),
+        ];
+        let cg = Cgroup::plan_from(&parse_mountinfo(HYBRID), &own, Some(Path::new("/a/b")), "x")
+            .unwrap();
         assert_eq!(cg.mode, CgroupMode::Hybrid);
         assert_eq!(cg.dirs.len(), 3);
-        assert_eq!(cg.dir_for("memory"), Some(Path::new("/sys/fs/cgroup/memory/a/b")));
-        assert_eq!(cg.unified_dir(), Some(Path::new("/sys/fs/cgroup/unified/a/b")));
-        let rel = Cgroup::plan_from(&parse_mountinfo(HYBRID), &own, Some(Path::new("c")), "x").unwrap();
-        assert_eq!(rel.dir_for("cpu"), Some(Path::new("/sys/fs/cgroup/cpu/user/c")));
-        assert_eq!(rel.dir_for("memory"), Some(Path::new("/sys/fs/cgroup/memory/c")));
+        assert_eq!(
+            cg.dir_for("memory"),
+            Some(Path::new("/sys/fs/cgroup/memory/a/b"))
+        );
+        assert_eq!(
+            cg.unified_dir(),
+            Some(Path::new("/sys/fs/cgroup/unified/a/b"))
+        );
+        let rel =
+            Cgroup::plan_from(&parse_mountinfo(HYBRID), &own, Some(Path::new("c")), "x").unwrap();
+        assert_eq!(
+            rel.dir_for("cpu"),
+            Some(Path::new("/sys/fs/cgroup/cpu/user/c"))
+        );
+        assert_eq!(
+            rel.dir_for("memory"),
+            Some(Path::new("/sys/fs/cgroup/memory/c"))
+        );
     }
 
     #[test]
@@ -448,7 +568,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mount = tmp.path().join("memory");
         std::fs::create_dir(&mount).unwrap();
-        let h = vec![detect::Hierarchy { mount: mount.clone(), root: "/".into(), controllers: vec!["memory".into()], unified: false }];
+        let h = vec![detect::Hierarchy {
+            mount: mount.clone(),
+            root: "/".into(),
+            controllers: vec!["memory".into()],
+            unified: false,
+        }];
         let mut cg = Cgroup::plan_from(&h, &[], Some(Path::new("/p/q")), "x").unwrap();
         cg.create().unwrap();
         assert!(mount.join("p/q").is_dir());
@@ -459,7 +584,10 @@ mod tests {
 
     #[test]
     fn stat_values() {
-        assert_eq!(stat_value("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"), Some(2));
+        assert_eq!(
+            stat_value("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"),
+            Some(2)
+        );
         assert_eq!(stat_value("low 0\n", "oom_kill"), None);
     }
 

@@ -8,7 +8,9 @@ use super::{read, write, Cgroup, CgroupError, CgroupMode, Result};
 
 /// A new cpuset cgroup starts with empty `cpus`/`mems` and refuses tasks: copy the parent's.
 pub(super) fn init_cpuset(dir: &Path) -> Result<()> {
-    let Some(parent) = dir.parent() else { return Ok(()) };
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let current = read(&dir.join(file))?;
         if current.trim().is_empty() {
@@ -20,10 +22,11 @@ pub(super) fn init_cpuset(dir: &Path) -> Result<()> {
 }
 
 fn need<'a>(cg: &'a Cgroup, controller: &str, what: &str) -> Result<&'a Path> {
-    cg.dir_for(controller).ok_or_else(|| CgroupError::Unsupported {
-        what: what.to_string(),
-        reason: format!("no {controller} cgroup hierarchy is mounted"),
-    })
+    cg.dir_for(controller)
+        .ok_or_else(|| CgroupError::Unsupported {
+            what: what.to_string(),
+            reason: format!("no {controller} cgroup hierarchy is mounted"),
+        })
 }
 
 /// Applies the resources to the v1 hierarchies (and, on hybrid hosts, the controllers only the
@@ -36,7 +39,11 @@ pub(super) fn apply(cg: &Cgroup, res: &LinuxResources) -> Result<()> {
         apply_cpu(cg, cpu)?;
     }
     if let Some(pids) = res.pids() {
-        let v = if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_string() };
+        let v = if pids.limit() > 0 {
+            pids.limit().to_string()
+        } else {
+            "max".to_string()
+        };
         write(need(cg, "pids", "pids limit")?, "pids.max", &v)?;
     }
     if let Some(bio) = res.block_io() {
@@ -46,27 +53,50 @@ pub(super) fn apply(cg: &Cgroup, res: &LinuxResources) -> Result<()> {
     if !rules.is_empty() {
         let dir = need(cg, "devices", "device rules")?;
         for r in &rules {
-            let file = if r.allow() { "devices.allow" } else { "devices.deny" };
+            let file = if r.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
             write(dir, file, &r.to_string())?;
         }
     }
     if let Some(limits) = res.hugepage_limits() {
         for l in limits {
             if let Some(dir) = cg.dir_for("hugetlb") {
-                write(dir, &format!("hugetlb.{}.limit_in_bytes", l.page_size()), &l.limit().to_string())?;
+                write(
+                    dir,
+                    &format!("hugetlb.{}.limit_in_bytes", l.page_size()),
+                    &l.limit().to_string(),
+                )?;
             } else if let (CgroupMode::Hybrid, Some(dir)) = (cg.mode, cg.unified_dir()) {
-                write(dir, &format!("hugetlb.{}.max", l.page_size()), &l.limit().to_string())?;
+                write(
+                    dir,
+                    &format!("hugetlb.{}.max", l.page_size()),
+                    &l.limit().to_string(),
+                )?;
             } else {
-                return Err(CgroupError::Unsupported { what: "hugepage limits".into(), reason: "no hugetlb controller".into() });
+                return Err(CgroupError::Unsupported {
+                    what: "hugepage limits".into(),
+                    reason: "no hugetlb controller".into(),
+                });
             }
         }
     }
     if let Some(net) = res.network() {
         if let Some(class) = net.class_id() {
-            write(need(cg, "net_cls", "network class id")?, "net_cls.classid", &class.to_string())?;
+            write(
+                need(cg, "net_cls", "network class id")?,
+                "net_cls.classid",
+                &class.to_string(),
+            )?;
         }
         for p in net.priorities().iter().flatten() {
-            write(need(cg, "net_prio", "network priorities")?, "net_prio.ifpriomap", &format!("{} {}", p.name(), p.priority()))?;
+            write(
+                need(cg, "net_prio", "network priorities")?,
+                "net_prio.ifpriomap",
+                &format!("{} {}", p.name(), p.priority()),
+            )?;
         }
     }
     if res.unified().as_ref().is_some_and(|u| !u.is_empty()) {
@@ -76,7 +106,10 @@ pub(super) fn apply(cg: &Cgroup, res: &LinuxResources) -> Result<()> {
         });
     }
     if res.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(CgroupError::Unsupported { what: "rdma limits".into(), reason: "not implemented by strata-runtime".into() });
+        return Err(CgroupError::Unsupported {
+            what: "rdma limits".into(),
+            reason: "not implemented by strata-runtime".into(),
+        });
     }
     Ok(())
 }
@@ -87,7 +120,9 @@ fn memory(dir: &Path, mem: &LinuxMemory) -> Result<()> {
     }
     if let Some(swap) = mem.swap() {
         if mem.limit().is_none() && swap != -1 {
-            return Err(CgroupError::Invalid("a swap limit needs a memory limit".into()));
+            return Err(CgroupError::Invalid(
+                "a swap limit needs a memory limit".into(),
+            ));
         }
         write(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
     }
@@ -141,7 +176,10 @@ fn apply_cpu(cg: &Cgroup, cpu: &LinuxCpu) -> Result<()> {
         }
     }
     if cpu.idle().is_some() {
-        return Err(CgroupError::Unsupported { what: "cpu idle".into(), reason: "it needs a cgroup v2 host".into() });
+        return Err(CgroupError::Unsupported {
+            what: "cpu idle".into(),
+            reason: "it needs a cgroup v2 host".into(),
+        });
     }
     if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
         write(need(cg, "cpuset", "cpuset")?, "cpuset.cpus", cpus)?;
@@ -161,21 +199,45 @@ fn blkio(dir: &Path, bio: &LinuxBlockIo) -> Result<()> {
     }
     for d in bio.weight_device().iter().flatten() {
         if let Some(w) = d.weight() {
-            write(dir, "blkio.weight_device", &format!("{}:{} {w}", d.major(), d.minor()))?;
+            write(
+                dir,
+                "blkio.weight_device",
+                &format!("{}:{} {w}", d.major(), d.minor()),
+            )?;
         }
         if let Some(w) = d.leaf_weight() {
-            write(dir, "blkio.leaf_weight_device", &format!("{}:{} {w}", d.major(), d.minor()))?;
+            write(
+                dir,
+                "blkio.leaf_weight_device",
+                &format!("{}:{} {w}", d.major(), d.minor()),
+            )?;
         }
     }
     let throttles = [
-        ("blkio.throttle.read_bps_device", bio.throttle_read_bps_device()),
-        ("blkio.throttle.write_bps_device", bio.throttle_write_bps_device()),
-        ("blkio.throttle.read_iops_device", bio.throttle_read_iops_device()),
-        ("blkio.throttle.write_iops_device", bio.throttle_write_iops_device()),
+        (
+            "blkio.throttle.read_bps_device",
+            bio.throttle_read_bps_device(),
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            bio.throttle_write_bps_device(),
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            bio.throttle_read_iops_device(),
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            bio.throttle_write_iops_device(),
+        ),
     ];
     for (file, list) in throttles {
         for t in list.iter().flatten() {
-            write(dir, file, &format!("{}:{} {}", t.major(), t.minor(), t.rate()))?;
+            write(
+                dir,
+                file,
+                &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
+            )?;
         }
     }
     Ok(())
@@ -185,7 +247,9 @@ fn blkio(dir: &Path, bio: &LinuxBlockIo) -> Result<()> {
 mod tests {
     use super::super::CgroupDir;
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
 
     fn fake(tmp: &Path, ctrls: &[(&str, &[&str])]) -> Cgroup {
         let dirs = ctrls
@@ -196,10 +260,19 @@ mod tests {
                 for f in *files {
                     std::fs::write(dir.join(f), "").unwrap();
                 }
-                CgroupDir { controllers: vec![c.to_string()], unified: false, dir, created: vec![] }
+                CgroupDir {
+                    controllers: vec![c.to_string()],
+                    unified: false,
+                    dir,
+                    created: vec![],
+                }
             })
             .collect();
-        Cgroup { mode: CgroupMode::V1, path: "/x".into(), dirs }
+        Cgroup {
+            mode: CgroupMode::V1,
+            path: "/x".into(),
+            dirs,
+        }
     }
 
     #[test]
@@ -208,14 +281,33 @@ mod tests {
         let cg = fake(
             tmp.path(),
             &[
-                ("memory", &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]),
-                ("cpu", &["cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us"]),
+                (
+                    "memory",
+                    &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+                ),
+                (
+                    "cpu",
+                    &["cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us"],
+                ),
                 ("pids", &["pids.max"]),
             ],
         );
         let res = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(1i64 << 20).swap(2i64 << 20).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().shares(512u64).quota(50000i64).period(100000u64).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1i64 << 20)
+                    .swap(2i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(512u64)
+                    .quota(50000i64)
+                    .period(100000u64)
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
             .build()
             .unwrap();
@@ -232,7 +324,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cg = fake(tmp.path(), &[("memory", &["memory.limit_in_bytes"])]);
         let res = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(1i64 << 20).swap(2i64 << 20).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1i64 << 20)
+                    .swap(2i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let err = apply(&cg, &res).unwrap_err().to_string();
@@ -241,6 +339,9 @@ mod tests {
             .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
             .build()
             .unwrap();
-        assert!(matches!(apply(&cg, &res), Err(CgroupError::Unsupported { .. })));
+        assert!(matches!(
+            apply(&cg, &res),
+            Err(CgroupError::Unsupported { .. })
+        ));
     }
 }

@@ -9,7 +9,9 @@ use super::{read, stat_value, write, CgroupError, Result};
 /// Enables every controller `parent` has for its children. Failures are logged only: a
 /// controller that stays off makes the later limit write fail with a clear error.
 pub(super) fn enable_controllers(parent: &Path) {
-    let Ok(available) = std::fs::read_to_string(parent.join("cgroup.controllers")) else { return };
+    let Ok(available) = std::fs::read_to_string(parent.join("cgroup.controllers")) else {
+        return;
+    };
     for c in available.split_whitespace() {
         if let Err(e) = std::fs::write(parent.join("cgroup.subtree_control"), format!("+{c}")) {
             tracing::debug!(controller = c, parent = %parent.display(), error = %e, "cannot enable controller");
@@ -37,7 +39,10 @@ pub fn blkio_weight_to_io(weight: u16) -> u64 {
 }
 
 fn unsupported(what: &str) -> CgroupError {
-    CgroupError::Unsupported { what: what.to_string(), reason: "cgroup v2 has no such interface".into() }
+    CgroupError::Unsupported {
+        what: what.to_string(),
+        reason: "cgroup v2 has no such interface".into(),
+    }
 }
 
 /// Applies the resources to a v2 cgroup.
@@ -49,14 +54,22 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
         apply_cpu(dir, cpu)?;
     }
     if let Some(pids) = res.pids() {
-        let v = if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_string() };
+        let v = if pids.limit() > 0 {
+            pids.limit().to_string()
+        } else {
+            "max".to_string()
+        };
         write(dir, "pids.max", &v)?;
     }
     if let Some(bio) = res.block_io() {
         io(dir, bio)?;
     }
     for l in res.hugepage_limits().iter().flatten() {
-        write(dir, &format!("hugetlb.{}.max", l.page_size()), &l.limit().to_string())?;
+        write(
+            dir,
+            &format!("hugetlb.{}.max", l.page_size()),
+            &l.limit().to_string(),
+        )?;
     }
     if res.network().is_some() {
         return Err(CgroupError::Unsupported {
@@ -65,13 +78,18 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
         });
     }
     if res.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(CgroupError::Unsupported { what: "rdma limits".into(), reason: "not implemented by strata-runtime".into() });
+        return Err(CgroupError::Unsupported {
+            what: "rdma limits".into(),
+            reason: "not implemented by strata-runtime".into(),
+        });
     }
     let mut unified: Vec<_> = res.unified().iter().flatten().collect();
     unified.sort();
     for (key, value) in unified {
         if key.contains('/') || key.starts_with('.') || !key.contains('.') {
-            return Err(CgroupError::Invalid(format!("unified key {key:?} is not a cgroup interface file name")));
+            return Err(CgroupError::Invalid(format!(
+                "unified key {key:?} is not a cgroup interface file name"
+            )));
         }
         write(dir, key, value)?;
     }
@@ -83,16 +101,28 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
 }
 
 fn memory(dir: &Path, mem: &LinuxMemory) -> Result<()> {
-    let num = |v: i64| if v < 0 { "max".to_string() } else { v.to_string() };
+    let num = |v: i64| {
+        if v < 0 {
+            "max".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     if let Some(limit) = mem.limit() {
         write(dir, "memory.max", &num(limit))?;
     }
     if let Some(swap) = mem.swap() {
         let v = match (swap, mem.limit()) {
             (-1, _) => "max".to_string(),
-            (_, None) | (_, Some(-1)) => return Err(CgroupError::Invalid("a swap limit needs a memory limit".into())),
+            (_, None) | (_, Some(-1)) => {
+                return Err(CgroupError::Invalid(
+                    "a swap limit needs a memory limit".into(),
+                ))
+            }
             (s, Some(l)) if s < l => {
-                return Err(CgroupError::Invalid(format!("memory+swap limit {s} is below the memory limit {l}")))
+                return Err(CgroupError::Invalid(format!(
+                    "memory+swap limit {s} is below the memory limit {l}"
+                )))
             }
             (s, Some(l)) => (s - l).to_string(),
         };
@@ -145,14 +175,22 @@ fn apply_cpu(dir: &Path, cpu: &LinuxCpu) -> Result<()> {
 
 fn io(dir: &Path, bio: &LinuxBlockIo) -> Result<()> {
     if let Some(w) = bio.weight() {
-        write(dir, "io.weight", &format!("default {}", blkio_weight_to_io(w)))?;
+        write(
+            dir,
+            "io.weight",
+            &format!("default {}", blkio_weight_to_io(w)),
+        )?;
     }
     if bio.leaf_weight().is_some() {
         return Err(unsupported("block I/O leaf weights"));
     }
     for d in bio.weight_device().iter().flatten() {
         if let Some(w) = d.weight() {
-            write(dir, "io.weight", &format!("{}:{} {}", d.major(), d.minor(), blkio_weight_to_io(w)))?;
+            write(
+                dir,
+                "io.weight",
+                &format!("{}:{} {}", d.major(), d.minor(), blkio_weight_to_io(w)),
+            )?;
         }
     }
     let throttles = [
@@ -163,7 +201,11 @@ fn io(dir: &Path, bio: &LinuxBlockIo) -> Result<()> {
     ];
     for (key, list) in throttles {
         for t in list.iter().flatten() {
-            write(dir, "io.max", &format!("{}:{} {key}={}", t.major(), t.minor(), t.rate()))?;
+            write(
+                dir,
+                "io.max",
+                &format!("{}:{} {key}={}", t.major(), t.minor(), t.rate()),
+            )?;
         }
     }
     Ok(())
@@ -190,8 +232,21 @@ mod tests {
             std::fs::write(tmp.path().join(f), "").unwrap();
         }
         let res = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(100i64).swap(150i64).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().quota(50_000i64).period(100_000u64).shares(1024u64).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(100i64)
+                    .swap(150i64)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .shares(1024u64)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         apply(tmp.path(), &res).unwrap();

@@ -13,7 +13,9 @@ use super::{Container, ContainerError, Result};
 use crate::cgroups::Cgroup;
 use crate::init::{InitConfig, InitKind};
 use crate::namespaces::{NamespaceError, Namespaces};
-use crate::state::{now_rfc3339, process_start_time, ContainerState, StateError, Status, EXEC_FIFO};
+use crate::state::{
+    now_rfc3339, process_start_time, ContainerState, StateError, Status, EXEC_FIFO,
+};
 
 /// Options of `create` that are not in the spec.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +48,10 @@ impl Drop for CreateGuard {
         }
         if let Some(cg) = &self.cgroup {
             for pid in cg.pids().unwrap_or_default() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             if let Err(e) = cg.destroy() {
                 tracing::warn!(error = %e, "cleanup after failed create: cgroup left behind");
@@ -64,32 +69,57 @@ pub(crate) fn ensure_root(root: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o711)
         .create(root)
-        .map_err(|source| ContainerError::Io { op: "create state root", path: root.to_path_buf(), source })
+        .map_err(|source| ContainerError::Io {
+            op: "create state root",
+            path: root.to_path_buf(),
+            source,
+        })
 }
 
 fn check(spec: &Spec, ns: &Namespaces, opts: &CreateOptions) -> Result<()> {
     if !ns.creates(LinuxNamespaceType::Mount) {
-        return Err(ContainerError::Unsupported("a container needs a new mount namespace".into()));
+        return Err(ContainerError::Unsupported(
+            "a container needs a new mount namespace".into(),
+        ));
     }
     let linux = spec.linux().as_ref();
     if ns.creates(LinuxNamespaceType::User)
-        && (linux.and_then(|l| l.uid_mappings().as_ref()).is_none_or(|m| m.is_empty())
-            || linux.and_then(|l| l.gid_mappings().as_ref()).is_none_or(|m| m.is_empty()))
+        && (linux
+            .and_then(|l| l.uid_mappings().as_ref())
+            .is_none_or(|m| m.is_empty())
+            || linux
+                .and_then(|l| l.gid_mappings().as_ref())
+                .is_none_or(|m| m.is_empty()))
     {
         return Err(NamespaceError::NoMappings.into());
     }
-    if linux.and_then(|l| l.mount_label().as_ref()).is_some_and(|l| !l.is_empty()) {
-        return Err(ContainerError::Unsupported("selinux mount labels are not supported by strata-runtime".into()));
+    if linux
+        .and_then(|l| l.mount_label().as_ref())
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(ContainerError::Unsupported(
+            "selinux mount labels are not supported by strata-runtime".into(),
+        ));
     }
-    if linux.is_some_and(|l| l.intel_rdt().is_some() || l.personality().is_some() || l.memory_policy().is_some() || l.time_offsets().is_some() || l.net_devices().is_some()) {
+    if linux.is_some_and(|l| {
+        l.intel_rdt().is_some()
+            || l.personality().is_some()
+            || l.memory_policy().is_some()
+            || l.time_offsets().is_some()
+            || l.net_devices().is_some()
+    }) {
         return Err(ContainerError::Unsupported(
             "linux.intelRdt, personality, memoryPolicy, timeOffsets and netDevices are not supported by strata-runtime".into(),
         ));
     }
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     match (terminal, &opts.console_socket) {
-        (true, None) => Err(ContainerError::Unsupported("process.terminal is set: a --console-socket is required".into())),
-        (false, Some(_)) => Err(ContainerError::Unsupported("a console socket was given but process.terminal is not set".into())),
+        (true, None) => Err(ContainerError::Unsupported(
+            "process.terminal is set: a --console-socket is required".into(),
+        )),
+        (false, Some(_)) => Err(ContainerError::Unsupported(
+            "a console socket was given but process.terminal is not set".into(),
+        )),
         _ => Ok(()),
     }
 }
@@ -104,24 +134,46 @@ impl Container {
     /// [`start`]: Container::start
     pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Container> {
         crate::spec::validate_id(id)?;
-        let bundle = std::fs::canonicalize(bundle)
-            .map_err(|source| ContainerError::Io { op: "open bundle", path: bundle.to_path_buf(), source })?;
+        let bundle = std::fs::canonicalize(bundle).map_err(|source| ContainerError::Io {
+            op: "open bundle",
+            path: bundle.to_path_buf(),
+            source,
+        })?;
         let spec = crate::spec::load(&bundle)?;
         crate::spec::validate(&spec)?;
         let rootfs = crate::spec::rootfs(&spec, &bundle)?;
-        let linux = spec.linux().as_ref().ok_or(crate::spec::SpecError::Missing("no linux section"))?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or(crate::spec::SpecError::Missing("no linux section"))?;
         let ns = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))?;
         check(&spec, &ns, opts)?;
-        let process = spec.process().as_ref().ok_or(crate::spec::SpecError::Missing("no process"))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or(crate::spec::SpecError::Missing("no process"))?;
 
         ensure_root(root)?;
         let dir = root.join(id);
         match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(StateError::Exists(id.to_string()).into()),
-            Err(source) => return Err(ContainerError::Io { op: "create state dir", path: dir, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists(id.to_string()).into())
+            }
+            Err(source) => {
+                return Err(ContainerError::Io {
+                    op: "create state dir",
+                    path: dir,
+                    source,
+                })
+            }
         }
-        let mut guard = CreateGuard { dir: dir.clone(), cgroup: None, pid: None, armed: true };
+        let mut guard = CreateGuard {
+            dir: dir.clone(),
+            cgroup: None,
+            pid: None,
+            armed: true,
+        };
 
         let mut cg = Cgroup::plan(linux.cgroups_path().as_deref(), id)?;
         let made = cg.create();
@@ -132,15 +184,35 @@ impl Container {
         }
 
         let fifo_path = dir.join(EXEC_FIFO);
-        nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
-            .map_err(|errno| ContainerError::Sys { op: "mkfifo exec.fifo", errno })?;
+        nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).map_err(|errno| {
+            ContainerError::Sys {
+                op: "mkfifo exec.fifo",
+                errno,
+            }
+        })?;
         // mkfifo applies the umask; the container process may be another uid by the time it
         // opens the fifo for writing (runc uses 0622 too).
-        std::fs::set_permissions(&fifo_path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
-            .map_err(|source| ContainerError::Io { op: "chmod", path: fifo_path.clone(), source })?;
-        let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|errno| ContainerError::Sys { op: "open exec.fifo", errno })?;
-        let console = opts.console_socket.as_deref().map(crate::tty::connect).transpose()?;
+        std::fs::set_permissions(
+            &fifo_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o622),
+        )
+        .map_err(|source| ContainerError::Io {
+            op: "chmod",
+            path: fifo_path.clone(),
+            source,
+        })?;
+        let fifo =
+            open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
+                ContainerError::Sys {
+                    op: "open exec.fifo",
+                    errno,
+                }
+            })?;
+        let console = opts
+            .console_socket
+            .as_deref()
+            .map(crate::tty::connect)
+            .transpose()?;
 
         let mut state = ContainerState {
             oci_version: spec.version().clone(),
@@ -187,7 +259,11 @@ impl Container {
             .to_string();
             let h = hooks.as_ref();
             crate::hooks::run_hooks("prestart", h.and_then(|h| h.prestart().as_ref()), &doc)?;
-            crate::hooks::run_hooks("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &doc)?;
+            crate::hooks::run_hooks(
+                "createRuntime",
+                h.and_then(|h| h.create_runtime().as_ref()),
+                &doc,
+            )?;
             Ok(doc)
         };
         let mut init_pid = None;
@@ -199,20 +275,34 @@ impl Container {
         drop(console);
 
         state.pid = pid;
-        state.pid_start = process_start_time(pid).ok_or(ContainerError::Init("the container process died right after setup".into()))?;
+        state.pid_start = process_start_time(pid).ok_or(ContainerError::Init(
+            "the container process died right after setup".into(),
+        ))?;
         state.status = Status::Created;
         state.save(&dir)?;
         if let Some(pf) = &opts.pid_file {
             write_pid_file(pf, pid)?;
         }
         guard.armed = false;
-        Ok(Container { root: root.to_path_buf(), state, child: true })
+        Ok(Container {
+            root: root.to_path_buf(),
+            state,
+            child: true,
+        })
     }
 }
 
 /// Writes a pid file atomically, as runc does (containerd reads it right away).
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("strata-tmp");
-    std::fs::write(&tmp, pid.to_string()).map_err(|source| ContainerError::Io { op: "write pid file", path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| ContainerError::Io { op: "write pid file", path: path.to_path_buf(), source })
+    std::fs::write(&tmp, pid.to_string()).map_err(|source| ContainerError::Io {
+        op: "write pid file",
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| ContainerError::Io {
+        op: "write pid file",
+        path: path.to_path_buf(),
+        source,
+    })
 }

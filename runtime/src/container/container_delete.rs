@@ -29,21 +29,40 @@ impl Container {
             cg.destroy()?;
         }
         let doc = self.state.oci_json().to_string();
-        crate::hooks::run_hooks_warn("poststop", self.state.hooks.as_ref().and_then(|h| h.poststop().as_ref()), &doc);
+        crate::hooks::run_hooks_warn(
+            "poststop",
+            self.state
+                .hooks
+                .as_ref()
+                .and_then(|h| h.poststop().as_ref()),
+            &doc,
+        );
         let dir = self.dir();
-        std::fs::remove_dir_all(&dir).map_err(|source| ContainerError::Io { op: "remove", path: dir, source })?;
+        std::fs::remove_dir_all(&dir).map_err(|source| ContainerError::Io {
+            op: "remove",
+            path: dir,
+            source,
+        })?;
         Ok(())
     }
 
     fn kill_all_and_wait(&mut self) -> Result<()> {
         self.kill(Signal::SIGKILL, true)?;
         if self.alive() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.state.pid), Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.state.pid), Signal::SIGKILL);
         }
         if self.child {
             let _ = super::wait_pid(self.state.pid);
-        } else if !wait_gone(self.state.pid, self.state.pid_start, Duration::from_secs(10)) {
-            return Err(ContainerError::Init(format!("process {} did not die after SIGKILL", self.state.pid)));
+        } else if !wait_gone(
+            self.state.pid,
+            self.state.pid_start,
+            Duration::from_secs(10),
+        ) {
+            return Err(ContainerError::Init(format!(
+                "process {} did not die after SIGKILL",
+                self.state.pid
+            )));
         }
         Ok(())
     }

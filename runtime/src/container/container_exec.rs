@@ -34,11 +34,17 @@ impl Container {
         crate::spec::validate_process(process)?;
         let terminal = process.terminal() == Some(true);
         if terminal != opts.console_socket.is_some() {
-            return Err(ContainerError::Unsupported("a terminal needs a --console-socket, and a console socket needs a terminal".into()));
+            return Err(ContainerError::Unsupported(
+                "a terminal needs a --console-socket, and a console socket needs a terminal".into(),
+            ));
         }
         let spec = crate::spec::load(&self.state.bundle)?;
         let ns = Namespaces::join_all_of(self.state.pid, &self.state.namespaces);
-        let console = opts.console_socket.as_deref().map(crate::tty::connect).transpose()?;
+        let console = opts
+            .console_socket
+            .as_deref()
+            .map(crate::tty::connect)
+            .transpose()?;
         let (parent, child) = crate::channel::pair()?;
         let cfg = InitConfig {
             kind: InitKind::Exec,
@@ -56,7 +62,9 @@ impl Container {
             preserve_fds: opts.preserve_fds,
         };
         debug_assert!(!ns.creates(LinuxNamespaceType::User));
-        let mut no_hooks = |_pid: i32| -> Result<String> { Err(ContainerError::Init("exec has no create hooks".into())) };
+        let mut no_hooks = |_pid: i32| -> Result<String> {
+            Err(ContainerError::Init("exec has no create hooks".into()))
+        };
         let mut pid = None;
         let res = run_init(&cfg, parent, child, (&[], &[]), &mut no_hooks, &mut pid);
         if let Err(e) = res {

@@ -12,7 +12,11 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
         return Signal::try_from(n).ok();
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse().ok()
 }
 
@@ -23,7 +27,11 @@ impl Container {
         if self.state.status == Status::Stopped && !all {
             return Err(self.bad_status("kill"));
         }
-        let pids = if all { self.pids()? } else { vec![self.state.pid] };
+        let pids = if all {
+            self.pids()?
+        } else {
+            vec![self.state.pid]
+        };
         let paused = self.state.status == Status::Paused;
         for pid in pids {
             match kill(Pid::from_raw(pid), sig) {

@@ -10,7 +10,11 @@ impl Container {
         if !matches!(self.state.status, Status::Running | Status::Created) {
             return Err(self.bad_status("pause"));
         }
-        let cg = self.state.cgroup.as_ref().ok_or_else(|| ContainerError::Unsupported("the container has no cgroup".into()))?;
+        let cg = self
+            .state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| ContainerError::Unsupported("the container has no cgroup".into()))?;
         cg.freeze()?;
         self.state.status = Status::Paused;
         Ok(())
@@ -22,7 +26,11 @@ impl Container {
         if self.state.status != Status::Paused {
             return Err(self.bad_status("resume"));
         }
-        let cg = self.state.cgroup.as_ref().ok_or_else(|| ContainerError::Unsupported("the container has no cgroup".into()))?;
+        let cg = self
+            .state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| ContainerError::Unsupported("the container has no cgroup".into()))?;
         cg.thaw()?;
         self.refresh();
         Ok(())

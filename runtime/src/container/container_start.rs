@@ -21,8 +21,15 @@ impl Container {
         let path = self.dir().join(EXEC_FIFO);
         // Non-blocking open: a reader needs no writer. Then wait for the byte, watching the
         // process so that a dead init cannot hang us.
-        let fd = open(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|errno| ContainerError::Sys { op: "open exec.fifo", errno })?;
+        let fd = open(
+            &path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| ContainerError::Sys {
+            op: "open exec.fifo",
+            errno,
+        })?;
         loop {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(100u16)) {
@@ -32,23 +39,43 @@ impl Container {
                     match nix::unistd::read(&fd, &mut buf) {
                         Ok(1) => break,
                         Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
-                        Err(errno) => return Err(ContainerError::Sys { op: "read exec.fifo", errno }),
+                        Err(errno) => {
+                            return Err(ContainerError::Sys {
+                                op: "read exec.fifo",
+                                errno,
+                            })
+                        }
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(errno) => return Err(ContainerError::Sys { op: "poll exec.fifo", errno }),
+                Err(errno) => {
+                    return Err(ContainerError::Sys {
+                        op: "poll exec.fifo",
+                        errno,
+                    })
+                }
             }
             if !self.alive() {
-                return Err(ContainerError::Init("the container process exited before start".into()));
+                return Err(ContainerError::Init(
+                    "the container process exited before start".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::fs::remove_file(&path).map_err(|source| ContainerError::Io { op: "remove", path, source })?;
+        std::fs::remove_file(&path).map_err(|source| ContainerError::Io {
+            op: "remove",
+            path,
+            source,
+        })?;
         self.state.status = Status::Running;
         self.save()?;
         let doc = self.state.oci_json().to_string();
         let hooks = self.state.hooks.clone();
-        crate::hooks::run_hooks_warn("poststart", hooks.as_ref().and_then(|h| h.poststart().as_ref()), &doc);
+        crate::hooks::run_hooks_warn(
+            "poststart",
+            hooks.as_ref().and_then(|h| h.poststart().as_ref()),
+            &doc,
+        );
         Ok(())
     }
 }

@@ -48,15 +48,28 @@ pub enum ContainerError {
     Init(String),
     /// File work failed.
     #[error("{op} {}: {source}", .path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A system call failed.
     #[error("{op}: {errno}")]
-    Sys { op: &'static str, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
     /// The verb is not allowed in the container's status.
     #[error("cannot {op} container {id}: it is {status}")]
-    BadStatus { op: &'static str, id: String, status: Status },
+    BadStatus {
+        op: &'static str,
+        id: String,
+        status: Status,
+    },
     /// The exit status is only known to the container's parent.
-    #[error("container {0} was not started by this process; its exit status is not available here")]
+    #[error(
+        "container {0} was not started by this process; its exit status is not available here"
+    )]
     NotChild(String),
     /// Some option that is not supported.
     #[error("{0}")]
@@ -91,7 +104,11 @@ impl Container {
     pub fn load(root: &Path, id: &str) -> Result<Self> {
         crate::spec::validate_id(id)?;
         let state = ContainerState::load(root, id)?;
-        let mut c = Container { root: root.to_path_buf(), state, child: false };
+        let mut c = Container {
+            root: root.to_path_buf(),
+            state,
+            child: false,
+        };
         c.refresh();
         Ok(c)
     }
@@ -101,9 +118,17 @@ impl Container {
         let entries = match std::fs::read_dir(root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(ContainerError::Io { op: "read", path: root.to_path_buf(), source }),
+            Err(source) => {
+                return Err(ContainerError::Io {
+                    op: "read",
+                    path: root.to_path_buf(),
+                    source,
+                })
+            }
         };
-        let mut ids: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
         ids.sort();
         let mut out = Vec::new();
         for id in ids {
@@ -154,7 +179,12 @@ impl Container {
             Status::Stopped
         } else if self.dir().join(EXEC_FIFO).exists() {
             Status::Created
-        } else if self.state.cgroup.as_ref().is_some_and(|c| c.is_frozen().unwrap_or(false)) {
+        } else if self
+            .state
+            .cgroup
+            .as_ref()
+            .is_some_and(|c| c.is_frozen().unwrap_or(false))
+        {
             Status::Paused
         } else {
             Status::Running
@@ -166,14 +196,22 @@ impl Container {
     }
 
     fn bad_status(&self, op: &'static str) -> ContainerError {
-        ContainerError::BadStatus { op, id: self.state.id.clone(), status: self.state.status }
+        ContainerError::BadStatus {
+            op,
+            id: self.state.id.clone(),
+            status: self.state.status,
+        }
     }
 
     /// The processes in the container's cgroup.
     pub fn pids(&self) -> Result<Vec<i32>> {
         match &self.state.cgroup {
             Some(cg) => Ok(cg.pids()?),
-            None => Ok(if self.alive() { vec![self.state.pid] } else { Vec::new() }),
+            None => Ok(if self.alive() {
+                vec![self.state.pid]
+            } else {
+                Vec::new()
+            }),
         }
     }
 
@@ -201,13 +239,28 @@ impl Container {
 pub fn wait_pid(pid: i32) -> Result<ExitStatus> {
     loop {
         match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus { code, signal: None, oom_killed: false }),
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Ok(ExitStatus {
+                    code,
+                    signal: None,
+                    oom_killed: false,
+                })
+            }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return Ok(ExitStatus { code: 128 + sig as i32, signal: Some(sig as i32), oom_killed: false })
+                return Ok(ExitStatus {
+                    code: 128 + sig as i32,
+                    signal: Some(sig as i32),
+                    oom_killed: false,
+                })
             }
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => return Err(ContainerError::Sys { op: "waitpid", errno }),
+            Err(errno) => {
+                return Err(ContainerError::Sys {
+                    op: "waitpid",
+                    errno,
+                })
+            }
         }
     }
 }

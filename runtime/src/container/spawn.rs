@@ -48,15 +48,25 @@ pub(crate) fn run_init(
                     parent.send(&Msg::Go)?;
                 }
                 Ok(Msg::RunHooks) => {
-                    let pid = init_pid.ok_or(ContainerError::Init("hooks asked for before the pid was known".into()))?;
+                    let pid = init_pid.ok_or(ContainerError::Init(
+                        "hooks asked for before the pid was known".into(),
+                    ))?;
                     let state = hooks(pid)?;
                     parent.send(&Msg::HooksDone { state })?;
                 }
                 Ok(Msg::Ready) => return Ok(()),
                 Ok(Msg::Error { message }) => return Err(ContainerError::Init(message)),
-                Ok(other) => return Err(ChannelError::Unexpected { expected: "a child message", got: other }.into()),
+                Ok(other) => {
+                    return Err(ChannelError::Unexpected {
+                        expected: "a child message",
+                        got: other,
+                    }
+                    .into())
+                }
                 Err(ChannelError::Closed) => {
-                    return Err(ContainerError::Init("the container's init process exited before it was ready".into()))
+                    return Err(ContainerError::Init(
+                        "the container's init process exited before it was ready".into(),
+                    ))
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -15,7 +15,9 @@ pub fn last_cap() -> u8 {
 
 /// A capability set as a bit mask.
 pub fn mask(set: Option<&Capabilities>) -> u64 {
-    set.into_iter().flatten().fold(0u64, |m, c| m | (1u64 << capability_number(*c)))
+    set.into_iter()
+        .flatten()
+        .fold(0u64, |m, c| m | (1u64 << capability_number(*c)))
 }
 
 /// Drops every capability not in the bounding set (done while still privileged).
@@ -44,7 +46,10 @@ pub fn set_sets(sys: &dyn Syscall, caps: &LinuxCapabilities) -> SysResult {
     for cap in 0..64u8 {
         if ambient & (1u64 << cap) != 0 {
             if allowed & (1u64 << cap) == 0 {
-                tracing::debug!(cap, "ambient capability not in permitted and inheritable sets, skipped");
+                tracing::debug!(
+                    cap,
+                    "ambient capability not in permitted and inheritable sets, skipped"
+                );
                 continue;
             }
             sys.raise_ambient_cap(cap)?;
@@ -91,7 +96,14 @@ mod tests {
         set_sets(&sys, &caps).unwrap();
         assert_eq!(
             sys.calls(),
-            vec![Call::Capset(CapSets { effective: 0b10_0001, permitted: 0b10_0001, inheritable: 0b10_0000 }), Call::RaiseAmbient(5)]
+            vec![
+                Call::Capset(CapSets {
+                    effective: 0b10_0001,
+                    permitted: 0b10_0001,
+                    inheritable: 0b10_0000
+                }),
+                Call::RaiseAmbient(5)
+            ]
         );
     }
 

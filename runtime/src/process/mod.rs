@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{PosixRlimitType, Process};
 
-use crate::syscall::{SyscallError, Syscall};
+use crate::syscall::{Syscall, SyscallError};
 
 /// What can go wrong while setting up the process.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,12 @@ pub fn set_rlimits(sys: &dyn Syscall, process: &Process) -> Result<(), SyscallEr
 /// Becomes the spec's user with the spec's capabilities, in the order that keeps the rights
 /// needed for each step: bounding set, groups, gid, uid (keeping caps), then the cap sets,
 /// then no_new_privs.
-pub fn set_identity(sys: &dyn Syscall, process: &Process, last_cap: u8, set_groups: bool) -> Result<(), SyscallError> {
+pub fn set_identity(
+    sys: &dyn Syscall,
+    process: &Process,
+    last_cap: u8,
+    set_groups: bool,
+) -> Result<(), SyscallError> {
     let caps = process.capabilities().as_ref();
     if let Some(c) = caps {
         capabilities::drop_bounding(sys, c, last_cap)?;
@@ -97,7 +102,11 @@ pub fn find_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf
     let candidates: Vec<PathBuf> = if arg0.contains('/') {
         vec![cwd.join(arg0)]
     } else {
-        path_var(env).split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(arg0)).collect()
+        path_var(env)
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(arg0))
+            .collect()
     };
     let mut denied = None;
     for c in candidates {
@@ -115,7 +124,10 @@ pub fn find_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf
 
 /// C strings for execve.
 pub fn c_strings(items: &[String]) -> Result<Vec<CString>, ProcessError> {
-    items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul(s.clone()))).collect()
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul(s.clone())))
+        .collect()
 }
 
 /// The environment with a default `PATH` and `HOME`, as runc gives when they are missing.
@@ -125,7 +137,11 @@ pub fn effective_env(process: &Process) -> Vec<String> {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(if process.user().uid() == 0 { "HOME=/root".into() } else { "HOME=/".into() });
+        env.push(if process.user().uid() == 0 {
+            "HOME=/root".into()
+        } else {
+            "HOME=/".into()
+        });
     }
     env
 }
@@ -139,18 +155,37 @@ mod tests {
     #[test]
     fn identity_order() {
         let p = ProcessBuilder::default()
-            .user(UserBuilder::default().uid(1000u32).gid(100u32).additional_gids(vec![5u32, 6]).build().unwrap())
+            .user(
+                UserBuilder::default()
+                    .uid(1000u32)
+                    .gid(100u32)
+                    .additional_gids(vec![5u32, 6])
+                    .build()
+                    .unwrap(),
+            )
             .no_new_privileges(true)
             .build()
             .unwrap();
         let sys = RecordingSyscall::default();
         set_identity(&sys, &p, 40, true).unwrap();
         let calls = sys.calls();
-        assert!(calls.contains(&Call::DropBounding(21)), "the default set has no CAP_SYS_ADMIN");
-        let capset = calls.iter().position(|c| matches!(c, Call::Capset(_))).unwrap();
+        assert!(
+            calls.contains(&Call::DropBounding(21)),
+            "the default set has no CAP_SYS_ADMIN"
+        );
+        let capset = calls
+            .iter()
+            .position(|c| matches!(c, Call::Capset(_)))
+            .unwrap();
         assert!(capset > calls.iter().position(|c| *c == Call::Setuid(1000)).unwrap());
         assert_eq!(
-            calls.into_iter().filter(|c| !matches!(c, Call::DropBounding(_) | Call::Capset(_) | Call::RaiseAmbient(_))).collect::<Vec<_>>(),
+            calls
+                .into_iter()
+                .filter(|c| !matches!(
+                    c,
+                    Call::DropBounding(_) | Call::Capset(_) | Call::RaiseAmbient(_)
+                ))
+                .collect::<Vec<_>>(),
             vec![
                 Call::Setgroups(vec![5, 6]),
                 Call::KeepCaps(true),
@@ -165,12 +200,24 @@ mod tests {
     #[test]
     fn rlimits() {
         let p = ProcessBuilder::default()
-            .rlimits(vec![PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(10u64).hard(20u64).build().unwrap()])
+            .rlimits(vec![PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(10u64)
+                .hard(20u64)
+                .build()
+                .unwrap()])
             .build()
             .unwrap();
         let sys = RecordingSyscall::default();
         set_rlimits(&sys, &p).unwrap();
-        assert_eq!(sys.calls(), vec![Call::Setrlimit { resource: libc::RLIMIT_NOFILE as i32, soft: 10, hard: 20 }]);
+        assert_eq!(
+            sys.calls(),
+            vec![Call::Setrlimit {
+                resource: libc::RLIMIT_NOFILE as i32,
+                soft: 10,
+                hard: 20
+            }]
+        );
     }
 
     #[test]
@@ -179,15 +226,24 @@ mod tests {
         let bin = tmp.path().join("prog");
         std::fs::write(&bin, "").unwrap();
         let env = vec![format!("PATH=/nonexistent:{}", tmp.path().display())];
-        assert!(matches!(find_executable("prog", &env, Path::new("/")), Err(ProcessError::NotExecutable(_))));
+        assert!(matches!(
+            find_executable("prog", &env, Path::new("/")),
+            Err(ProcessError::NotExecutable(_))
+        ));
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(find_executable("prog", &env, Path::new("/")).unwrap(), bin);
-        assert!(matches!(find_executable("nope", &env, Path::new("/")), Err(ProcessError::NotFound(_))));
+        assert!(matches!(
+            find_executable("nope", &env, Path::new("/")),
+            Err(ProcessError::NotFound(_))
+        ));
     }
 
     #[test]
     fn default_env() {
-        let p = ProcessBuilder::default().env(vec!["A=1".to_string()]).build().unwrap();
+        let p = ProcessBuilder::default()
+            .env(vec!["A=1".to_string()])
+            .build()
+            .unwrap();
         let env = effective_env(&p);
         assert!(env.iter().any(|e| e.starts_with("PATH=")));
         assert!(env.contains(&"HOME=/root".to_string()));

@@ -32,18 +32,25 @@ pub struct DeviceNode {
 
 /// The devices every container gets (the OCI spec's list).
 pub fn default_devices() -> Vec<DeviceNode> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .iter()
-        .map(|(name, major, minor)| DeviceNode {
-            path: format!("/dev/{name}"),
-            kind: SFlag::S_IFCHR,
-            major: *major,
-            minor: *minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .iter()
+    .map(|(name, major, minor)| DeviceNode {
+        path: format!("/dev/{name}"),
+        kind: SFlag::S_IFCHR,
+        major: *major,
+        minor: *minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 /// A spec device as a node.
@@ -53,10 +60,20 @@ pub fn from_spec(d: &LinuxDevice) -> Result<DeviceNode, RootfsError> {
         LinuxDeviceType::B => SFlag::S_IFBLK,
         LinuxDeviceType::P => SFlag::S_IFIFO,
         LinuxDeviceType::A => {
-            return Err(RootfsError::Invalid(format!("device {} has type a, which is not a node type", d.path().display())))
+            return Err(RootfsError::Invalid(format!(
+                "device {} has type a, which is not a node type",
+                d.path().display()
+            )))
         }
     };
-    let num = |v: i64, what| u64::try_from(v).map_err(|_| RootfsError::Invalid(format!("device {} has a negative {what}", d.path().display())));
+    let num = |v: i64, what| {
+        u64::try_from(v).map_err(|_| {
+            RootfsError::Invalid(format!(
+                "device {} has a negative {what}",
+                d.path().display()
+            ))
+        })
+    };
     Ok(DeviceNode {
         path: d.path().to_string_lossy().into_owned(),
         kind,
@@ -70,25 +87,59 @@ pub fn from_spec(d: &LinuxDevice) -> Result<DeviceNode, RootfsError> {
 
 /// Makes the nodes under `rootfs`. With `bind` (inside a user namespace, where mknod is not
 /// allowed) the host's node is bind-mounted on an empty file instead, as runc does.
-pub fn create_devices(sys: &dyn Syscall, rootfs: &Path, nodes: &[DeviceNode], bind: bool) -> Result<(), RootfsError> {
+pub fn create_devices(
+    sys: &dyn Syscall,
+    rootfs: &Path,
+    nodes: &[DeviceNode],
+    bind: bool,
+) -> Result<(), RootfsError> {
     for n in nodes {
         let target = secure_join(rootfs, Path::new(&n.path))?;
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| RootfsError::Io { op: "mkdir", path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| RootfsError::Io {
+                op: "mkdir",
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         if bind {
             if !target.exists() {
-                std::fs::File::create(&target).map_err(|source| RootfsError::Io { op: "create", path: target.clone(), source })?;
+                std::fs::File::create(&target).map_err(|source| RootfsError::Io {
+                    op: "create",
+                    path: target.clone(),
+                    source,
+                })?;
             }
-            sys.mount(Some(Path::new(&n.path)), &target, None, MsFlags::MS_BIND, None)?;
+            sys.mount(
+                Some(Path::new(&n.path)),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
             continue;
         }
         match std::fs::symlink_metadata(&target) {
-            Ok(_) => std::fs::remove_file(&target).map_err(|source| RootfsError::Io { op: "remove", path: target.clone(), source })?,
+            Ok(_) => std::fs::remove_file(&target).map_err(|source| RootfsError::Io {
+                op: "remove",
+                path: target.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(RootfsError::Io { op: "stat", path: target.clone(), source }),
+            Err(source) => {
+                return Err(RootfsError::Io {
+                    op: "stat",
+                    path: target.clone(),
+                    source,
+                })
+            }
         }
-        sys.mknod(&target, n.kind, n.mode, nix::sys::stat::makedev(n.major, n.minor))?;
+        sys.mknod(
+            &target,
+            n.kind,
+            n.mode,
+            nix::sys::stat::makedev(n.major, n.minor),
+        )?;
         sys.lchown(&target, n.uid, n.gid)?;
     }
     Ok(())
@@ -118,7 +169,13 @@ pub fn create_symlinks(rootfs: &Path) -> Result<(), RootfsError> {
         match std::os::unix::fs::symlink(target, &link) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(RootfsError::Io { op: "symlink", path: link, source }),
+            Err(source) => {
+                return Err(RootfsError::Io {
+                    op: "symlink",
+                    path: link,
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -136,11 +193,18 @@ mod tests {
         create_devices(&sys, tmp.path(), &default_devices()[..1], false).unwrap();
         assert_eq!(
             sys.calls()[0],
-            Call::Mknod { path: tmp.path().join("dev/null"), kind: SFlag::S_IFCHR, mode: 0o666, dev: nix::sys::stat::makedev(1, 3) }
+            Call::Mknod {
+                path: tmp.path().join("dev/null"),
+                kind: SFlag::S_IFCHR,
+                mode: 0o666,
+                dev: nix::sys::stat::makedev(1, 3)
+            }
         );
         let sys = RecordingSyscall::default();
         create_devices(&sys, tmp.path(), &default_devices()[1..2], true).unwrap();
-        assert!(matches!(&sys.calls()[0], Call::Mount { source: Some(s), .. } if s == Path::new("/dev/zero")));
+        assert!(
+            matches!(&sys.calls()[0], Call::Mount { source: Some(s), .. } if s == Path::new("/dev/zero"))
+        );
     }
 
     #[test]
@@ -148,8 +212,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("dev/pts")).unwrap();
         create_symlinks(tmp.path()).unwrap();
-        assert_eq!(std::fs::read_link(tmp.path().join("dev/ptmx")).unwrap(), Path::new("pts/ptmx"));
-        assert_eq!(std::fs::read_link(tmp.path().join("dev/fd")).unwrap(), Path::new("/proc/self/fd"));
+        assert_eq!(
+            std::fs::read_link(tmp.path().join("dev/ptmx")).unwrap(),
+            Path::new("pts/ptmx")
+        );
+        assert_eq!(
+            std::fs::read_link(tmp.path().join("dev/fd")).unwrap(),
+            Path::new("/proc/self/fd")
+        );
         create_symlinks(tmp.path()).unwrap();
     }
 }

@@ -18,7 +18,7 @@ use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
 use crate::cgroups::Cgroup;
-use crate::syscall::{SyscallError, Syscall};
+use crate::syscall::{Syscall, SyscallError};
 
 /// What went wrong while building the root filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,11 @@ pub enum RootfsError {
     Syscall(#[from] SyscallError),
     /// File work failed.
     #[error("{op} {}: {source}", .path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Too many symlinks.
     #[error("too many levels of symbolic links in {}", .0.display())]
     SymlinkLoop(PathBuf),
@@ -59,12 +63,16 @@ pub struct RootfsConfig<'a> {
 /// Mount propagation for `/` before anything is mounted: the spec's `rootfsPropagation` if it
 /// is a private-ish mode, else `rslave` (runc's default), so nothing leaks back to the host.
 pub fn root_propagation(spec: &Spec) -> Result<MsFlags> {
-    let p = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone());
+    let p = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone());
     match p.as_deref() {
         None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
         Some(name) => {
-            let f = mounts::propagation_flags(name)
-                .ok_or_else(|| RootfsError::Invalid(format!("unknown rootfsPropagation {name:?}")))?;
+            let f = mounts::propagation_flags(name).ok_or_else(|| {
+                RootfsError::Invalid(format!("unknown rootfsPropagation {name:?}"))
+            })?;
             // Shared propagation is set on the new root after the mounts, see `finish`.
             if f.contains(MsFlags::MS_SHARED) {
                 Ok(MsFlags::MS_PRIVATE | MsFlags::MS_REC)
@@ -77,9 +85,21 @@ pub fn root_propagation(spec: &Spec) -> Result<MsFlags> {
 
 /// Mounts everything under the rootfs (before `pivot_root`).
 pub fn prepare(sys: &dyn Syscall, cfg: &RootfsConfig) -> Result<()> {
-    sys.mount(None, Path::new("/"), None, root_propagation(cfg.spec)?, None)?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        root_propagation(cfg.spec)?,
+        None,
+    )?;
     // The rootfs must be a mount point for pivot_root, and a private one.
-    sys.mount(Some(cfg.rootfs), cfg.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    sys.mount(
+        Some(cfg.rootfs),
+        cfg.rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     let mut dev_is_bound = false;
     for m in cfg.spec.mounts().iter().flatten() {
         mounts::mount_entry(sys, cfg.rootfs, cfg.bundle, m, cfg.cgroup, cfg.new_cgroupns)?;
@@ -89,7 +109,13 @@ pub fn prepare(sys: &dyn Syscall, cfg: &RootfsConfig) -> Result<()> {
     }
     if !dev_is_bound {
         let mut nodes = devices::default_devices();
-        for d in cfg.spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default() {
+        for d in cfg
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default()
+        {
             let node = devices::from_spec(&d)?;
             nodes.retain(|n| n.path != node.path);
             nodes.push(node);
@@ -103,7 +129,9 @@ pub fn prepare(sys: &dyn Syscall, cfg: &RootfsConfig) -> Result<()> {
 /// Whether `/` is the initial ramfs (where pivot_root is refused).
 fn root_is_ramfs() -> bool {
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    nix::sys::statfs::statfs("/").map(|s| s.filesystem_type().0 as i64 == RAMFS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs("/")
+        .map(|s| s.filesystem_type().0 as i64 == RAMFS_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Makes the rootfs the new `/`: `pivot_root(".", ".")` then unmounting the old root (runc's
@@ -115,13 +143,21 @@ pub fn pivot(sys: &dyn Syscall, rootfs: &Path, no_pivot: bool) -> Result<()> {
             Ok(()) => {
                 // The old root is stacked on top of the new one: make sure nothing propagates
                 // to the host, then lazily detach it.
-                sys.mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+                sys.mount(
+                    None,
+                    Path::new("."),
+                    None,
+                    MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                    None,
+                )?;
                 sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
                 sys.chdir(Path::new("/"))?;
                 return Ok(());
             }
             Err(e) if e.errno == Errno::EINVAL && root_is_ramfs() => {
-                tracing::info!("root is an initramfs, using MS_MOVE and chroot instead of pivot_root");
+                tracing::info!(
+                    "root is an initramfs, using MS_MOVE and chroot instead of pivot_root"
+                );
             }
             Err(e) => return Err(e.into()),
         }
@@ -135,14 +171,26 @@ pub fn pivot(sys: &dyn Syscall, rootfs: &Path, no_pivot: bool) -> Result<()> {
 /// After the pivot: masked paths, read-only paths, a read-only root and shared propagation.
 pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    for p in linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default() {
+    for p in linux
+        .and_then(|l| l.masked_paths().clone())
+        .unwrap_or_default()
+    {
         mask_path(sys, Path::new(&p))?;
     }
-    for p in linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().clone())
+        .unwrap_or_default()
+    {
         readonly_path(sys, Path::new(&p))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-        sys.mount(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     if let Some(p) = linux.and_then(|l| l.rootfs_propagation().clone()) {
         if let Some(f) = mounts::propagation_flags(&p).filter(|f| f.contains(MsFlags::MS_SHARED)) {
@@ -158,19 +206,43 @@ pub fn mask_path(sys: &dyn Syscall, path: &Path) -> Result<()> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(RootfsError::Io { op: "stat masked path", path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(RootfsError::Io {
+                op: "stat masked path",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
     if meta.is_dir() {
-        sys.mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0k,mode=000"))?;
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0k,mode=000"),
+        )?;
     } else {
-        sys.mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?;
+        sys.mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
     }
     Ok(())
 }
 
 /// Makes a path read-only with a bind mount of itself remounted read-only.
 pub fn readonly_path(sys: &dyn Syscall, path: &Path) -> Result<()> {
-    if let Err(e) = sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
+    if let Err(e) = sys.mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    ) {
         if e.errno == Errno::ENOENT {
             return Ok(());
         }
@@ -180,7 +252,12 @@ pub fn readonly_path(sys: &dyn Syscall, path: &Path) -> Result<()> {
         None,
         path,
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
         None,
     )?;
     Ok(())
@@ -197,7 +274,13 @@ mod tests {
         pivot(&sys, Path::new("/r"), false).unwrap();
         let calls = sys.calls();
         assert_eq!(calls[0], Call::Chdir("/r".into()));
-        assert_eq!(calls[1], Call::PivotRoot { new_root: ".".into(), put_old: ".".into() });
+        assert_eq!(
+            calls[1],
+            Call::PivotRoot {
+                new_root: ".".into(),
+                put_old: ".".into()
+            }
+        );
         assert!(matches!(calls[3], Call::Umount { .. }));
     }
 
@@ -229,12 +312,17 @@ mod tests {
         let calls = sys.calls();
         assert_eq!(calls.len(), 2);
         assert!(matches!(&calls[0], Call::Mount { fstype: Some(t), .. } if t == "tmpfs"));
-        assert!(matches!(&calls[1], Call::Mount { source: Some(s), .. } if s == Path::new("/dev/null")));
+        assert!(
+            matches!(&calls[1], Call::Mount { source: Some(s), .. } if s == Path::new("/dev/null"))
+        );
     }
 
     #[test]
     fn default_propagation_is_rslave() {
         let spec = Spec::default();
-        assert_eq!(root_propagation(&spec).unwrap(), MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        assert_eq!(
+            root_propagation(&spec).unwrap(),
+            MsFlags::MS_SLAVE | MsFlags::MS_REC
+        );
     }
 }

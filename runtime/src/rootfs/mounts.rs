@@ -24,7 +24,12 @@ pub struct MountOptions {
 
 impl Default for MountOptions {
     fn default() -> Self {
-        Self { flags: MsFlags::empty(), cleared: MsFlags::empty(), propagation: Vec::new(), data: Vec::new() }
+        Self {
+            flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: Vec::new(),
+        }
     }
 }
 
@@ -70,8 +75,10 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable") => {
-                o.propagation.push(propagation_flags(p).unwrap_or(MsFlags::MS_PRIVATE));
+            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
+            | "unbindable" | "runbindable") => {
+                o.propagation
+                    .push(propagation_flags(p).unwrap_or(MsFlags::MS_PRIVATE));
                 continue;
             }
             other => {
@@ -125,8 +132,12 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, RootfsErr
                             if links > 255 {
                                 return Err(RootfsError::SymlinkLoop(unsafe_path.to_path_buf()));
                             }
-                            let target = std::fs::read_link(&full)
-                                .map_err(|source| RootfsError::Io { op: "readlink", path: full.clone(), source })?;
+                            let target =
+                                std::fs::read_link(&full).map_err(|source| RootfsError::Io {
+                                    op: "readlink",
+                                    path: full.clone(),
+                                    source,
+                                })?;
                             let rest: PathBuf = comps.iter().rev().collect();
                             comps.clear();
                             if target.is_absolute() {
@@ -147,13 +158,22 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, RootfsErr
 
 /// Makes the mount point: a directory, or an empty file when binding a file.
 fn make_target(target: &Path, as_file: bool) -> Result<(), RootfsError> {
-    let io = |op, source| RootfsError::Io { op, path: target.to_path_buf(), source };
+    let io = |op, source| RootfsError::Io {
+        op,
+        path: target.to_path_buf(),
+        source,
+    };
     if as_file {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("mkdir", e))?;
         }
         if !target.exists() {
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(target).map_err(|e| io("create", e))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(target)
+                .map_err(|e| io("create", e))?;
         }
         Ok(())
     } else {
@@ -171,21 +191,43 @@ pub fn mount_entry(
     new_cgroupns: bool,
 ) -> Result<(), RootfsError> {
     if !m.destination().is_absolute() {
-        return Err(RootfsError::Invalid(format!("mount destination {} is not absolute", m.destination().display())));
+        return Err(RootfsError::Invalid(format!(
+            "mount destination {} is not absolute",
+            m.destination().display()
+        )));
     }
     let target = secure_join(rootfs, m.destination())?;
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     if typ == "bind" || opts.is_bind() {
-        let src = m.source().as_ref().ok_or_else(|| RootfsError::Invalid(format!("bind mount to {} has no source", m.destination().display())))?;
-        let src = if src.is_absolute() { src.clone() } else { bundle.join(src) };
-        let meta = std::fs::metadata(&src).map_err(|source| RootfsError::Io { op: "stat bind source", path: src.clone(), source })?;
+        let src = m.source().as_ref().ok_or_else(|| {
+            RootfsError::Invalid(format!(
+                "bind mount to {} has no source",
+                m.destination().display()
+            ))
+        })?;
+        let src = if src.is_absolute() {
+            src.clone()
+        } else {
+            bundle.join(src)
+        };
+        let meta = std::fs::metadata(&src).map_err(|source| RootfsError::Io {
+            op: "stat bind source",
+            path: src.clone(),
+            source,
+        })?;
         make_target(&target, !meta.is_dir())?;
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         sys.mount(Some(&src), &target, None, flags, None)?;
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
-            sys.mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None)?;
+            sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None,
+            )?;
         }
     } else if typ == "cgroup" {
         mount_cgroup(sys, &target, &opts, cgroup, new_cgroupns)?;
@@ -198,8 +240,20 @@ pub fn mount_entry(
             // Like runc: in a user namespace without its own network namespace sysfs cannot
             // be mounted; bind the host's read-only instead.
             Err(e) if typ == "sysfs" && e.errno == nix::errno::Errno::EPERM => {
-                sys.mount(Some(Path::new("/sys")), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-                sys.mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags, None)?;
+                sys.mount(
+                    Some(Path::new("/sys")),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                sys.mount(
+                    None,
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+                    None,
+                )?;
             }
             other => other?,
         }
@@ -221,44 +275,106 @@ fn mount_cgroup(
     new_cgroupns: bool,
 ) -> Result<(), RootfsError> {
     make_target(target, false)?;
-    let flags = opts.flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    let flags = opts.flags
+        & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let Some(cg) = cgroup else {
-        return Err(RootfsError::Invalid("a cgroup mount needs the container's cgroup".into()));
+        return Err(RootfsError::Invalid(
+            "a cgroup mount needs the container's cgroup".into(),
+        ));
     };
     if cg.mode == CgroupMode::V2 {
         if new_cgroupns {
-            sys.mount(Some(Path::new("cgroup2")), target, Some("cgroup2"), flags, None)?;
+            sys.mount(
+                Some(Path::new("cgroup2")),
+                target,
+                Some("cgroup2"),
+                flags,
+                None,
+            )?;
         } else {
-            sys.mount(Some(&cg.dirs[0].dir), target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            sys.mount(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None)?;
+            sys.mount(
+                Some(&cg.dirs[0].dir),
+                target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            sys.mount(
+                None,
+                target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+                None,
+            )?;
         }
         return Ok(());
     }
-    sys.mount(Some(Path::new("tmpfs")), target, Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        target,
+        Some("tmpfs"),
+        flags & !MsFlags::MS_RDONLY,
+        Some("mode=755"),
+    )?;
     for d in &cg.dirs {
-        let name = if d.unified { "unified".to_string() } else { d.controllers.join(",").replace("name=", "") };
+        let name = if d.unified {
+            "unified".to_string()
+        } else {
+            d.controllers.join(",").replace("name=", "")
+        };
         let sub = target.join(&name);
         make_target(&sub, false)?;
         if new_cgroupns {
-            let (fstype, data) = if d.unified { ("cgroup2", None) } else { ("cgroup", Some(d.controllers.join(","))) };
-            sys.mount(Some(Path::new(fstype)), &sub, Some(fstype), flags, data.as_deref())?;
+            let (fstype, data) = if d.unified {
+                ("cgroup2", None)
+            } else {
+                ("cgroup", Some(d.controllers.join(",")))
+            };
+            sys.mount(
+                Some(Path::new(fstype)),
+                &sub,
+                Some(fstype),
+                flags,
+                data.as_deref(),
+            )?;
         } else {
-            sys.mount(Some(&d.dir), &sub, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            sys.mount(None, &sub, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None)?;
+            sys.mount(
+                Some(&d.dir),
+                &sub,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            sys.mount(
+                None,
+                &sub,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+                None,
+            )?;
         }
         // cpu,cpuacct style joint mounts get per-controller symlinks as on the host.
         if d.controllers.len() > 1 {
             for c in &d.controllers {
                 let link = target.join(c);
                 if !link.exists() {
-                    std::os::unix::fs::symlink(&name, &link)
-                        .map_err(|source| RootfsError::Io { op: "symlink", path: link.clone(), source })?;
+                    std::os::unix::fs::symlink(&name, &link).map_err(|source| RootfsError::Io {
+                        op: "symlink",
+                        path: link.clone(),
+                        source,
+                    })?;
                 }
             }
         }
     }
     if flags.contains(MsFlags::MS_RDONLY) {
-        sys.mount(None, target, None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags, None)?;
+        sys.mount(
+            None,
+            target,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -271,8 +387,18 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = parse_options(&["ro".into(), "nosuid".into(), "rbind".into(), "rslave".into(), "mode=755".into(), "rw".into()]);
-        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC);
+        let o = parse_options(&[
+            "ro".into(),
+            "nosuid".into(),
+            "rbind".into(),
+            "rslave".into(),
+            "mode=755".into(),
+            "rw".into(),
+        ]);
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC
+        );
         assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         assert_eq!(o.data_str().as_deref(), Some("mode=755"));
     }
@@ -284,9 +410,18 @@ mod tests {
         std::fs::create_dir_all(root.join("run")).unwrap();
         std::os::unix::fs::symlink("/run", root.join("var-run")).unwrap();
         std::os::unix::fs::symlink("../../../../etc", root.join("escape")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/var-run/x")).unwrap(), root.join("run/x"));
-        assert_eq!(secure_join(root, Path::new("/escape/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join(root, Path::new("/../../a")).unwrap(), root.join("a"));
+        assert_eq!(
+            secure_join(root, Path::new("/var-run/x")).unwrap(),
+            root.join("run/x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/escape/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/../../a")).unwrap(),
+            root.join("a")
+        );
     }
 
     #[test]
@@ -308,7 +443,9 @@ mod tests {
         assert!(rootfs.join("etc/hosts").is_file(), "file mount point made");
         let calls = sys.calls();
         assert_eq!(calls.len(), 2);
-        assert!(matches!(&calls[1], Call::Mount { flags, .. } if flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT | MsFlags::MS_BIND)));
+        assert!(
+            matches!(&calls[1], Call::Mount { flags, .. } if flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT | MsFlags::MS_BIND))
+        );
     }
 
     #[test]
@@ -318,7 +455,11 @@ mod tests {
             .destination("/dev/pts")
             .typ("devpts")
             .source("devpts")
-            .options(vec!["nosuid".into(), "newinstance".into(), "ptmxmode=0666".into()])
+            .options(vec![
+                "nosuid".into(),
+                "newinstance".into(),
+                "ptmxmode=0666".into(),
+            ])
             .build()
             .unwrap();
         let sys = RecordingSyscall::default();
@@ -337,7 +478,11 @@ mod tests {
 
     #[test]
     fn relative_destination_is_refused() {
-        let m = MountBuilder::default().destination("proc").typ("proc").build().unwrap();
+        let m = MountBuilder::default()
+            .destination("proc")
+            .typ("proc")
+            .build()
+            .unwrap();
         let sys = RecordingSyscall::default();
         assert!(mount_entry(&sys, Path::new("/tmp"), Path::new("/tmp"), &m, None, false).is_err());
     }

@@ -13,18 +13,46 @@ use super::{CapSets, SysResult, Syscall, SyscallError};
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    Mount { source: Option<PathBuf>, target: PathBuf, fstype: Option<String>, flags: MsFlags, data: Option<String> },
-    Umount { target: PathBuf, flags: MntFlags },
-    PivotRoot { new_root: PathBuf, put_old: PathBuf },
+    Mount {
+        source: Option<PathBuf>,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    Umount {
+        target: PathBuf,
+        flags: MntFlags,
+    },
+    PivotRoot {
+        new_root: PathBuf,
+        put_old: PathBuf,
+    },
     Chroot(PathBuf),
     Chdir(PathBuf),
-    Mknod { path: PathBuf, kind: SFlag, mode: u32, dev: u64 },
-    Lchown { path: PathBuf, uid: u32, gid: u32 },
+    Mknod {
+        path: PathBuf,
+        kind: SFlag,
+        mode: u32,
+        dev: u64,
+    },
+    Lchown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
     Sethostname(String),
     Setdomainname(String),
-    Setns { path: PathBuf, nstype: CloneFlags },
+    Setns {
+        path: PathBuf,
+        nstype: CloneFlags,
+    },
     Unshare(CloneFlags),
-    Setrlimit { resource: i32, soft: u64, hard: u64 },
+    Setrlimit {
+        resource: i32,
+        soft: u64,
+        hard: u64,
+    },
     Setgroups(Vec<u32>),
     Setgid(u32),
     Setuid(u32),
@@ -45,7 +73,10 @@ pub struct RecordingSyscall {
 impl RecordingSyscall {
     /// A fake that fails every call named `op` (e.g. `"pivot_root"`) with `EINVAL`.
     pub fn failing(op: &'static str) -> Self {
-        Self { calls: RefCell::default(), fail_op: Some(op) }
+        Self {
+            calls: RefCell::default(),
+            fail_op: Some(op),
+        }
     }
 
     /// The calls made so far.
@@ -63,7 +94,14 @@ impl RecordingSyscall {
 }
 
 impl Syscall for RecordingSyscall {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
         self.record(
             "mount",
             Call::Mount {
@@ -76,10 +114,22 @@ impl Syscall for RecordingSyscall {
         )
     }
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult {
-        self.record("umount2", Call::Umount { target: target.to_path_buf(), flags })
+        self.record(
+            "umount2",
+            Call::Umount {
+                target: target.to_path_buf(),
+                flags,
+            },
+        )
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
-        self.record("pivot_root", Call::PivotRoot { new_root: new_root.to_path_buf(), put_old: put_old.to_path_buf() })
+        self.record(
+            "pivot_root",
+            Call::PivotRoot {
+                new_root: new_root.to_path_buf(),
+                put_old: put_old.to_path_buf(),
+            },
+        )
     }
     fn chroot(&self, path: &Path) -> SysResult {
         self.record("chroot", Call::Chroot(path.to_path_buf()))
@@ -88,10 +138,25 @@ impl Syscall for RecordingSyscall {
         self.record("chdir", Call::Chdir(path.to_path_buf()))
     }
     fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> SysResult {
-        self.record("mknod", Call::Mknod { path: path.to_path_buf(), kind, mode, dev })
+        self.record(
+            "mknod",
+            Call::Mknod {
+                path: path.to_path_buf(),
+                kind,
+                mode,
+                dev,
+            },
+        )
     }
     fn lchown(&self, path: &Path, uid: u32, gid: u32) -> SysResult {
-        self.record("lchown", Call::Lchown { path: path.to_path_buf(), uid, gid })
+        self.record(
+            "lchown",
+            Call::Lchown {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+            },
+        )
     }
     fn sethostname(&self, name: &str) -> SysResult {
         self.record("sethostname", Call::Sethostname(name.to_string()))
@@ -100,13 +165,26 @@ impl Syscall for RecordingSyscall {
         self.record("setdomainname", Call::Setdomainname(name.to_string()))
     }
     fn setns(&self, path: &Path, nstype: CloneFlags) -> SysResult {
-        self.record("setns", Call::Setns { path: path.to_path_buf(), nstype })
+        self.record(
+            "setns",
+            Call::Setns {
+                path: path.to_path_buf(),
+                nstype,
+            },
+        )
     }
     fn unshare(&self, flags: CloneFlags) -> SysResult {
         self.record("unshare", Call::Unshare(flags))
     }
     fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> SysResult {
-        self.record("setrlimit", Call::Setrlimit { resource, soft, hard })
+        self.record(
+            "setrlimit",
+            Call::Setrlimit {
+                resource,
+                soft,
+                hard,
+            },
+        )
     }
     fn setgroups(&self, gids: &[u32]) -> SysResult {
         self.record("setgroups", Call::Setgroups(gids.to_vec()))

@@ -16,7 +16,12 @@ use super::{CapSets, SysResult, Syscall, SyscallError};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxSyscall;
 
-fn prctl(op: &'static str, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> SysResult {
+fn prctl(
+    op: &'static str,
+    option: libc::c_int,
+    arg2: libc::c_ulong,
+    arg3: libc::c_ulong,
+) -> SysResult {
     // SAFETY: prctl with integer arguments only; the options used here read no memory.
     let rc = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
     if rc < 0 {
@@ -97,7 +102,10 @@ impl Syscall for LinuxSyscall {
     }
 
     fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> SysResult {
-        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
         // SAFETY: `lim` is a valid rlimit that lives across the call; the kernel only reads it.
         let rc = unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) };
         if rc < 0 {
@@ -128,11 +136,21 @@ impl Syscall for LinuxSyscall {
     }
 
     fn set_keep_caps(&self, keep: bool) -> SysResult {
-        prctl("prctl(PR_SET_KEEPCAPS)", libc::PR_SET_KEEPCAPS, keep.into(), 0)
+        prctl(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::PR_SET_KEEPCAPS,
+            keep.into(),
+            0,
+        )
     }
 
     fn drop_bounding_cap(&self, cap: u8) -> SysResult {
-        prctl("prctl(PR_CAPBSET_DROP)", libc::PR_CAPBSET_DROP, cap.into(), 0)
+        prctl(
+            "prctl(PR_CAPBSET_DROP)",
+            libc::PR_CAPBSET_DROP,
+            cap.into(),
+            0,
+        )
     }
 
     fn capset(&self, sets: CapSets) -> SysResult {
@@ -149,21 +167,31 @@ impl Syscall for LinuxSyscall {
             inheritable: u32,
         }
         const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-        let mut header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let mut header = Header {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
         let split = |v: u64| (v as u32, (v >> 32) as u32);
         let (e0, e1) = split(sets.effective);
         let (p0, p1) = split(sets.permitted);
         let (i0, i1) = split(sets.inheritable);
         let data = [
-            Data { effective: e0, permitted: p0, inheritable: i0 },
-            Data { effective: e1, permitted: p1, inheritable: i1 },
+            Data {
+                effective: e0,
+                permitted: p0,
+                inheritable: i0,
+            },
+            Data {
+                effective: e1,
+                permitted: p1,
+                inheritable: i1,
+            },
         ];
         // SAFETY: header and data are the v3 capset structures (one header, two data words),
         // both live across the call and the kernel only reads them (and writes header.version
         // on a version mismatch, which `header` is mutable for).
-        let rc = unsafe {
-            libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr())
-        };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
         if rc < 0 {
             Err(SyscallError::new("capset", Errno::last()))
         } else {
@@ -181,6 +209,11 @@ impl Syscall for LinuxSyscall {
     }
 
     fn set_no_new_privs(&self) -> SysResult {
-        prctl("prctl(PR_SET_NO_NEW_PRIVS)", libc::PR_SET_NO_NEW_PRIVS, 1, 0)
+        prctl(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::PR_SET_NO_NEW_PRIVS,
+            1,
+            0,
+        )
     }
 }

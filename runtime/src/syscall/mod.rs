@@ -6,9 +6,9 @@
 //! and so on are unit-tested without root. This is youki's pattern; the trait stays small on
 //! purpose, plain file I/O that needs no privilege is done with `std::fs` by the callers.
 
-mod linux;
 #[cfg(test)]
 mod fake;
+mod linux;
 
 use std::path::{Path, PathBuf};
 
@@ -35,12 +35,20 @@ pub struct SyscallError {
 impl SyscallError {
     /// An error for `op` on `path`.
     pub fn at(op: &'static str, path: &Path, errno: Errno) -> Self {
-        Self { op, path: Some(path.to_path_buf()), errno }
+        Self {
+            op,
+            path: Some(path.to_path_buf()),
+            errno,
+        }
     }
 
     /// An error for `op`, which acts on no path.
     pub fn new(op: &'static str, errno: Errno) -> Self {
-        Self { op, path: None, errno }
+        Self {
+            op,
+            path: None,
+            errno,
+        }
     }
 }
 

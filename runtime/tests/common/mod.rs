@@ -19,7 +19,10 @@ pub fn bin() -> &'static str {
 
 /// Fails loudly unless root: these tests must not quietly skip.
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "root tests need root (run them as root, as CI does)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "root tests need root (run them as root, as CI does)"
+    );
 }
 
 /// A unique id for a test.
@@ -40,14 +43,21 @@ impl Bundle {
     /// a cgroup path unique to the test.
     pub fn new(name: &str, script: &str) -> Self {
         require_root();
-        let dir = tempfile::Builder::new().prefix("strata-rt-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("strata-rt-")
+            .tempdir()
+            .expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let rootfs = dir.path().join("rootfs");
         for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static must be installed");
-        let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static must be installed");
+        let list = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
         for applet in String::from_utf8_lossy(&list.stdout).lines() {
             if applet != "busybox" {
                 let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
@@ -57,7 +67,11 @@ impl Bundle {
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         let id = unique(name);
         let cgroup_path = format!("/strata-test/{id}");
-        let mut spec = strata_runtime::spec::docker_default_spec(vec!["sh".into(), "-c".into(), script.into()]);
+        let mut spec = strata_runtime::spec::docker_default_spec(vec![
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+        ]);
         spec.set_hostname(Some(format!("h-{name}")));
         if let Some(l) = spec.linux_mut() {
             l.set_cgroups_path(Some(cgroup_path.clone().into()));
@@ -66,7 +80,12 @@ impl Bundle {
         root.set_path("rootfs".into());
         root.set_readonly(Some(false));
         spec.set_root(Some(root));
-        let b = Bundle { dir, id, spec, cgroup_path };
+        let b = Bundle {
+            dir,
+            id,
+            spec,
+            cgroup_path,
+        };
         b.save();
         b
     }
@@ -102,7 +121,10 @@ impl Bundle {
     pub fn cli(&self, args: &[&str]) -> Output {
         let root = self.root();
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (o, e) = (self.path().join(format!(".out{n}")), self.path().join(format!(".err{n}")));
+        let (o, e) = (
+            self.path().join(format!(".out{n}")),
+            self.path().join(format!(".err{n}")),
+        );
         let status = Command::new(bin())
             .arg("--root")
             .arg(&root)
@@ -112,7 +134,11 @@ impl Bundle {
             .stderr(std::fs::File::create(&e).unwrap())
             .status()
             .expect("run strata-runtime");
-        Output { status, stdout: std::fs::read(&o).unwrap(), stderr: std::fs::read(&e).unwrap() }
+        Output {
+            status,
+            stdout: std::fs::read(&o).unwrap(),
+            stderr: std::fs::read(&e).unwrap(),
+        }
     }
 
     /// `run` in the foreground; (exit code, stdout, stderr).
@@ -132,19 +158,27 @@ impl Bundle {
         if v2 {
             Path::new("/sys/fs/cgroup").join(self.cgroup_path.trim_start_matches('/'))
         } else {
-            Path::new("/sys/fs/cgroup").join(controller).join(self.cgroup_path.trim_start_matches('/'))
+            Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(self.cgroup_path.trim_start_matches('/'))
         }
     }
 
     /// Checks that nothing of the container is left: state, cgroup dirs, mounts.
     pub fn assert_nothing_left(&self) {
-        assert!(!self.root().join(&self.id).exists(), "state directory left behind");
+        assert!(
+            !self.root().join(&self.id).exists(),
+            "state directory left behind"
+        );
         for c in ["memory", "pids", "cpu", "freezer", "devices", "cpuset"] {
             let d = self.cgroup_dir(c);
             assert!(!d.exists(), "cgroup {} left behind", d.display());
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(&*self.path().to_string_lossy()), "a mount under the bundle is left");
+        assert!(
+            !mounts.contains(&*self.path().to_string_lossy()),
+            "a mount under the bundle is left"
+        );
     }
 }
 
@@ -154,11 +188,19 @@ impl Drop for Bundle {
             let _ = c.delete(true);
         }
         // Remove whatever a failed test left in the cgroup trees.
-        for h in ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "systemd", "unified", ""] {
-            let d = Path::new("/sys/fs/cgroup").join(h).join(self.cgroup_path.trim_start_matches('/'));
+        for h in [
+            "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "systemd",
+            "unified", "",
+        ] {
+            let d = Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(self.cgroup_path.trim_start_matches('/'));
             if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
                 for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 let _ = std::fs::remove_dir(&d);

@@ -37,7 +37,9 @@ pub fn run(cli: &Cli) -> Result<u8> {
             match Container::load(root, id) {
                 Ok(c) => c.delete(*force)?,
                 // runc: deleting a missing container with --force is not an error.
-                Err(strata_runtime::ContainerError::State(strata_runtime::state::StateError::NotFound(_))) if *force => {}
+                Err(strata_runtime::ContainerError::State(
+                    strata_runtime::state::StateError::NotFound(_),
+                )) if *force => {}
                 Err(e) => return Err(e.into()),
             }
             Ok(0)
@@ -78,11 +80,25 @@ pub fn run(cli: &Cli) -> Result<u8> {
                 let docs: Vec<_> = all.iter_mut().map(|c| c.state().oci_json()).collect();
                 println!("{}", serde_json::to_string(&docs)?);
             } else {
-                println!("{:<20} {:<8} {:<8} {:<40} {}", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+                println!(
+                    "{:<20} {:<8} {:<8} {:<40} {}",
+                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                );
                 for c in &mut all {
                     let s = c.state();
-                    let pid = if s.status == strata_runtime::Status::Stopped { 0 } else { s.pid };
-                    println!("{:<20} {:<8} {:<8} {:<40} {}", s.id, pid, s.status.to_string(), s.bundle.display(), s.created);
+                    let pid = if s.status == strata_runtime::Status::Stopped {
+                        0
+                    } else {
+                        s.pid
+                    };
+                    println!(
+                        "{:<20} {:<8} {:<8} {:<40} {}",
+                        s.id,
+                        pid,
+                        s.status.to_string(),
+                        s.bundle.display(),
+                        s.created
+                    );
                 }
             }
             Ok(0)
@@ -107,7 +123,17 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
 fn forwarded() -> SigSet {
     let mut set = SigSet::empty();
     for s in Signal::iterator() {
-        if !matches!(s, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGTRAP | Signal::SIGSYS) {
+        if !matches!(
+            s,
+            Signal::SIGKILL
+                | Signal::SIGSTOP
+                | Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGILL
+                | Signal::SIGFPE
+                | Signal::SIGTRAP
+                | Signal::SIGSYS
+        ) {
             set.add(s);
         }
     }
@@ -155,7 +181,21 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool) -> Result<u8> {
 }
 
 fn exec(root: &Path, cmd: &Command) -> Result<u8> {
-    let Command::Exec { id, args, process, tty, detach, pid_file, console_socket, cwd, env, user, additional_gids, no_new_privs, preserve_fds } = cmd
+    let Command::Exec {
+        id,
+        args,
+        process,
+        tty,
+        detach,
+        pid_file,
+        console_socket,
+        cwd,
+        env,
+        user,
+        additional_gids,
+        no_new_privs,
+        preserve_fds,
+    } = cmd
     else {
         unreachable!("called for exec only")
     };
@@ -172,7 +212,10 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
                 bail!("exec needs a command or --process");
             }
             let spec = strata_runtime::spec::load(&c.state().bundle)?;
-            let mut p = spec.process().clone().ok_or_else(|| anyhow!("the container's spec has no process"))?;
+            let mut p = spec
+                .process()
+                .clone()
+                .ok_or_else(|| anyhow!("the container's spec has no process"))?;
             p.set_args(Some(args.clone()));
             p.set_terminal(Some(*tty));
             let mut e = p.env().clone().unwrap_or_default();
@@ -209,7 +252,11 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
     if !detach {
         set.thread_block().context("block signals")?;
     }
-    let opts = ExecOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone(), preserve_fds: *preserve_fds };
+    let opts = ExecOptions {
+        pid_file: pid_file.clone(),
+        console_socket: console_socket.clone(),
+        preserve_fds: *preserve_fds,
+    };
     let pid = c.exec(&process, &opts)?;
     if *detach {
         return Ok(0);
@@ -218,7 +265,10 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
 }
 
 fn features() -> serde_json::Value {
-    let caps: Vec<_> = strata_runtime::spec::all_capabilities().into_iter().filter_map(|c| serde_json::to_value(c).ok()).collect();
+    let caps: Vec<_> = strata_runtime::spec::all_capabilities()
+        .into_iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",

@@ -24,7 +24,11 @@ impl LogrusLayer {
             Some(f) => Box::new(f),
             None => Box::new(std::io::stderr()),
         };
-        Self { out: Mutex::new(out), json, max }
+        Self {
+            out: Mutex::new(out),
+            json,
+            max,
+        }
     }
 }
 
@@ -48,7 +52,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.msg = value.to_string();
         } else {
-            self.rest.push((field.name().to_string(), value.to_string()));
+            self.rest
+                .push((field.name().to_string(), value.to_string()));
         }
     }
 }

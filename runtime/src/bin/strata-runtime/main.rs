@@ -22,7 +22,11 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let level = if cli.debug { tracing::Level::DEBUG } else { tracing::Level::WARN };
+    let level = if cli.debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
     let layer = logging::LogrusLayer::new(file, cli.log_format == LogFormat::Json, level);
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::set_global_default(subscriber)?;

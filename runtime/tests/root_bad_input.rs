@@ -1,0 +1,119 @@
+//! Root tests of bad input: each gives a clear error and leaves nothing behind (no cgroup
+//! directory, no state directory, no mount, no process).
+
+mod common;
+
+use common::{obj, Bundle};
+
+fn create(b: &Bundle) -> (bool, String) {
+    let bundle = b.path().to_string_lossy().into_owned();
+    let out = b.cli(&["create", "--bundle", &bundle, &b.id]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// No process of the host runs with its root inside the bundle.
+fn assert_no_process_in(b: &Bundle) {
+    let rootfs = b.rootfs();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(root) = std::fs::read_link(e.path().join("root")) {
+            assert_ne!(
+                root,
+                rootfs,
+                "process {:?} still runs in the container",
+                e.file_name()
+            );
+        }
+    }
+}
+
+fn assert_clean_failure(b: &Bundle, expect: &str) {
+    let (ok, err) = create(b);
+    assert!(!ok, "create should fail");
+    assert!(
+        err.contains(expect),
+        "error should mention {expect:?}: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    b.assert_nothing_left();
+    assert_no_process_in(b);
+}
+
+#[test]
+fn root_malformed_config() {
+    let b = Bundle::new("badjson", "true");
+    std::fs::write(b.path().join("config.json"), "{ \"ociVersion\": ").unwrap();
+    assert_clean_failure(&b, "malformed spec");
+}
+
+#[test]
+fn root_missing_rootfs() {
+    let b = Bundle::new("norootfs", "true");
+    std::fs::remove_dir_all(b.rootfs()).unwrap();
+    assert_clean_failure(&b, "rootfs");
+}
+
+#[test]
+fn root_unknown_namespace_type() {
+    let mut b = Bundle::new("badns", "true");
+    b.save();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "bogus"}));
+    std::fs::write(b.path().join("config.json"), v.to_string()).unwrap();
+    assert_clean_failure(&b, "bogus");
+    b.edit(|_| {});
+}
+
+#[test]
+fn root_invalid_id() {
+    let mut b = Bundle::new("badid", "true");
+    b.id = "../escape".into();
+    assert_clean_failure(&b, "invalid container id");
+}
+
+#[test]
+fn root_duplicate_id_keeps_the_first() {
+    let b = Bundle::new("dup", "sleep 30");
+    let (ok, err) = create(&b);
+    assert!(ok, "{err}");
+    let (ok, err) = create(&b);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+    assert_eq!(
+        state["status"], "created",
+        "the first container is untouched"
+    );
+    assert!(b.cli(&["delete", &b.id]).status.success());
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_limit_the_host_cannot_honour() {
+    let mut b = Bundle::new("badcpus", "true");
+    b.edit(|v| obj(v, &["linux", "resources", "cpu"])["cpus"] = serde_json::json!("63"));
+    assert_clean_failure(&b, "cpuset.cpus");
+}
+
+#[test]
+fn root_missing_program_fails_at_create() {
+    let b = Bundle::new("noprog", "true");
+    let mut b = b;
+    b.edit(|v| v["process"]["args"] = serde_json::json!(["/no/such/program"]));
+    assert_clean_failure(&b, "executable file not found");
+}
+
+#[test]
+fn root_systemd_cgroup_is_refused() {
+    let b = Bundle::new("systemd", "true");
+    let out = b.cli(&["--systemd-cgroup", "state", &b.id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--systemd-cgroup is not supported"));
+}
