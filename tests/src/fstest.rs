@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
 /// One change to a tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,30 @@ pub enum Change {
         target: String,
         /// Where the link is made.
         link: String,
+    },
+    /// A device node or fifo (`kind` is [`EntryKind::CharDevice`], [`EntryKind::BlockDevice`]
+    /// or [`EntryKind::Fifo`]), then chmod.
+    Mknod {
+        /// Path in the tree.
+        path: String,
+        /// What to make.
+        kind: EntryKind,
+        /// Permission bits.
+        mode: u32,
+        /// Device major number.
+        major: u64,
+        /// Device minor number.
+        minor: u64,
+    },
+    /// Overwrite bytes of an existing file in place at `offset` (a partial write, as a
+    /// database would do; the file is not truncated).
+    WriteAt {
+        /// Path in the tree.
+        path: String,
+        /// Where to write.
+        offset: u64,
+        /// What to write.
+        data: Vec<u8>,
     },
     /// Set an extended attribute (not following symlinks).
     SetXattr {
@@ -141,6 +166,48 @@ pub fn symlink(target: &str, link: &str) -> Change {
     Change::Symlink {
         target: target.to_owned(),
         link: link.to_owned(),
+    }
+}
+
+/// A character device node.
+pub fn char_device(path: &str, mode: u32, major: u64, minor: u64) -> Change {
+    Change::Mknod {
+        path: path.to_owned(),
+        kind: EntryKind::CharDevice,
+        mode,
+        major,
+        minor,
+    }
+}
+
+/// A block device node.
+pub fn block_device(path: &str, mode: u32, major: u64, minor: u64) -> Change {
+    Change::Mknod {
+        path: path.to_owned(),
+        kind: EntryKind::BlockDevice,
+        mode,
+        major,
+        minor,
+    }
+}
+
+/// A named pipe.
+pub fn fifo(path: &str, mode: u32) -> Change {
+    Change::Mknod {
+        path: path.to_owned(),
+        kind: EntryKind::Fifo,
+        mode,
+        major: 0,
+        minor: 0,
+    }
+}
+
+/// Overwrite bytes of an existing file at `offset`.
+pub fn write_at(path: &str, offset: u64, data: impl AsRef<[u8]>) -> Change {
+    Change::WriteAt {
+        path: path.to_owned(),
+        offset,
+        data: data.as_ref().to_vec(),
     }
 }
 
@@ -231,6 +298,36 @@ fn apply_one(root: &Path, change: &Change) -> Result<()> {
         }
         Change::Symlink { target, link } => {
             std::os::unix::fs::symlink(target, in_tree(root, link)).context("symlink")?;
+        }
+        Change::Mknod {
+            path,
+            kind,
+            mode,
+            major,
+            minor,
+        } => {
+            let p = in_tree(root, path);
+            let sflag = match kind {
+                EntryKind::CharDevice => SFlag::S_IFCHR,
+                EntryKind::BlockDevice => SFlag::S_IFBLK,
+                EntryKind::Fifo => SFlag::S_IFIFO,
+                other => bail!("mknod cannot make a {other:?}"),
+            };
+            mknod(
+                &p,
+                sflag,
+                Mode::from_bits_truncate(0o600),
+                makedev(*major, *minor),
+            )
+            .context("mknod")?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).context("chmod")?;
+        }
+        Change::WriteAt { path, offset, data } => {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(in_tree(root, path))
+                .context("open for writing")?;
+            file.write_all_at(data, *offset).context("pwrite")?;
         }
         Change::SetXattr { path, name, value } => {
             crate::xattr::set(&in_tree(root, path), name, value).context("lsetxattr")?;

@@ -57,6 +57,7 @@ cases! {
     reference_conformance_commit_info => conformance::commit_info,
     reference_conformance_usage => conformance::usage,
     reference_conformance_xattrs => conformance::xattrs,
+    reference_conformance_special_files => conformance::special_files,
 
     reference_errors_unknown_key => errors::unknown_key,
     reference_errors_duplicate_key => errors::duplicate_key,
