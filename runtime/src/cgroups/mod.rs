@@ -310,32 +310,33 @@ impl Cgroup {
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let (dir, file, value, done): (&Path, &str, &str, &dyn Fn(&Path) -> Result<bool>) =
-            match self.mode {
-                CgroupMode::V2 => (
-                    &self.dirs[0].dir,
-                    "cgroup.freeze",
-                    if frozen { "1" } else { "0" },
-                    &|d| Ok(v2::is_frozen(d)? == frozen),
-                ),
-                _ => {
-                    let dir = self
-                        .dir_for("freezer")
-                        .ok_or_else(|| CgroupError::Unsupported {
-                            what: "pause".into(),
-                            reason: "no freezer hierarchy is mounted".into(),
-                        })?;
-                    (
-                        dir,
-                        "freezer.state",
-                        if frozen { "FROZEN" } else { "THAWED" },
-                        &|d| {
-                            Ok(read(&d.join("freezer.state"))?.trim()
-                                == if frozen { "FROZEN" } else { "THAWED" })
-                        },
-                    )
-                }
-            };
+        let v2 = self.mode == CgroupMode::V2;
+        let (dir, file, value) = if v2 {
+            (
+                self.dirs[0].dir.as_path(),
+                "cgroup.freeze",
+                if frozen { "1" } else { "0" },
+            )
+        } else {
+            let dir = self
+                .dir_for("freezer")
+                .ok_or_else(|| CgroupError::Unsupported {
+                    what: "pause".into(),
+                    reason: "no freezer hierarchy is mounted".into(),
+                })?;
+            (
+                dir,
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+            )
+        };
+        let done = |d: &Path| -> Result<bool> {
+            if v2 {
+                Ok(v2::is_frozen(d)? == frozen)
+            } else {
+                Ok(read(&d.join("freezer.state"))?.trim() == value)
+            }
+        };
         for _ in 0..1000 {
             write(dir, file, value)?;
             if done(dir)? {

@@ -130,7 +130,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &RootfsConfig) -> Result<()> {
 fn root_is_ramfs() -> bool {
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     nix::sys::statfs::statfs("/")
-        .map(|s| s.filesystem_type().0 as i64 == RAMFS_MAGIC)
+        .map(|s| s.filesystem_type().0 == RAMFS_MAGIC)
         .unwrap_or(false)
 }
 

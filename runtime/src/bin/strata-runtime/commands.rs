@@ -81,8 +81,8 @@ pub fn run(cli: &Cli) -> Result<u8> {
                 println!("{}", serde_json::to_string(&docs)?);
             } else {
                 println!(
-                    "{:<20} {:<8} {:<8} {:<40} {}",
-                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                    "{:<20} {:<8} {:<8} {:<40} CREATED",
+                    "ID", "PID", "STATUS", "BUNDLE"
                 );
                 for c in &mut all {
                     let s = c.state();
