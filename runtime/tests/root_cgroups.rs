@@ -3,6 +3,8 @@
 //! against cgroup v2.
 
 mod common;
+#[path = "common/uml.rs"]
+mod uml;
 
 use std::time::{Duration, Instant};
 
@@ -147,4 +149,34 @@ fn root_pause_freezes_and_resume_thaws() {
     assert!(u2 - u1 > 50_000_000, "a thawed busy loop must run again");
     c.delete(true).unwrap();
     b.assert_nothing_left();
+}
+
+/// The same limits on a pure cgroup v2 kernel: this binary's tests re-run inside UML (which
+/// has the cpu, io, memory and pids controllers but no cpuset, so the cpuset test is left out
+/// there; the device rules run as an eBPF program).
+#[test]
+fn root_uml_cgroup_v2_suite() {
+    if uml::inside() {
+        return;
+    }
+    common::require_root();
+    let (code, out, err) = uml::run_inside(
+        &[
+            "--test-threads=1",
+            "--skip",
+            "root_uml_cgroup_v2_suite",
+            "--skip",
+            "root_cpuset",
+            "root_",
+        ],
+        Duration::from_secs(600),
+    );
+    assert!(
+        code == 0 && out.contains("test result: ok"),
+        "inside UML (exit {code}):\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("5 passed"),
+        "all five v2 tests must run: {out}"
+    );
 }

@@ -2,6 +2,8 @@
 //! Run with `cargo test -p strata-runtime --test root_lifecycle` (as root).
 
 mod common;
+#[path = "common/uml.rs"]
+mod uml;
 
 use std::time::Duration;
 
@@ -179,4 +181,27 @@ fn root_failing_prestart_hook_fails_create_and_cleans_up() {
     assert_eq!(code, 1);
     assert!(err.contains("prestart hook"), "{err}");
     b.assert_nothing_left();
+}
+
+/// The lifecycle on a pure cgroup v2 kernel (UML): the same tests, re-run inside.
+#[test]
+fn root_uml_lifecycle_on_cgroup_v2() {
+    if uml::inside() {
+        return;
+    }
+    common::require_root();
+    let (code, out, err) = uml::run_inside(
+        &[
+            "--test-threads=1",
+            "--skip",
+            "root_uml_lifecycle_on_cgroup_v2",
+            "root_",
+        ],
+        Duration::from_secs(600),
+    );
+    assert!(
+        code == 0 && out.contains("test result: ok"),
+        "inside UML (exit {code}):\n{out}\n{err}"
+    );
+    assert!(out.contains("6 passed"), "all six tests must run: {out}");
 }

@@ -105,6 +105,7 @@ pub fn assemble(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
                 checks.push(vec![insn(JMP_JNE_K, reg, 0, 0, v)]);
             }
         }
+        let unconditional = checks.is_empty();
         let mut block: Vec<Insn> = checks.into_iter().flatten().collect();
         block.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(rule.allow())));
         block.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -116,6 +117,11 @@ pub fn assemble(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
             }
         }
         prog.extend(block);
+        if unconditional {
+            // A rule matching everything decides alone: the verifier refuses code after it
+            // (unreachable instructions), and earlier rules could never matter.
+            return Ok(prog);
+        }
     }
     prog.push(insn(ALU64_MOV_K, 0, 0, 0, 0));
     prog.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -288,6 +294,29 @@ mod tests {
         assert_eq!(run(&p, c, w, 136, 5), 0, "later deny wins");
         assert_eq!(run(&p, c, r, 136, 5), 1, "deny of w only");
         assert_eq!(run(&assemble(&[]).unwrap(), c, r, 1, 3), 0);
+    }
+
+    #[test]
+    fn nothing_follows_a_catch_all_rule() {
+        let rules = vec![
+            rule(false, LinuxDeviceType::A, None, None, "rwm"),
+            rule(true, LinuxDeviceType::C, Some(1), Some(3), "rwm"),
+        ];
+        let p = assemble(&rules).unwrap();
+        // The catch-all deny ends the program: no default tail after it.
+        assert_eq!(p.last().map(|i| i.code), Some(JMP_EXIT));
+        assert_eq!(p[p.len() - 2], insn(ALU64_MOV_K, 0, 0, 0, 0));
+        assert_eq!(p.iter().filter(|i| i.code == JMP_EXIT).count(), 2);
+        let allow_all = assemble(&[
+            rule(true, LinuxDeviceType::A, None, None, "rwm"),
+            rule(false, LinuxDeviceType::A, None, None, "rwm"),
+        ])
+        .unwrap();
+        assert_eq!(
+            run(&allow_all, DEV_BLOCK as u32, ACC_READ as u32, 8, 0),
+            0,
+            "last rule wins"
+        );
     }
 
     #[test]
