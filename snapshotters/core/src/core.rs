@@ -159,7 +159,6 @@ impl<D: Snapshotter> Core<D> {
             }
             (id, parents)
         };
-        self.meta.flush()?;
         failpoint::hit("prepare:after-metadata");
         self.driver.mounts(&Snap {
             id,
@@ -223,7 +222,6 @@ impl<D: Snapshotter> Core<D> {
             };
             self.meta.commit(key, name, &committed)?;
         }
-        self.meta.flush()?;
         failpoint::hit("commit:after-metadata");
         Ok(())
     }
@@ -247,7 +245,6 @@ impl<D: Snapshotter> Core<D> {
             self.meta.remove(key, &rec)?;
             rec.id
         };
-        self.meta.flush()?;
         failpoint::hit("remove:after-metadata");
         if let Err(e) = self.driver.remove(id) {
             tracing::warn!(%e, id, key, "removing snapshot storage failed; cleanup will retry");
@@ -292,7 +289,6 @@ impl<D: Snapshotter> Core<D> {
             self.meta.replace(&key, &rec)?;
             info(&key, &rec)
         };
-        self.meta.flush()?;
         Ok(updated)
     }
 
@@ -333,8 +329,8 @@ impl<D: Snapshotter> Core<D> {
         self.driver.status(self.meta.len())
     }
 
-    /// Makes everything durable (on shutdown).
-    pub fn flush(&self) -> Result<()> {
-        self.meta.flush()
+    /// Makes everything durable across power loss (on shutdown).
+    pub fn sync(&self) -> Result<()> {
+        self.meta.sync()
     }
 }

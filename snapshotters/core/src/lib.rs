@@ -27,6 +27,7 @@ pub mod error;
 pub mod failpoint;
 pub mod filter;
 pub mod fsutil;
+pub mod journal;
 pub mod metastore;
 pub mod mount;
 pub mod options;

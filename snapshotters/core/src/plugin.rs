@@ -93,6 +93,8 @@ where
     F: FnOnce(&Path, &mut StorageOpts) -> Result<D, StartError>,
 {
     let mut opts = StorageOpts::parse(&args.storage_opt)?;
+    // Drivers make directories with the modes they mean (0755 for a snapshot's root).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     fs::create_dir_all(&args.root).ctx("create root directory", &args.root)?;
     fs::set_permissions(&args.root, fs::Permissions::from_mode(0o711)).ctx("chmod", &args.root)?;
     let root = fs::canonicalize(&args.root).ctx("resolve", &args.root)?;
@@ -107,7 +109,7 @@ where
         .build()
         .map_err(|e| StartError::Socket(format!("start the async runtime: {e}")))?;
     rt.block_on(serve(core.clone(), &args.address))?;
-    core.flush()?;
+    core.sync()?;
     tracing::info!("strata-{driver} stopped");
     Ok(())
 }

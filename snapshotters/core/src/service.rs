@@ -40,6 +40,11 @@ impl<D> Clone for SnapshotService<D> {
     }
 }
 
+// Metadata reads and writes take microseconds (changes are made safe by a journal append, not
+// a disk flush), and a driver's storage changes are a few directory operations, so the calls
+// are answered on the async threads: a hop to the blocking pool would cost more than the work.
+// Walks of whole trees (Usage, Cleanup, Status) go to the blocking pool.
+
 impl<D: Snapshotter> SnapshotService<D> {
     /// Runs a blocking core operation off the async threads.
     async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, Status>
@@ -71,10 +76,8 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
         let r = req.into_inner();
         tracing::debug!(key = %r.key, parent = %r.parent, "prepare");
         let mounts = self
-            .run("prepare", move |c| {
-                c.create(Kind::Active, &r.key, &r.parent, r.labels)
-            })
-            .await?;
+            .core
+            .create(Kind::Active, &r.key, &r.parent, r.labels)?;
         Ok(Response::new(PrepareSnapshotResponse { mounts }))
     }
 
@@ -84,11 +87,7 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
         tracing::debug!(key = %r.key, parent = %r.parent, "view");
-        let mounts = self
-            .run("view", move |c| {
-                c.create(Kind::View, &r.key, &r.parent, r.labels)
-            })
-            .await?;
+        let mounts = self.core.create(Kind::View, &r.key, &r.parent, r.labels)?;
         Ok(Response::new(ViewSnapshotResponse { mounts }))
     }
 
@@ -97,7 +96,6 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
         req: Request<MountsRequest>,
     ) -> Result<Response<MountsResponse>, Status> {
         let r = req.into_inner();
-        // Reads of the metadata take microseconds: answer on the async thread.
         let mounts = self.core.mounts(&r.key)?;
         Ok(Response::new(MountsResponse { mounts }))
     }
@@ -109,7 +107,7 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
             // containerd 2.2's "rebase" commit: only the parent the snapshot already has is
             // accepted, since this snapshotter does not advertise the rebase capability.
             let (key, parent) = (r.key.clone(), r.parent.clone());
-            let current = self.run("commit", move |c| c.stat(&key)).await?.parent;
+            let current = self.core.stat(&key)?.parent;
             if current != parent {
                 return Err(Status::invalid_argument(format!(
                     "commit of {:?} onto parent {parent:?}: rebasing is not supported (its parent is {current:?})",
@@ -117,15 +115,14 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
                 )));
             }
         }
-        self.run("commit", move |c| c.commit(&r.name, &r.key, r.labels))
-            .await?;
+        self.core.commit(&r.name, &r.key, r.labels)?;
         Ok(Response::new(()))
     }
 
     async fn remove(&self, req: Request<RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         tracing::debug!(key = %r.key, "remove");
-        self.run("remove", move |c| c.remove(&r.key)).await?;
+        self.core.remove(&r.key)?;
         Ok(Response::new(()))
     }
 
@@ -150,7 +147,7 @@ impl<D: Snapshotter> Snapshots for SnapshotService<D> {
             .update_mask
             .map(|FieldMask { paths }| paths)
             .unwrap_or_default();
-        let info = self.run("update", move |c| c.update(info, &paths)).await?;
+        let info = self.core.update(info, &paths)?;
         Ok(Response::new(UpdateSnapshotResponse { info: Some(info) }))
     }
 

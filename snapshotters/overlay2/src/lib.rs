@@ -6,6 +6,8 @@
 //! snapshots/<id>/diff      the snapshot's own files (overlay upperdir, or the bind source)
 //! snapshots/<id>/work      overlay workdir (active snapshots with a parent)
 //! l/<short>  ->  ../snapshots/<id>/diff
+//! staging/<n>/{diff,work}  empty snapshot trees made ahead of time (see `pool`)
+//! trash/<id>               removed snapshots, deleted by a background thread
 //! metadata.db/             sled: keys, kinds, parents, labels (see strata-snapshotter)
 //! ```
 //!
@@ -18,12 +20,14 @@
 //! one parent → a read-only bind of the parent's `diff`; otherwise an `overlay` with the lower
 //! directories nearest parent first, plus `upperdir` and `workdir` for an active snapshot.
 
+mod pool;
 mod quota;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use strata_proto::storage::{ApplyMode, CapabilitiesResponse};
 use strata_proto::types::Mount;
@@ -74,6 +78,31 @@ pub struct Overlay2 {
     native_diff: bool,
     quota: Option<quota::Quota>,
     backing_fs: String,
+    trash: PathBuf,
+    pool: pool::Pool,
+    /// Deletes what Remove moved to `trash/` after the reply (a rename is all Remove waits for).
+    reaper: mpsc::Sender<PathBuf>,
+}
+
+/// Starts the thread that deletes removed snapshots, and hands it what an earlier run left in
+/// `trash`.
+fn start_reaper(trash: &Path) -> Result<mpsc::Sender<PathBuf>> {
+    let (tx, rx) = mpsc::channel::<PathBuf>();
+    std::thread::Builder::new()
+        .name("overlay2-reaper".into())
+        .spawn(move || {
+            for path in rx {
+                if let Err(e) = remove_tree(&path) {
+                    tracing::warn!(%e, "deleting a removed snapshot failed; cleanup will retry");
+                }
+            }
+        })
+        .map_err(|e| Error::io("start the reaper thread for", trash, e))?;
+    for entry in fs::read_dir(trash).ctx("read directory", trash)? {
+        let entry = entry.ctx("read directory", trash)?;
+        let _ = tx.send(entry.path());
+    }
+    Ok(tx)
 }
 
 /// The short link name of a snapshot id: base 32 with Docker's alphabet.
@@ -153,7 +182,8 @@ impl Overlay2 {
         }
         let snapshots = root.join("snapshots");
         let links = root.join("l");
-        for d in [&snapshots, &links] {
+        let trash = root.join("trash");
+        for d in [&snapshots, &links, &trash] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -197,6 +227,9 @@ impl Overlay2 {
             native_diff: !redirect && !metacopy,
             quota,
             backing_fs: backing,
+            reaper: start_reaper(&trash)?,
+            pool: pool::Pool::open(&root.join("staging"))?,
+            trash,
         })
     }
 
@@ -229,36 +262,44 @@ impl Snapshotter for Overlay2 {
 
     fn create(&self, snap: &Snap<'_>) -> Result<()> {
         let dir = self.dir(snap.id);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .ctx("create directory", &dir)?;
-        let diff = dir.join("diff");
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&diff)
-            .ctx("create directory", &diff)?;
-        // The umask may have taken bits away; a snapshot's root is 0755 as containerd's is.
-        fs::set_permissions(&diff, fs::Permissions::from_mode(0o755)).ctx("chmod", &diff)?;
-        if snap.kind == Kind::Active && !snap.parents.is_empty() {
-            let work = dir.join("work");
-            fs::DirBuilder::new()
+        match (snap.kind, snap.parents.is_empty()) {
+            // A view of a parent mounts its parents' directories only; its own directory just
+            // holds its place.
+            (Kind::View, false) => fs::DirBuilder::new()
                 .mode(0o700)
-                .create(&work)
-                .ctx("create directory", &work)?;
+                .create(&dir)
+                .ctx("create directory", &dir)?,
+            (Kind::View, true) => pool::make_tree(&dir, false)?,
+            _ => self.pool.place(&dir)?,
         }
+        if let (Some(q), Kind::Active) = (&self.quota, snap.kind) {
+            q.limit(&dir.join("diff"), snap.id)
+                .map_err(|e| Error::Driver {
+                    driver: "overlay2",
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Only committed snapshots are parents, so a snapshot gets its short link when it is
+    /// committed.
+    fn commit(&self, snap: &Snap<'_>) -> Result<()> {
         let link = self.link(snap.id);
         let target = PathBuf::from("../snapshots")
             .join(snap.id.to_string())
             .join("diff");
-        std::os::unix::fs::symlink(&target, &link).ctx("create link", &link)?;
-        if let (Some(q), Kind::Active) = (&self.quota, snap.kind) {
-            q.limit(&diff, snap.id).map_err(|e| Error::Driver {
-                driver: "overlay2",
-                message: e.to_string(),
-            })?;
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => Ok(()),
+            // A commit retried after a crash between the link and the metadata.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && fs::read_link(&link).is_ok_and(|t| t == target) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::io("create link", link, e)),
         }
-        Ok(())
     }
 
     fn mounts(&self, snap: &Snap<'_>) -> Result<Vec<Mount>> {
@@ -304,11 +345,28 @@ impl Snapshotter for Overlay2 {
             }
             _ => {}
         }
-        remove_tree(&self.dir(id))
+        let dir = self.dir(id);
+        let doomed = self.trash.join(id.to_string());
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => {
+                if let Err(mpsc::SendError(path)) = self.reaper.send(doomed) {
+                    remove_tree(&path)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("move to trash", dir, e)),
+        }
     }
 
     fn usage(&self, snap: &Snap<'_>) -> Result<Usage> {
-        disk_usage(&self.diff(snap.id))
+        let diff = self.diff(snap.id);
+        if diff.exists() {
+            disk_usage(&diff)
+        } else {
+            // A view of a parent has no files of its own.
+            Ok(Usage::default())
+        }
     }
 
     fn cleanup(&self, live: &BTreeSet<u64>) -> Result<()> {
@@ -326,6 +384,11 @@ impl Snapshotter for Overlay2 {
                     tracing::warn!(path = %entry.path().display(), "cleanup: not a snapshot directory; left alone")
                 }
             }
+        }
+        for entry in fs::read_dir(&self.trash).ctx("read directory", &self.trash)? {
+            let entry = entry.ctx("read directory", &self.trash)?;
+            remove_tree(&entry.path())?;
+            removed += 1;
         }
         for entry in fs::read_dir(&self.links).ctx("read directory", &self.links)? {
             let entry = entry.ctx("read directory", &self.links)?;
@@ -473,6 +536,13 @@ mod tests {
             parents: &[1],
         })
         .unwrap();
+        let two = Snap {
+            id: 2,
+            kind: Kind::Active,
+            parents: &[1],
+        };
+        d.commit(&two).unwrap();
+        d.commit(&two).unwrap();
         assert!(dir.path().join("snapshots/2/work").is_dir());
         assert!(
             dir.path().join("l/C").join(".").exists(),
