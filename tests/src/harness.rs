@@ -79,6 +79,13 @@ pub struct PluginSpec {
     pub storage_count: fn(&Path) -> Result<usize>,
     /// Rows the driver's Status must have (by key).
     pub status_rows: Vec<String>,
+    /// Whether every snapshot has storage of its own, so `storage_count` must equal the number
+    /// of snapshots; when false (a driver whose views share their parent's storage) it may
+    /// only not exceed it.
+    pub storage_per_snapshot: bool,
+    /// Whether a snapshot holds only its own changes on top of its parents (overlay, aufs), so
+    /// Usage of a fresh child is near zero; false for drivers that copy the parent.
+    pub layered: bool,
 }
 
 impl PluginSpec {
@@ -92,6 +99,8 @@ impl PluginSpec {
             env: Vec::new(),
             storage_count,
             status_rows: Vec::new(),
+            storage_per_snapshot: true,
+            layered: true,
         }
     }
 
@@ -104,6 +113,18 @@ impl PluginSpec {
     /// Rows the driver's Status must have.
     pub fn with_status_rows(mut self, rows: &[&str]) -> Self {
         self.status_rows = rows.iter().map(|r| (*r).to_owned()).collect();
+        self
+    }
+
+    /// Marks a driver whose views share their parent's storage (see `storage_per_snapshot`).
+    pub fn with_shared_view_storage(mut self) -> Self {
+        self.storage_per_snapshot = false;
+        self
+    }
+
+    /// Marks a driver that copies the parent into a new snapshot (see `layered`).
+    pub fn with_copied_parents(mut self) -> Self {
+        self.layered = false;
         self
     }
 
@@ -129,6 +150,8 @@ impl PluginSpec {
             env: Vec::new(),
             storage_count,
             status_rows: Vec::new(),
+            storage_per_snapshot: true,
+            layered: true,
         }
     }
 
