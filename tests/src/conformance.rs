@@ -16,7 +16,7 @@ pub use layers::{
     special_files, xattrs,
 };
 pub use lifecycle::{
-    basic, close_twice, remove_intermediate_snapshot, root_permission, stat_active, stat_committed,
-    transitivity, view_readonly,
+    basic, cleanup_keeps_live, close_twice, remove_intermediate_snapshot, root_permission,
+    stat_active, stat_committed, transitivity, view_readonly,
 };
 pub use metadata::{commit_info, prepare_view_failing, remove, stat_in_walk, update, usage, walk};

@@ -58,6 +58,7 @@ cases! {
     reference_conformance_usage => conformance::usage,
     reference_conformance_xattrs => conformance::xattrs,
     reference_conformance_special_files => conformance::special_files,
+    reference_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
 
     reference_errors_unknown_key => errors::unknown_key,
     reference_errors_duplicate_key => errors::duplicate_key,
@@ -116,6 +117,7 @@ mod native {
         native_reference_conformance_usage => conformance::usage,
         native_reference_conformance_xattrs => conformance::xattrs,
         native_reference_conformance_special_files => conformance::special_files,
+        native_reference_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
 
         native_reference_errors_unknown_key => errors::unknown_key,
         native_reference_errors_duplicate_key => errors::duplicate_key,

@@ -336,3 +336,44 @@ pub async fn root_permission(spec: PluginSpec) -> Result<()> {
     guard.unmount()?;
     Ok(())
 }
+
+/// Cleanup (twice) while snapshots are mounted and in use removes nothing live: the mounts keep
+/// working, their content is intact, and the active one still commits.
+pub async fn cleanup_keeps_live(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let snap = &h.snap;
+    let base = [create_file("/base", "base\n", 0o644)];
+    let mine = [create_file("/mine", "mine\n", 0o644)];
+    let flat_base = h.flat_dir()?;
+    apply(&flat_base, &base)?;
+    let flat_mine = h.flat_dir()?;
+    apply(&flat_mine, &base)?;
+    apply(&flat_mine, &mine)?;
+    h.commit_layer("base", "", &base).await?;
+    let active = h.mount(&snap.prepare("active", "base").await?)?;
+    let view = h.mount(&snap.view("view", "base").await?)?;
+    for round in 0..2 {
+        match snap.try_cleanup().await {
+            Ok(()) => {}
+            Err(s) if s.code() == Code::Unimplemented => return Ok(()),
+            Err(s) => bail!(
+                "Cleanup #{round} with live mounts: {:?}: {}",
+                s.code(),
+                s.message()
+            ),
+        }
+    }
+    check_trees_equal(&flat_base, view.path()).context("a mounted view after Cleanup")?;
+    apply(active.path(), &mine).context("writing into an active mount after Cleanup")?;
+    check_trees_equal(&flat_mine, active.path()).context("an active mount after Cleanup")?;
+    active.unmount()?;
+    view.unmount()?;
+    snap.commit("committed", "active").await?;
+    let mounts = snap.view("check", "committed").await?;
+    let guard = h.mount(&mounts)?;
+    check_trees_equal(&flat_mine, guard.path()).context("the commit made after Cleanup")?;
+    guard.unmount()?;
+    snap.remove("check").await?;
+    h.check_consistent().await?;
+    Ok(())
+}

@@ -334,6 +334,22 @@ pub async fn walk(spec: PluginSpec) -> Result<()> {
         (vec!["labels.nope"], vec![]),
         (vec!["name==p,kind==active"], vec![]),
     ];
+    // Labels given at Prepare, View and Commit are stored as given (a commit's own labels).
+    let gc_pair = ("containerd.io/gc.root", "check-walk");
+    for info in h.snap.list(&[]).await? {
+        let want = match info.name.as_str() {
+            "p-wl" => labels(&[("l", "1"), gc_pair]),
+            "a-wl" | "a-np-wl" => labels(&[("l", "2"), gc_pair]),
+            "v-wl" => labels(&[("l", "3"), gc_pair]),
+            _ => labels(&[gc_pair]),
+        };
+        ensure!(
+            info.labels == want,
+            "labels of {:?}: want {want:?}, got {:?}",
+            info.name,
+            info.labels
+        );
+    }
     for (filters, want) in cases {
         let got = h.snap.list(&filters).await?;
         let mut names: Vec<&str> = got.iter().map(|i| i.name.as_str()).collect();
