@@ -106,19 +106,21 @@ pub(crate) fn read(path: &Path) -> Result<String> {
 
 /// Writes `value` to `dir/file`; a missing file means the host cannot do it.
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    use std::io::Write as _;
     let path = dir.join(file);
-    if !path.exists() {
-        return Err(CgroupError::Unsupported {
-            what: file.to_string(),
-            reason: format!("{} does not exist", path.display()),
-        });
-    }
     tracing::debug!(path = %path.display(), value, "cgroup write");
-    std::fs::write(&path, value).map_err(|source| CgroupError::Write {
-        path,
-        value: value.to_string(),
-        source,
-    })
+    // No O_CREAT: a missing interface file is a missing feature, not something to create.
+    let mut f = match std::fs::OpenOptions::new().write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CgroupError::Unsupported {
+                what: file.to_string(),
+                reason: format!("{} does not exist", path.display()),
+            })
+        }
+        Err(source) => return Err(CgroupError::Write { path, value: value.to_string(), source }),
+    };
+    f.write_all(value.as_bytes()).map_err(|source| CgroupError::Write { path, value: value.to_string(), source })
 }
 
 /// The cgroup path for a spec: `cgroupsPath` resolved against `own` (this process's path in
@@ -405,40 +407,19 @@ impl Cgroup {
         }
     }
 
-    /// Removes the directories this runtime made, deepest first. Processes must be gone;
-    /// a busy directory is retried for a while (the kernel frees a dead cgroup lazily).
+    /// Removes the container's own directory in every hierarchy (if this runtime made it).
+    /// Parents made on the way (like `/strata-runtime`) are shared by other containers and
+    /// stay, as with runc and crun. Processes must be gone; a busy directory is retried for a
+    /// while (the kernel frees a dead cgroup lazily).
     pub fn destroy(&self) -> Result<()> {
         let mut first_err = None;
         for d in &self.dirs {
-            for (i, dir) in d.created.iter().enumerate().rev() {
-                let leaf = i + 1 == d.created.len();
-                if !leaf {
-                    // A parent this runtime made may hold other containers by now: leave it.
-                    match std::fs::remove_dir(dir) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e)
-                            if matches!(
-                                e.raw_os_error(),
-                                Some(libc::EBUSY) | Some(libc::ENOTEMPTY)
-                            ) =>
-                        {
-                            break
-                        }
-                        Err(source) => {
-                            first_err.get_or_insert(CgroupError::Remove {
-                                path: dir.clone(),
-                                source,
-                            });
-                        }
-                    }
-                    continue;
-                }
-                if let Err(e) = remove_dir_retrying(dir) {
-                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove cgroup");
-                    first_err.get_or_insert(e);
-                    break;
-                }
+            if d.created.last() != Some(&d.dir) {
+                continue;
+            }
+            if let Err(e) = remove_dir_retrying(&d.dir) {
+                tracing::warn!(path = %d.dir.display(), error = %e, "cannot remove cgroup");
+                first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -580,7 +561,8 @@ mod tests {
         assert!(mount.join("p/q").is_dir());
         assert_eq!(cg.dirs[0].created, vec![mount.join("p"), mount.join("p/q")]);
         cg.destroy().unwrap();
-        assert!(!mount.join("p").exists());
+        assert!(!mount.join("p/q").exists());
+        assert!(mount.join("p").exists(), "shared parents stay");
     }
 
     #[test]

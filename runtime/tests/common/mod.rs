@@ -66,7 +66,7 @@ impl Bundle {
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         let id = unique(name);
-        let cgroup_path = format!("/strata-test/{id}");
+        let cgroup_path = format!("/strata-test-{id}");
         let mut spec = strata_runtime::spec::docker_default_spec(vec![
             "sh".into(),
             "-c".into(),
