@@ -221,12 +221,16 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Makes a new sandbox under `/tmp`.
+    /// Makes a new sandbox under `$STRATA_TEST_TMPDIR`, default `/tmp`. (Inside User-Mode
+    /// Linux, point it at a real filesystem: hostfs has no xattrs.)
     pub fn new() -> Result<Self> {
+        let base = std::env::var_os("STRATA_TEST_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
         let dir = tempfile::Builder::new()
             .prefix("st-")
-            .tempdir_in("/tmp")
-            .context("create the sandbox temp dir under /tmp")?;
+            .tempdir_in(&base)
+            .with_context(|| format!("create the sandbox temp dir under {}", base.display()))?;
         let path = dir.path().to_path_buf();
         // The temp dir is 0700; widen it so ownership tests (uid 1) can traverse it.
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))

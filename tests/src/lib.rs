@@ -18,6 +18,8 @@
 //! - [`plugin`]: the process contract every Strata plugin shares (socket mode, refusing bad
 //!   options, SIGTERM, the Driver service).
 //! - [`layouts`]: how to count a driver's on-disk snapshot storage, for leak checks.
+//! - [`xattr`]: extended attributes for the tree checks (the crate's only `unsafe`).
+//! - [`uml`]: re-running a test inside User-Mode Linux, for kernels features the host lacks.
 //!
 //! A driver's test file runs every case as its own `#[test]`:
 //!
