@@ -107,7 +107,8 @@ async fn client_work(h_mounts: MountCtx, snap: Snap, id: usize) -> Result<Outcom
 /// number of complete Lists.
 async fn reader_work(snap: Snap, stop: tokio::sync::watch::Receiver<bool>) -> Result<usize> {
     let mut lists = 0;
-    while !*stop.borrow() {
+    // At least one List, even if the writers were faster than this task's start.
+    while lists == 0 || !*stop.borrow() {
         let all = snap.list(&[]).await?;
         let names: BTreeSet<&str> = all.iter().map(|i| i.name.as_str()).collect();
         ensure!(
