@@ -133,3 +133,52 @@ fn root_user_namespace_with_mappings() {
     let map: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(map, vec!["0", "200000", "65536"]);
 }
+
+#[test]
+fn root_seccomp_profile_is_enforced() {
+    let mut b = Bundle::new("seccomp", "mkdir /tmp/blocked || echo DENIED; uname -s");
+    b.edit(|v| {
+        obj(v, &["linux"])["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("DENIED"),
+        "mkdir must be refused by the filter: {out} {err}"
+    );
+    assert!(out.contains("Linux"), "other syscalls are allowed: {out}");
+    assert!(!b.rootfs().join("tmp/blocked").exists());
+}
+
+#[test]
+fn root_sysctl_and_readonly_root() {
+    let mut b = Bundle::new("sysctl", "cat /proc/sys/net/ipv4/ip_forward; touch /newfile || echo ROFS; touch /tmp/x && echo TMPOK");
+    b.edit(|v| {
+        obj(v, &["linux"])["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        v["root"]["readonly"] = serde_json::json!(true);
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "1",
+        "sysctl applied in the container's net namespace: {out}"
+    );
+    assert!(out.contains("ROFS"), "read-only root: {out}");
+    assert!(
+        out.contains("TMPOK"),
+        "a tmpfs on a read-only root stays writable: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim()
+            .len(),
+        1
+    );
+}

@@ -151,6 +151,43 @@ fn root_exec_joins_the_container() {
 }
 
 #[test]
+fn root_run_forwards_signals() {
+    let b = Bundle::new(
+        "fwd",
+        "trap 'exit 42' TERM; echo ready > /tmp/ready; while :; do sleep 0.05; done",
+    );
+    let bundle = b.path().to_string_lossy().into_owned();
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--root")
+        .arg(b.root())
+        .args(["run", "--bundle", &bundle, &b.id])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = b.rootfs().join("tmp/ready");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "SIGTERM reached the container, whose exit code is run's"
+    );
+    b.assert_nothing_left();
+}
+
+#[test]
 fn root_hooks_get_the_state() {
     let mut b = Bundle::new("hooks", "true");
     let out = b.path().join("hook-out");
@@ -203,5 +240,5 @@ fn root_uml_lifecycle_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("6 passed"), "all six tests must run: {out}");
+    assert!(out.contains("7 passed"), "all seven tests must run: {out}");
 }

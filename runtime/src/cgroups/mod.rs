@@ -118,9 +118,20 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
                 reason: format!("{} does not exist", path.display()),
             })
         }
-        Err(source) => return Err(CgroupError::Write { path, value: value.to_string(), source }),
+        Err(source) => {
+            return Err(CgroupError::Write {
+                path,
+                value: value.to_string(),
+                source,
+            })
+        }
     };
-    f.write_all(value.as_bytes()).map_err(|source| CgroupError::Write { path, value: value.to_string(), source })
+    f.write_all(value.as_bytes())
+        .map_err(|source| CgroupError::Write {
+            path,
+            value: value.to_string(),
+            source,
+        })
 }
 
 /// The cgroup path for a spec: `cgroupsPath` resolved against `own` (this process's path in
