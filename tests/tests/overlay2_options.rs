@@ -199,3 +199,61 @@ async fn size_limit(spec: PluginSpec) -> Result<()> {
         Ok(())
     }
 }
+
+#[test]
+fn overlay2_socket_is_private_and_never_stolen() {
+    run_case(spec(), |spec| async move {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let sandbox = Sandbox::new()?;
+        let mut plugin = PluginProcess::start(&spec, &sandbox).await?;
+        let meta = fs::symlink_metadata(plugin.socket())?;
+        ensure!(meta.file_type().is_socket(), "not a socket");
+        ensure!(
+            meta.permissions().mode() & 0o777 == 0o600,
+            "socket mode {:o}",
+            meta.permissions().mode() & 0o777
+        );
+
+        // A second plugin on the same socket refuses to start and leaves the first serving.
+        let other = Sandbox::new()?;
+        let out = Command::new(find_binary("strata-overlay2"))
+            .arg("--root")
+            .arg(other.root())
+            .arg("--address")
+            .arg(plugin.socket())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("already serving"),
+            "second plugin: {stderr}"
+        );
+        strata_tests::Snap::new(plugin.snapshots())
+            .list(&[])
+            .await
+            .context("the first plugin must still serve")?;
+
+        // SIGTERM: exit 0 and the socket is gone.
+        let status = plugin.stop()?;
+        ensure!(status.success(), "SIGTERM must exit 0, got {status}");
+        ensure!(
+            !plugin.socket().exists(),
+            "the socket must be removed on exit"
+        );
+
+        // A file that is not a socket is never replaced.
+        fs::write(plugin.socket(), b"not a socket")?;
+        let out = Command::new(find_binary("strata-overlay2"))
+            .arg("--root")
+            .arg(sandbox.root())
+            .arg("--address")
+            .arg(plugin.socket())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("not a socket"),
+            "{stderr}"
+        );
+        fs::remove_file(plugin.socket())?;
+        Ok(())
+    });
+}
