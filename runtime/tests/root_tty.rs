@@ -69,3 +69,37 @@ fn root_tty_through_a_console_socket() {
     assert!(b.cli(&["delete", "--force", &b.id]).status.success());
     b.assert_nothing_left();
 }
+
+#[test]
+fn root_run_with_a_terminal_proxies_it() {
+    let mut b = Bundle::new("ttyrun", "sh");
+    b.edit(|v| {
+        v["process"]["terminal"] = serde_json::json!(true);
+        v["process"]["args"] = serde_json::json!(["sh"]);
+    });
+    let bundle = b.path().to_string_lossy().into_owned();
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--root")
+        .arg(b.root())
+        .args(["run", "--bundle", &bundle, &b.id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo out=$((6*7)); exit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("out=42"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3));
+    b.assert_nothing_left();
+}

@@ -11,6 +11,7 @@ impl Container {
     /// Deletes the container. A created container is killed first; a running or paused one
     /// only with `force`. Runs the poststop hooks (failures are logged).
     pub fn delete(mut self, force: bool) -> Result<()> {
+        let _lock = self.lock()?;
         self.refresh();
         match self.state.status {
             Status::Stopped => {}

@@ -6,6 +6,7 @@ use crate::state::Status;
 impl Container {
     /// Freezes every process of the container.
     pub fn pause(&mut self) -> Result<()> {
+        let _lock = self.lock()?;
         self.refresh();
         if !matches!(self.state.status, Status::Running | Status::Created) {
             return Err(self.bad_status("pause"));
@@ -22,6 +23,7 @@ impl Container {
 
     /// Thaws a paused container.
     pub fn resume(&mut self) -> Result<()> {
+        let _lock = self.lock()?;
         self.refresh();
         if self.state.status != Status::Paused {
             return Err(self.bad_status("resume"));

@@ -14,6 +14,7 @@ impl Container {
     /// Starts a created container: its process execs the user's program. Runs the poststart
     /// hooks afterwards (their failures are logged, as the spec says).
     pub fn start(&mut self) -> Result<()> {
+        let _lock = self.lock()?;
         self.refresh();
         if self.state.status != Status::Created {
             return Err(self.bad_status("start"));

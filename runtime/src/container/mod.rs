@@ -191,6 +191,23 @@ impl Container {
         };
     }
 
+    /// Takes the container's lock (an exclusive flock on its state directory), so that verbs
+    /// from separate processes on one container do not interleave. Released on drop.
+    pub(crate) fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let dir = self.dir();
+        let f = std::fs::File::open(&dir).map_err(|source| ContainerError::Io {
+            op: "open",
+            path: dir.clone(),
+            source,
+        })?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            ContainerError::Sys {
+                op: "flock state directory",
+                errno,
+            }
+        })
+    }
+
     fn save(&self) -> Result<()> {
         Ok(self.state.save(&self.dir())?)
     }

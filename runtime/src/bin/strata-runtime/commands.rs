@@ -10,6 +10,7 @@ use oci_spec::runtime::Process;
 use strata_runtime::{parse_signal, Container, CreateOptions, ExecOptions};
 
 use crate::cli::{Cli, Command, CreateArgs, Format};
+use crate::console::{wants_terminal, Console, ConsoleListener};
 
 /// Runs the command; the value is the process exit code.
 pub fn run(cli: &Cli) -> Result<u8> {
@@ -141,7 +142,7 @@ fn forwarded() -> SigSet {
 }
 
 /// Waits for `pid` (our child), forwarding every other signal to it; returns the shell code.
-fn forward_until_exit(pid: i32, set: &SigSet) -> Result<u8> {
+fn forward_until_exit(pid: i32, set: &SigSet, console: Option<&Console>) -> Result<u8> {
     let p = Pid::from_raw(pid);
     loop {
         match waitpid(p, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
@@ -151,7 +152,9 @@ fn forward_until_exit(pid: i32, set: &SigSet) -> Result<u8> {
             Err(e) => bail!("waitpid {pid}: {e}"),
         }
         let sig = set.wait().context("sigwait")?;
-        if sig != Signal::SIGCHLD {
+        if let (Signal::SIGWINCH, Some(c)) = (sig, console) {
+            c.resize();
+        } else if sig != Signal::SIGCHLD {
             tracing::debug!(?sig, pid, "forwarding signal");
             let _ = kill(p, sig);
         }
@@ -161,10 +164,20 @@ fn forward_until_exit(pid: i32, set: &SigSet) -> Result<u8> {
 fn run_container(root: &Path, a: &CreateArgs, detach: bool) -> Result<u8> {
     let set = forwarded();
     if !detach {
-        // Blocked before the fork so nothing is lost; the container's processes unblock.
+        // Blocked before the fork and before any thread starts, so nothing is lost and no
+        // helper thread takes a signal meant for the container.
         set.thread_block().context("block signals")?;
     }
-    let mut c = Container::create(root, &a.id, &a.bundle, &create_options(a))?;
+    let mut opts = create_options(a);
+    let listener = if !detach && a.console_socket.is_none() && wants_terminal(&a.bundle) {
+        let l = ConsoleListener::new()?;
+        opts.console_socket = Some(l.path());
+        Some(l)
+    } else {
+        None
+    };
+    let mut c = Container::create(root, &a.id, &a.bundle, &opts)?;
+    let console = listener.map(ConsoleListener::attach).transpose()?;
     if let Err(e) = c.start() {
         let id = a.id.clone();
         if let Err(d) = c.delete(true) {
@@ -175,7 +188,10 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool) -> Result<u8> {
     if detach {
         return Ok(0);
     }
-    let code = forward_until_exit(c.pid(), &set)?;
+    let code = forward_until_exit(c.pid(), &set, console.as_ref())?;
+    if let Some(con) = console {
+        con.finish();
+    }
     Container::load(root, &a.id)?.delete(true)?;
     Ok(code)
 }
@@ -245,23 +261,35 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
             p
         }
     };
-    if process.terminal() == Some(true) && console_socket.is_none() {
-        bail!("a terminal needs --console-socket: strata-runtime does not proxy a terminal itself");
-    }
+    let mut opts = ExecOptions {
+        pid_file: pid_file.clone(),
+        console_socket: console_socket.clone(),
+        preserve_fds: *preserve_fds,
+    };
     let set = forwarded();
     if !detach {
         set.thread_block().context("block signals")?;
     }
-    let opts = ExecOptions {
-        pid_file: pid_file.clone(),
-        console_socket: console_socket.clone(),
-        preserve_fds: *preserve_fds,
+    let listener = if process.terminal() == Some(true) && console_socket.is_none() {
+        if *detach {
+            bail!("a detached process with a terminal needs --console-socket");
+        }
+        let l = ConsoleListener::new()?;
+        opts.console_socket = Some(l.path());
+        Some(l)
+    } else {
+        None
     };
     let pid = c.exec(&process, &opts)?;
     if *detach {
         return Ok(0);
     }
-    forward_until_exit(pid, &set)
+    let console = listener.map(ConsoleListener::attach).transpose()?;
+    let code = forward_until_exit(pid, &set, console.as_ref())?;
+    if let Some(con) = console {
+        con.finish();
+    }
+    Ok(code)
 }
 
 fn features() -> serde_json::Value {
