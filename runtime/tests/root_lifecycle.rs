@@ -198,16 +198,49 @@ fn root_hooks_get_the_state() {
             "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.createRuntime")]}],
             "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.poststart")]}],
             "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.poststop")], "timeout": 5}],
+            // In the container's mount namespace before pivot_root (path in the runtime's
+            // namespace), and after it (path inside the container).
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}.createContainer")]}],
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/startContainer"]}],
         });
     });
     let (code, _, err) = b.run();
     assert_eq!(code, 0, "{err}");
-    for kind in ["prestart", "createRuntime", "poststart", "poststop"] {
-        let text = std::fs::read_to_string(format!("{o}.{kind}"))
+    let inside = b
+        .rootfs()
+        .join("tmp/startContainer")
+        .to_string_lossy()
+        .into_owned();
+    for (kind, file) in [
+        ("prestart", format!("{o}.prestart")),
+        ("createRuntime", format!("{o}.createRuntime")),
+        ("createContainer", format!("{o}.createContainer")),
+        ("startContainer", inside),
+        ("poststart", format!("{o}.poststart")),
+        ("poststop", format!("{o}.poststop")),
+    ] {
+        let text = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{kind} hook did not run: {e}"));
         let state: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(state["id"], b.id.as_str(), "{kind}");
     }
+}
+
+#[test]
+fn root_no_pivot_uses_move_and_chroot() {
+    let b = Bundle::new(
+        "nopivot",
+        "test -e /bin/busybox && ! test -e /work && echo INSIDE",
+    );
+    let bundle = b.path().to_string_lossy().into_owned();
+    let out = b.cli(&["run", "--no-pivot", "--bundle", &bundle, &b.id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INSIDE"));
+    b.assert_nothing_left();
 }
 
 #[test]
@@ -240,5 +273,5 @@ fn root_uml_lifecycle_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("7 passed"), "all seven tests must run: {out}");
+    assert!(out.contains("8 passed"), "all eight tests must run: {out}");
 }
