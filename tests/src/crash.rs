@@ -75,14 +75,22 @@ pub async fn crash_at(spec: PluginSpec, failpoint: &str) -> Result<()> {
         Op::Commit => h.snap.try_commit("a1-c", "a1", gc_root_labels()).await,
         Op::Remove => h.snap.try_remove("a1").await,
     };
-    if result.is_ok() {
-        bail!("failpoint {failpoint} did not fire: the {op:?} call succeeded");
-    }
+    let call_error = match result {
+        Ok(()) => bail!("failpoint {failpoint} did not fire: the {op:?} call succeeded"),
+        Err(status) => status,
+    };
     let status = h
         .plugin
         .wait_exit(Duration::from_secs(10))
         .await
-        .with_context(|| format!("the plugin must die at the failpoint {failpoint}"))?;
+        .with_context(|| {
+            format!(
+                "the plugin must die at the failpoint {failpoint}; the {op:?} call failed with \
+                 {:?}: {}",
+                call_error.code(),
+                call_error.message()
+            )
+        })?;
     ensure!(
         status.signal() == Some(libc::SIGKILL),
         "at the failpoint {failpoint} the plugin must die of SIGKILL, got {status}; its log:\n{}",
