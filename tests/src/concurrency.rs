@@ -233,3 +233,68 @@ pub async fn concurrent_clients(spec: PluginSpec) -> Result<()> {
     h.check_consistent().await?;
     Ok(())
 }
+
+/// Rounds of [`remove_prepare_race`].
+pub const RACE_ROUNDS: usize = 30;
+
+/// Remove(parent) racing Prepare(child, parent): exactly one may win. Either the parent is
+/// removed and the Prepare fails with NotFound, or the child exists and the Remove fails with
+/// FailedPrecondition; never both (an orphaned child). Also Commit racing Commit of two actives
+/// onto one name, and Remove racing Remove of one key.
+pub async fn remove_prepare_race(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let other = Snap::new(SnapshotsClient::new(h.plugin.connect().await?));
+    for round in 0..RACE_ROUNDS {
+        let parent = format!("parent-{round}");
+        let child = format!("child-{round}");
+        h.commit_layer(&parent, "", &[]).await?;
+        let (removed, prepared) = tokio::join!(
+            h.snap.try_remove(&parent),
+            other.try_prepare(&child, &parent, gc_root_labels())
+        );
+        match (&removed, &prepared) {
+            (Ok(()), Err(s)) if s.code() == Code::NotFound => {}
+            (Err(s), Ok(_)) if s.code() == Code::FailedPrecondition => {}
+            _ => {
+                return Err(anyhow!(
+                    "round {round}: Remove({parent}) and Prepare({child}, {parent}) raced to \
+                     {removed:?} and {prepared:?}; exactly one must win"
+                ))
+            }
+        }
+
+        let (a, b) = (format!("a-{round}"), format!("b-{round}"));
+        h.snap.prepare(&a, "").await?;
+        h.snap.prepare(&b, "").await?;
+        let name = format!("name-{round}");
+        let (ca, cb) = tokio::join!(
+            h.snap.try_commit(&name, &a, gc_root_labels()),
+            other.try_commit(&name, &b, gc_root_labels())
+        );
+        let wins = usize::from(ca.is_ok()) + usize::from(cb.is_ok());
+        let lost = [&ca, &cb]
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|s| s.code() == Code::AlreadyExists);
+        ensure!(
+            wins == 1 && lost,
+            "round {round}: two Commits to {name:?} raced to {ca:?} and {cb:?}; exactly one must \
+             win and the other get AlreadyExists"
+        );
+
+        let loser = if ca.is_ok() { &b } else { &a };
+        let (ra, rb) = tokio::join!(h.snap.try_remove(loser), other.try_remove(loser));
+        let wins = usize::from(ra.is_ok()) + usize::from(rb.is_ok());
+        let lost = [&ra, &rb]
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|s| s.code() == Code::NotFound);
+        ensure!(
+            wins == 1 && lost,
+            "round {round}: two Removes of {loser:?} raced to {ra:?} and {rb:?}; exactly one must \
+             win and the other get NotFound"
+        );
+    }
+    h.check_consistent().await?;
+    Ok(())
+}

@@ -19,4 +19,6 @@ pub use lifecycle::{
     basic, cleanup_keeps_live, close_twice, remove_intermediate_snapshot, root_permission,
     stat_active, stat_committed, transitivity, view_readonly,
 };
-pub use metadata::{commit_info, prepare_view_failing, remove, stat_in_walk, update, usage, walk};
+pub use metadata::{
+    commit_info, list_large, prepare_view_failing, remove, stat_in_walk, update, usage, walk,
+};

@@ -59,6 +59,7 @@ cases! {
     reference_conformance_xattrs => conformance::xattrs,
     reference_conformance_special_files => conformance::special_files,
     reference_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
+    reference_conformance_list_large => conformance::list_large,
 
     reference_errors_unknown_key => errors::unknown_key,
     reference_errors_duplicate_key => errors::duplicate_key,
@@ -72,6 +73,7 @@ cases! {
 
     reference_restart_keeps_store => crash::restart_keeps_store,
     reference_concurrency_8_clients => concurrency::concurrent_clients,
+    reference_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
 }
 
 /// containerd's native snapshotter (plain copies, bind mounts): proves the suite is
@@ -118,6 +120,7 @@ mod native {
         native_reference_conformance_xattrs => conformance::xattrs,
         native_reference_conformance_special_files => conformance::special_files,
         native_reference_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
+        native_reference_conformance_list_large => conformance::list_large,
 
         native_reference_errors_unknown_key => errors::unknown_key,
         native_reference_errors_duplicate_key => errors::duplicate_key,
@@ -130,5 +133,6 @@ mod native {
 
         native_reference_restart_keeps_store => crash::restart_keeps_store,
         native_reference_concurrency_8_clients => concurrency::concurrent_clients,
+        native_reference_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
     }
 }

@@ -53,6 +53,7 @@ cases! {
     overlay2_conformance_xattrs => conformance::xattrs,
     overlay2_conformance_special_files => conformance::special_files,
     overlay2_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
+    overlay2_conformance_list_large => conformance::list_large,
 
     overlay2_errors_unknown_key => errors::unknown_key,
     overlay2_errors_duplicate_key => errors::duplicate_key,
@@ -75,6 +76,7 @@ cases! {
     overlay2_crash_kill_during_workload => crash::kill_during_workload,
 
     overlay2_concurrency_8_clients => concurrency::concurrent_clients,
+    overlay2_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
 
     overlay2_plugin_socket_mode => plugin::socket_mode,
     overlay2_plugin_bad_storage_opt_refused => plugin::bad_storage_opt_refused,

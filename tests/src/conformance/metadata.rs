@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use prost_types::Timestamp;
+use strata_proto::snapshots::snapshots_client::SnapshotsClient;
 use strata_proto::snapshots::{Info, Kind, ListSnapshotsRequest};
 use tonic::Code;
 
@@ -528,6 +529,63 @@ pub async fn usage(spec: PluginSpec) -> Result<()> {
     ensure!(
         inodes >= 3,
         "Usage of a child with two files and a dir: want at least 3 inodes, got {inodes}"
+    );
+    Ok(())
+}
+
+/// Snapshots in [`list_large`].
+pub const LARGE_LIST: usize = 500;
+
+/// List of more data than one gRPC message may carry: 500 snapshots with ten 4000-byte labels
+/// each (about 20 MB) must arrive in batches a client with containerd's 16 MiB message limit
+/// can read, all of them, each equal to its Stat.
+pub async fn list_large(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let value = "v".repeat(4000);
+    let many: Labels = (0..10)
+        .map(|i| (format!("big-{i}"), value.clone()))
+        .collect();
+    for i in 0..LARGE_LIST {
+        h.snap
+            .try_view(&format!("view-{i:04}"), "", many.clone())
+            .await
+            .map_err(|s| crate::client::status_error(s, &format!("View(view-{i:04})")))?;
+    }
+    let client =
+        SnapshotsClient::new(h.plugin.connect().await?).max_decoding_message_size(16 << 20);
+    let mut stream = client
+        .clone()
+        .list(ListSnapshotsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            filters: Vec::new(),
+        })
+        .await
+        .context("open a List stream")?
+        .into_inner();
+    let mut seen = BTreeSet::new();
+    while let Some(batch) = stream
+        .message()
+        .await
+        .context("read the List stream with containerd's 16 MiB message limit (send batches)")?
+    {
+        for info in batch.info {
+            ensure!(
+                info.labels == many,
+                "{:?}: the ten big labels did not come back intact",
+                info.name
+            );
+            seen.insert(info.name);
+        }
+    }
+    ensure!(
+        seen.len() == LARGE_LIST,
+        "List must show all {LARGE_LIST} snapshots, got {}",
+        seen.len()
+    );
+    let stat = h.snap.stat("view-0042").await?;
+    ensure!(
+        stat.labels == many,
+        "Stat of a snapshot with big labels lost some"
     );
     Ok(())
 }
