@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/containerd/types/mount.proto",
         "proto/containerd/services/snapshots/v1/snapshots.proto",
         "proto/strata/storage/v1/driver.proto",
+        "proto/strata/engine/v1/engine.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -1,3 +1,11 @@
-//! The Strata engine. The daemon `stratad` (images and containers in sled, a content store of
-//! layer blobs, plugin supervision and the engine gRPC API) is built here; see the project's
-//! open issues for its state. This crate has no public items yet.
+//! The Strata engine, `stratad`: image and container metadata in sled, a content store of layer
+//! blobs, the storage plugin it supervises, container lifecycle on `strata-runtime`, and the
+//! engine gRPC API (`strata.engine.v1`) on a unix socket.
+//!
+//! - [`config`]: settings from the TOML file and flags;
+//! - [`storage`]: starting, supervising and talking to the snapshotter plugin;
+//! - [`content`]: blobs by digest, verified on the way in.
+
+pub mod config;
+pub mod content;
+pub mod storage;

@@ -6,6 +6,7 @@
 //! - [`types`]: containerd's `containerd.types.Mount`.
 //! - [`storage`]: `strata.storage.v1.Driver`, what the containerd API has no room for (status
 //!   rows, capabilities).
+//! - [`engine`]: `strata.engine.v1`, the engine API `strata` uses to drive `stratad`.
 //!
 //! ```
 //! use strata_proto::snapshots::{Kind, PrepareSnapshotRequest};
@@ -36,6 +37,13 @@ pub mod gen {
     }
     /// `strata.*`
     pub mod strata {
+        /// `strata.engine`
+        pub mod engine {
+            /// `strata.engine.v1`
+            pub mod v1 {
+                tonic::include_proto!("strata.engine.v1");
+            }
+        }
         /// `strata.storage`
         pub mod storage {
             /// `strata.storage.v1`
@@ -50,6 +58,8 @@ pub mod gen {
 pub use gen::containerd::services::snapshots::v1 as snapshots;
 /// `containerd.types`: the Mount message.
 pub use gen::containerd::types;
+/// `strata.engine.v1`: the engine API.
+pub use gen::strata::engine::v1 as engine;
 /// `strata.storage.v1`: the storage driver service.
 pub use gen::strata::storage::v1 as storage;
 
