@@ -411,3 +411,71 @@ pub async fn containerd_keys(spec: PluginSpec) -> Result<()> {
     ensure!(left.is_empty(), "List after removing everything: {left:?}");
     Ok(())
 }
+
+/// Keys are opaque strings: path-like, dotted, multi-line, non-ASCII and long keys all work,
+/// as keys and as committed names and parents.
+pub async fn odd_keys(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let s = &h.snap;
+    let long = "k".repeat(2000);
+    let keys = [
+        "../../../../etc/strata-escape",
+        "/",
+        ".",
+        "..",
+        "a\nb\tc",
+        "ключ 键 🔑",
+        "labels.l==2,kind==view",
+        long.as_str(),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let name = format!("{key}#committed");
+        s.prepare(key, "")
+            .await
+            .with_context(|| format!("key #{i}"))?;
+        s.commit(&name, key)
+            .await
+            .with_context(|| format!("key #{i}"))?;
+        s.prepare(key, &name)
+            .await
+            .with_context(|| format!("key #{i} reused on its own commit"))?;
+        check_info(&s.stat(key).await?, key, &name, Kind::Active)?;
+        let found = s.list(&[&format!("name=={}", quote_filter(key))]).await?;
+        ensure!(
+            found.len() == 1 && found[0].name == *key,
+            "a quoted name filter must find key #{i} exactly, got {found:?}"
+        );
+    }
+    ensure!(
+        !std::path::Path::new("/etc/strata-escape").exists(),
+        "a key made a file outside the plugin root"
+    );
+    let all = h.check_consistent().await?;
+    ensure!(
+        all.len() == 2 * keys.len(),
+        "List must show every odd key and its commit, got {}",
+        all.len()
+    );
+    for key in keys {
+        s.remove(key).await?;
+        s.remove(&format!("{key}#committed")).await?;
+    }
+    Ok(())
+}
+
+/// A filter value in double quotes, with `"` and `\` escaped and control characters as Go's
+/// strconv.Quote writes them.
+fn quote_filter(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -70,6 +70,7 @@ cases! {
     reference_errors_remove_with_children => errors::remove_with_children,
     reference_errors_immutable_update => errors::immutable_update,
     reference_errors_containerd_keys => errors::containerd_keys,
+    reference_errors_odd_keys => errors::odd_keys,
 
     reference_restart_keeps_store => crash::restart_keeps_store,
     reference_concurrency_8_clients => concurrency::concurrent_clients,
@@ -130,6 +131,7 @@ mod native {
         native_reference_errors_remove_with_children => errors::remove_with_children,
         native_reference_errors_immutable_update => errors::immutable_update,
         native_reference_errors_containerd_keys => errors::containerd_keys,
+        native_reference_errors_odd_keys => errors::odd_keys,
 
         native_reference_restart_keeps_store => crash::restart_keeps_store,
         native_reference_concurrency_8_clients => concurrency::concurrent_clients,

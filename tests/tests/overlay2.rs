@@ -66,6 +66,7 @@ cases! {
     overlay2_errors_immutable_update => errors::immutable_update,
     overlay2_errors_label_too_long => errors::label_too_long,
     overlay2_errors_containerd_keys => errors::containerd_keys,
+    overlay2_errors_odd_keys => errors::odd_keys,
 
     overlay2_crash_prepare_after_create => crash::prepare_after_create,
     overlay2_crash_prepare_after_metadata => crash::prepare_after_metadata,
