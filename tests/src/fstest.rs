@@ -634,4 +634,69 @@ mod tests {
         assert_eq!(diff_trees(c.path(), d.path())?.len(), 2);
         Ok(())
     }
+
+    /// Every attribute the comparison promises to look at is seen: two trees that differ only
+    /// in it must differ. (Needs root for chown and mknod.)
+    #[test]
+    fn every_compared_attribute_is_seen() -> Result<()> {
+        let base = vec![
+            create_dir("/d", 0o755),
+            create_file("/d/f", "content", 0o644),
+            symlink("target", "/d/l"),
+            char_device("/d/c", 0o600, 1, 3),
+            create_file("/d/g", "g", 0o644),
+        ];
+        let variants: Vec<(&str, Change)> = vec![
+            ("mode", chmod("/d/f", 0o600)),
+            ("setuid bit", chmod("/d/f", 0o4644)),
+            ("owner", chown("/d/f", 1, 0)),
+            ("group", chown("/d/f", 0, 1)),
+            ("content", create_file("/d/f", "CONTENT", 0o644)),
+            ("dir mode", chmod("/d", 0o700)),
+            ("xattr", set_xattr("/d/f", "user.x", "1")),
+            ("hard link", link("/d/f", "/d/f2")),
+        ];
+        for (what, change) in variants {
+            let a = tempfile::tempdir()?;
+            let b = tempfile::tempdir()?;
+            apply(a.path(), &base)?;
+            apply(b.path(), &base)?;
+            apply(b.path(), &[change])?;
+            let lines = diff_trees(a.path(), b.path())?;
+            assert!(!lines.is_empty(), "a difference in {what} was not seen");
+        }
+        // Replacements of one kind of entry by another, or other targets and device numbers.
+        let replacements: Vec<(&str, Vec<Change>)> = vec![
+            (
+                "symlink target",
+                vec![remove_all("/d/l"), symlink("other", "/d/l")],
+            ),
+            (
+                "device number",
+                vec![remove_all("/d/c"), char_device("/d/c", 0o600, 1, 5)],
+            ),
+            (
+                "device kind",
+                vec![remove_all("/d/c"), block_device("/d/c", 0o600, 1, 3)],
+            ),
+            (
+                "fifo for file",
+                vec![remove_all("/d/g"), fifo("/d/g", 0o644)],
+            ),
+            (
+                "dir for file",
+                vec![remove_all("/d/g"), create_dir("/d/g", 0o644)],
+            ),
+        ];
+        for (what, changes) in replacements {
+            let a = tempfile::tempdir()?;
+            let b = tempfile::tempdir()?;
+            apply(a.path(), &base)?;
+            apply(b.path(), &base)?;
+            apply(b.path(), &changes)?;
+            let lines = diff_trees(a.path(), b.path())?;
+            assert!(!lines.is_empty(), "a difference in {what} was not seen");
+        }
+        Ok(())
+    }
 }
