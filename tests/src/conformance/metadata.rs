@@ -224,6 +224,27 @@ pub async fn update(spec: PluginSpec) -> Result<()> {
             stat == got,
             "{name}: a refused Update must change nothing:\n  before {got:?}\n  after  {stat:?}"
         );
+
+        // What containerd's metadata layer sends (§1.6): only the name and the inherited
+        // labels (kind UNKNOWN, no parent, no times), with the client's paths.
+        let inherited = "containerd.io/snapshot/cri.layer-digest";
+        let req = Info {
+            name: name.into(),
+            labels: labels(&[(inherited, "sha256:abc")]),
+            ..Default::default()
+        };
+        let path = format!("labels.{inherited}");
+        let t3 = SystemTime::now();
+        let got = snap.update(req, Some(&[path.as_str()])).await?;
+        let t4 = SystemTime::now();
+        let want = labels(&[("l4", "v4"), ("l5", "v5"), (inherited, "sha256:abc")]);
+        check_updated(
+            &got,
+            &st,
+            &want,
+            (t3, t4),
+            &format!("{name}: Update as containerd's metadata layer sends it"),
+        )?;
     }
     Ok(())
 }
