@@ -58,6 +58,7 @@ cases! {
     reference_conformance_usage => conformance::usage,
     reference_conformance_xattrs => conformance::xattrs,
     reference_conformance_special_files => conformance::special_files,
+    reference_conformance_type_changes => conformance::type_changes,
     reference_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
     reference_conformance_list_large => conformance::list_large,
 
@@ -120,6 +121,7 @@ mod native {
         native_reference_conformance_usage => conformance::usage,
         native_reference_conformance_xattrs => conformance::xattrs,
         native_reference_conformance_special_files => conformance::special_files,
+        native_reference_conformance_type_changes => conformance::type_changes,
         native_reference_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
         native_reference_conformance_list_large => conformance::list_large,
 

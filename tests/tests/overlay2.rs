@@ -52,6 +52,7 @@ cases! {
     overlay2_conformance_usage => conformance::usage,
     overlay2_conformance_xattrs => conformance::xattrs,
     overlay2_conformance_special_files => conformance::special_files,
+    overlay2_conformance_type_changes => conformance::type_changes,
     overlay2_conformance_cleanup_keeps_live => conformance::cleanup_keeps_live,
     overlay2_conformance_list_large => conformance::list_large,
 

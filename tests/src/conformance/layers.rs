@@ -401,3 +401,41 @@ pub async fn special_files(spec: PluginSpec) -> Result<()> {
     check_layers(&h, "special", &layers, each_view()).await?;
     Ok(())
 }
+
+/// Entries that change type across layers: a file becomes a directory, a directory a file,
+/// a symlink a directory, and back, each hiding what the lower layer had there.
+pub async fn type_changes(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let layers = vec![
+        vec![
+            create_file("/a", "a file", 0o644),
+            create_dir("/b", 0o755),
+            create_file("/b/inside", "inside b", 0o644),
+            create_dir("/b/sub", 0o700),
+            symlink("a", "/c"),
+            create_dir("/keep", 0o755),
+            create_file("/keep/x", "x", 0o644),
+        ],
+        vec![
+            remove_all("/a"),
+            create_dir("/a", 0o750),
+            create_file("/a/f", "now a dir", 0o644),
+            remove_all("/b"),
+            create_file("/b", "now a file", 0o600),
+            remove_all("/c"),
+            create_dir("/c", 0o755),
+            remove_all("/keep/x"),
+            create_dir("/keep/x", 0o755),
+        ],
+        vec![
+            remove_all("/a"),
+            symlink("b", "/a"),
+            remove_all("/b"),
+            create_dir("/b", 0o755),
+            remove_all("/keep/x"),
+            create_file("/keep/x", "a file again", 0o644),
+        ],
+    ];
+    check_layers(&h, "types", &layers, each_view()).await?;
+    Ok(())
+}
