@@ -206,7 +206,7 @@ pub async fn remove_after_metadata(spec: PluginSpec) -> Result<()> {
 }
 
 /// A graceful restart (SIGTERM → exit 0 → start again on the same root) keeps every snapshot
-/// exactly: the same Infos (timestamps and labels included), the same mounts, the same content.
+/// exactly: the same Infos (timestamps and labels included) and the same content.
 pub async fn restart_keeps_store(spec: PluginSpec) -> Result<()> {
     let mut h = Harness::start(&spec).await?;
     let base = [create_file("/base", "base\n", 0o644)];
@@ -229,7 +229,7 @@ pub async fn restart_keeps_store(spec: PluginSpec) -> Result<()> {
     let guard = h.mount(&active_mounts)?;
     apply(guard.path(), &mine)?;
     guard.unmount()?;
-    let view_mounts = h.snap.view("view", "top").await?;
+    h.snap.view("view", "top").await?;
     let mut info = h.snap.stat("base").await?;
     info.labels = labels(&[("updated", "yes")]);
     h.snap.update(info, None).await?;
@@ -243,19 +243,13 @@ pub async fn restart_keeps_store(spec: PluginSpec) -> Result<()> {
         before == after,
         "a graceful restart must keep every Info exactly:\n  before {before:#?}\n  after  {after:#?}"
     );
+    // The mounts may be described differently after a restart (a device may get a new
+    // number); what they show must be the same.
     let again = h.snap.mounts("active").await?;
-    ensure!(
-        again == active_mounts,
-        "Mounts after a restart must equal Prepare's:\n  prepare {active_mounts:?}\n  mounts  {again:?}"
-    );
     let guard = h.mount(&again)?;
     check_trees_equal(&flat_active, guard.path()).context("the active snapshot after a restart")?;
     guard.unmount()?;
     let again = h.snap.mounts("view").await?;
-    ensure!(
-        again == view_mounts,
-        "Mounts after a restart must equal View's:\n  view   {view_mounts:?}\n  mounts {again:?}"
-    );
     let guard = h.mount(&again)?;
     check_trees_equal(&flat_top, guard.path()).context("the view after a restart")?;
     guard.unmount()?;
