@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use strata_proto::snapshots::snapshots_client::SnapshotsClient;
+use strata_proto::snapshots::Info;
 use tonic::Code;
 
 use crate::client::{gc_root_labels, Harness, Snap};
@@ -294,6 +295,75 @@ pub async fn remove_prepare_race(spec: PluginSpec) -> Result<()> {
             "round {round}: two Removes of {loser:?} raced to {ra:?} and {rb:?}; exactly one must \
              win and the other get NotFound"
         );
+    }
+    h.check_consistent().await?;
+    Ok(())
+}
+
+/// Update racing Commit and Remove of the same key: the Update may win or get NotFound, but
+/// it must never bring the committed or removed key back.
+pub async fn update_races(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let other = Snap::new(SnapshotsClient::new(h.plugin.connect().await?));
+    for round in 0..RACE_ROUNDS {
+        let key = format!("key-{round}");
+        let name = format!("name-{round}");
+        h.snap.prepare(&key, "").await?;
+        let info = Info {
+            name: key.clone(),
+            labels: crate::client::labels(&[("x", "y")]),
+            ..Default::default()
+        };
+        let (committed, updated) = tokio::join!(
+            h.snap.try_commit(&name, &key, gc_root_labels()),
+            other.try_update(info.clone(), Some(&["labels.x"]))
+        );
+        committed.map_err(|s| crate::client::status_error(s, "Commit racing Update"))?;
+        match &updated {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => bail!(
+                "round {round}: Update racing Commit: {:?}: {}",
+                s.code(),
+                s.message()
+            ),
+        }
+        crate::client::expect_code(
+            h.snap.try_stat(&key).await,
+            Code::NotFound,
+            &format!("round {round}: the committed key after an Update raced its Commit"),
+        )?;
+        let committed = h.snap.stat(&name).await?;
+        ensure!(
+            !committed.labels.contains_key("x"),
+            "round {round}: an Update of the active key leaked into the committed snapshot: {:?}",
+            committed.labels
+        );
+
+        let key = format!("gone-{round}");
+        h.snap.prepare(&key, "").await?;
+        let info = Info {
+            name: key.clone(),
+            ..info
+        };
+        let (removed, updated) = tokio::join!(
+            h.snap.try_remove(&key),
+            other.try_update(info, Some(&["labels.x"]))
+        );
+        removed.map_err(|s| crate::client::status_error(s, "Remove racing Update"))?;
+        if let Err(s) = &updated {
+            ensure!(
+                s.code() == Code::NotFound,
+                "round {round}: Update racing Remove: {:?}: {}",
+                s.code(),
+                s.message()
+            );
+        }
+        crate::client::expect_code(
+            h.snap.try_stat(&key).await,
+            Code::NotFound,
+            &format!("round {round}: the removed key after an Update raced its Remove"),
+        )?;
     }
     h.check_consistent().await?;
     Ok(())

@@ -76,6 +76,7 @@ cases! {
     reference_restart_keeps_store => crash::restart_keeps_store,
     reference_concurrency_8_clients => concurrency::concurrent_clients,
     reference_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
+    reference_concurrency_update_races => concurrency::update_races,
 }
 
 /// containerd's native snapshotter (plain copies, bind mounts): proves the suite is
@@ -138,5 +139,6 @@ mod native {
         native_reference_restart_keeps_store => crash::restart_keeps_store,
         native_reference_concurrency_8_clients => concurrency::concurrent_clients,
         native_reference_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
+        native_reference_concurrency_update_races => concurrency::update_races,
     }
 }

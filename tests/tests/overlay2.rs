@@ -79,6 +79,7 @@ cases! {
 
     overlay2_concurrency_8_clients => concurrency::concurrent_clients,
     overlay2_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
+    overlay2_concurrency_update_races => concurrency::update_races,
 
     overlay2_plugin_socket_mode => plugin::socket_mode,
     overlay2_plugin_bad_storage_opt_refused => plugin::bad_storage_opt_refused,
