@@ -12,8 +12,8 @@ mod metadata;
 
 pub use layers::{
     chown, deleted_files_in_child_snapshot, directory_permission_on_commit, layer_file_update,
-    layers_128_mount, move_file_from_lower_layer, remove_directory_in_lower_layer, rename,
-    special_files, type_changes, xattrs,
+    layers_128_mount, max_layer_depth, move_file_from_lower_layer, remove_directory_in_lower_layer,
+    rename, special_files, type_changes, xattrs,
 };
 pub use lifecycle::{
     basic, cleanup_keeps_live, close_twice, remove_intermediate_snapshot, root_permission,

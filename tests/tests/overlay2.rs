@@ -48,6 +48,7 @@ cases! {
     overlay2_conformance_root_permission => conformance::root_permission,
     overlay2_conformance_rename => conformance::rename,
     overlay2_conformance_128_layers_mount => conformance::layers_128_mount,
+    overlay2_conformance_max_layer_depth => conformance::max_layer_depth,
     overlay2_conformance_commit_info => conformance::commit_info,
     overlay2_conformance_usage => conformance::usage,
     overlay2_conformance_xattrs => conformance::xattrs,

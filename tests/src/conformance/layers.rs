@@ -439,3 +439,76 @@ pub async fn type_changes(spec: PluginSpec) -> Result<()> {
     check_layers(&h, "types", &layers, each_view()).await?;
     Ok(())
 }
+
+/// The advertised depth: a chain as deep as `Capabilities.max_layer_depth` mounts and shows
+/// every layer; one layer deeper, Prepare may refuse, but mounts it does return must mount.
+/// Only for drivers that advertise a depth.
+pub async fn max_layer_depth(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    let caps = h
+        .capabilities()
+        .await?
+        .context("max_layer_depth needs the Driver service")?;
+    let depth = usize::try_from(caps.max_layer_depth)?;
+    anyhow::ensure!(depth > 0, "the driver advertises no max_layer_depth");
+    let mut parent = String::new();
+    let flat = h.flat_dir()?;
+    for i in 0..depth {
+        let name = format!("depth-{i}");
+        let key = format!("{name}-active");
+        let mounts = h.snap.prepare(&key, &parent).await?;
+        // Writing through a mount at every layer would take long; write into the first and
+        // the last few through mounts, and leave the others empty.
+        if i == 0 || i + 3 >= depth {
+            let change = [create_file(&format!("/file-{i}"), format!("{i}"), 0o644)];
+            let guard = h
+                .mount(&mounts)
+                .with_context(|| format!("mount layer {i}"))?;
+            apply(guard.path(), &change)?;
+            guard.unmount()?;
+            apply(&flat, &change)?;
+        }
+        h.snap.commit(&name, &key).await?;
+        parent = name;
+    }
+    // An active snapshot with `depth` parents.
+    let mounts = h.snap.prepare("at-max", &parent).await?;
+    let guard = h
+        .mount(&mounts)
+        .with_context(|| format!("mount an active snapshot with {depth} parents"))?;
+    check_trees_equal(&flat, guard.path())
+        .with_context(|| format!("an active snapshot with {depth} parents"))?;
+    guard.unmount()?;
+    h.snap.remove("at-max").await?;
+
+    // One deeper: refusing is fine, unmountable mounts are not.
+    h.snap.prepare("deeper-active", &parent).await?;
+    h.snap.commit("deeper", "deeper-active").await?;
+    let prepared = h
+        .snap
+        .try_prepare("too-deep", "deeper", Default::default())
+        .await;
+    let viewed = h
+        .snap
+        .try_view("too-deep-view", "deeper", Default::default())
+        .await;
+    for (call, result) in [("Prepare", prepared), ("View", viewed)] {
+        match result {
+            Err(status) => anyhow::ensure!(
+                !status.message().is_empty(),
+                "refusing a {call} past max_layer_depth needs a message"
+            ),
+            Ok(mounts) => {
+                let guard = h.mount(&mounts).with_context(|| {
+                    format!(
+                        "{call} with {} parents (past the advertised max_layer_depth {depth}) \
+                         succeeded, so its mounts must mount (or the {call} must be refused)",
+                        depth + 1
+                    )
+                })?;
+                guard.unmount()?;
+            }
+        }
+    }
+    Ok(())
+}
