@@ -245,6 +245,18 @@ pub async fn update(spec: PluginSpec) -> Result<()> {
             (t3, t4),
             &format!("{name}: Update as containerd's metadata layer sends it"),
         )?;
+
+        // Filters see updated labels, and no longer see replaced ones.
+        let found = snap.list(&[&format!("name=={name},labels.l4==v4")]).await?;
+        ensure!(
+            found.len() == 1 && found[0] == got,
+            "{name}: List by a label set with Update must find it as Stat shows it, got {found:?}"
+        );
+        let found = snap.list(&[&format!("name=={name},labels.l1")]).await?;
+        ensure!(
+            found.is_empty(),
+            "{name}: List by a label removed with Update must not find it, got {found:?}"
+        );
     }
     Ok(())
 }
