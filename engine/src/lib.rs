@@ -4,8 +4,10 @@
 //!
 //! - [`config`]: settings from the TOML file and flags;
 //! - [`storage`]: starting, supervising and talking to the snapshotter plugin;
-//! - [`content`]: blobs by digest, verified on the way in.
+//! - [`content`]: blobs by digest, verified on the way in;
+//! - [`image`]: references, layers, image metadata, archives (load/save/import), unpacking.
 
 pub mod config;
 pub mod content;
+pub mod image;
 pub mod storage;
