@@ -315,3 +315,52 @@ pub async fn kill_during_workload(spec: PluginSpec) -> Result<()> {
     }
     Ok(())
 }
+
+/// How long after starting [`kill_during_startup`] kills the plugin, in milliseconds.
+pub const STARTUP_KILL_DELAYS_MS: [u64; 6] = [0, 2, 5, 10, 25, 60];
+
+/// SIGKILL while the plugin starts (and recovers from earlier crashes) must not make things
+/// worse: leftovers of crashed Prepares and Removes are made first, the plugin is killed early
+/// in its start again and again, and then it must start and be consistent.
+pub async fn kill_during_startup(spec: PluginSpec) -> Result<()> {
+    let mut h = Harness::start(&spec).await?;
+    h.commit_layer("base", "", &[create_file("/base", "base\n", 0o644)])
+        .await?;
+    h.snap.prepare("to-remove", "base").await?;
+    // Leave an orphan of a crashed Prepare and of a crashed Remove behind.
+    for (failpoint, op) in [
+        (PREPARE_AFTER_CREATE, "prepare"),
+        (REMOVE_AFTER_METADATA, "remove"),
+    ] {
+        h.restart(&[("STRATA_FAILPOINT", failpoint)]).await?;
+        let result = match op {
+            "prepare" => h
+                .snap
+                .try_prepare("orphan", "base", gc_root_labels())
+                .await
+                .map(drop),
+            _ => h.snap.try_remove("to-remove").await,
+        };
+        ensure!(result.is_err(), "failpoint {failpoint} did not fire");
+        h.plugin.wait_exit(Duration::from_secs(10)).await?;
+        h.start_again(&[]).await?;
+    }
+    h.plugin.stop()?;
+    for delay in STARTUP_KILL_DELAYS_MS {
+        crate::harness::start_and_kill(&h.spec, &h.sandbox, Duration::from_millis(delay)).await?;
+    }
+    h.start_again(&[])
+        .await
+        .context("start after being killed during start six times")?;
+    let listed = h.check_consistent().await?;
+    let names: Vec<&str> = listed.iter().map(|i| i.name.as_str()).collect();
+    ensure!(
+        names == ["base"],
+        "after crashes and killed starts only base may be left, List shows {names:?}"
+    );
+    let mounts = h.snap.prepare("after", "base").await?;
+    let guard = h.mount(&mounts)?;
+    crate::fstest::read_everything(guard.path())?;
+    guard.unmount()?;
+    Ok(())
+}

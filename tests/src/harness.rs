@@ -599,6 +599,30 @@ pub async fn run_expecting_refusal(
     }
 }
 
+/// Starts a plugin and SIGKILLs it `after` that long, whatever it is doing (e.g. still
+/// recovering its store at start), then reaps it.
+pub async fn start_and_kill(
+    spec: &PluginSpec,
+    sandbox: &Sandbox,
+    after: Duration,
+) -> Result<ExitStatus> {
+    let Spawn {
+        mut cmd,
+        binary,
+        socket,
+        ..
+    } = command(spec, sandbox, &[])?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {}", binary.display()))?;
+    tokio::time::sleep(after).await;
+    // It may have exited already; kill fails then, and wait still reaps it.
+    let _ = child.kill();
+    let status = child.wait().context("wait for the killed plugin")?;
+    let _ = fs::remove_file(&socket);
+    Ok(status)
+}
+
 /// SIGTERM, wait up to [`STOP_TIMEOUT`], then SIGKILL. Returns the status and whether the
 /// process exited by itself.
 fn terminate(child: &mut Child) -> Result<(ExitStatus, bool)> {

@@ -77,6 +77,7 @@ cases! {
     overlay2_crash_remove_after_metadata => crash::remove_after_metadata,
     overlay2_crash_restart_keeps_store => crash::restart_keeps_store,
     overlay2_crash_kill_during_workload => crash::kill_during_workload,
+    overlay2_crash_kill_during_startup => crash::kill_during_startup,
 
     overlay2_concurrency_8_clients => concurrency::concurrent_clients,
     overlay2_concurrency_remove_prepare_race => concurrency::remove_prepare_race,
