@@ -261,6 +261,12 @@ impl Snapshotter for Overlay2 {
     }
 
     fn create(&self, snap: &Snap<'_>) -> Result<()> {
+        if snap.parents.len() > MAX_LAYERS as usize {
+            return Err(Error::FailedPrecondition(format!(
+                "the parent chain has {} layers; overlay mounts at most {MAX_LAYERS}",
+                snap.parents.len()
+            )));
+        }
         let dir = self.dir(snap.id);
         match (snap.kind, snap.parents.is_empty()) {
             // A view of a parent mounts its parents' directories only; its own directory just
