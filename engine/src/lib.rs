@@ -8,6 +8,7 @@
 //! - [`image`]: references, layers, image metadata, archives (load/save/import), unpacking.
 
 pub mod config;
+pub mod container;
 pub mod content;
 pub mod image;
 pub mod storage;

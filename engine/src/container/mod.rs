@@ -1,0 +1,654 @@
+//! Containers: records in sled, a root filesystem from the storage driver, a spec, a monitor
+//! process running it with `strata-runtime`, and the lifecycle verbs.
+//!
+//! Each container has a directory `<root>/containers/<id>/` holding the OCI bundle
+//! (`config.json`, `rootfs/` where the snapshot is mounted while it runs), its json-lines log,
+//! and what its monitor records (`exit.json`, `monitor.log`). Its root filesystem is the
+//! active snapshot `strata/container/<id>` on the image's top layer.
+
+pub mod inspect;
+pub mod logs;
+pub mod monitor;
+pub mod record;
+pub mod spec;
+pub mod user;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
+use tokio::sync::{watch, Mutex};
+
+use crate::storage::Storage;
+use record::{Record, RecordError, Records, Settings, State, Status};
+use spec::ImageDefaults;
+
+/// What a container's image resolved to.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedImage {
+    /// sha256:… of its config.
+    pub id: String,
+    /// The reference as the user gave it (normalized).
+    pub reference: String,
+    /// Its config's defaults.
+    pub defaults: ImageDefaults,
+    /// The chain id of its top layer, unpacked in the current driver ("" for no layers).
+    pub chain: String,
+}
+
+/// Container failures, each mapping to one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    #[error("invalid signal {0:?}: use a name like TERM or SIGKILL, or a number")]
+    InvalidSignal(String),
+    #[error("container {name} is {status}: {hint}")]
+    State {
+        name: String,
+        status: &'static str,
+        hint: &'static str,
+    },
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("start container {name}: {message}")]
+    Start { name: String, message: String },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl ContainerError {
+    /// The gRPC status for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic::Code;
+        let code = match self {
+            ContainerError::Record(RecordError::NotFound(_)) => Code::NotFound,
+            ContainerError::Record(RecordError::NameInUse { .. }) => Code::AlreadyExists,
+            ContainerError::Record(RecordError::Ambiguous { .. }) => Code::InvalidArgument,
+            ContainerError::Spec(_)
+            | ContainerError::InvalidName(_)
+            | ContainerError::InvalidSignal(_) => Code::InvalidArgument,
+            ContainerError::State { .. } => Code::FailedPrecondition,
+            ContainerError::Storage(m) if m.starts_with("storage driver unavailable") => {
+                Code::Unavailable
+            }
+            _ => Code::Internal,
+        };
+        tonic::Status::new(code, self.to_string())
+    }
+}
+
+type Result<T, E = ContainerError> = std::result::Result<T, E>;
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ContainerError + 'a {
+    move |source| ContainerError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn storage_err(storage: &Storage, what: &str, s: tonic::Status) -> ContainerError {
+    ContainerError::Storage(
+        crate::storage::unavailable(storage, &s)
+            .unwrap_or_else(|| format!("{what}: {}", s.message())),
+    )
+}
+
+/// The snapshot key of a container's root filesystem.
+pub fn snapshot_key(id: &str) -> String {
+    format!("strata/container/{id}")
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn generated_name(id: &str) -> String {
+    const LEFT: [&str; 16] = [
+        "brave", "calm", "eager", "fervent", "gallant", "happy", "jolly", "keen", "lucid",
+        "modest", "nifty", "quirky", "serene", "sharp", "vibrant", "zealous",
+    ];
+    const RIGHT: [&str; 16] = [
+        "babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "knuth", "lovelace",
+        "meitner", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+    ];
+    let b = hex::decode(&id[..4]).unwrap_or_default();
+    let (l, r) = (
+        b.first().copied().unwrap_or(0) as usize % 16,
+        b.get(1).copied().unwrap_or(0) as usize % 16,
+    );
+    format!("{}_{}_{}", LEFT[l], RIGHT[r], &id[4..8])
+}
+
+/// The engine's containers.
+#[derive(Debug)]
+pub struct Containers {
+    records: Records,
+    storage: Storage,
+    dir: PathBuf,
+    runtime_root: PathBuf,
+    monitor: PathBuf,
+    watchers: std::sync::Mutex<HashMap<String, watch::Sender<State>>>,
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Containers {
+    /// The containers under `root/containers`, run with state under `run_root/runtime`.
+    pub fn open(
+        db: &sled::Db,
+        storage: Storage,
+        root: &Path,
+        run_root: &Path,
+    ) -> Result<Arc<Self>> {
+        let dir = root.join("containers");
+        std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        let monitor = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("strata-monitor")))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                ContainerError::Runtime("strata-monitor is not installed next to stratad".into())
+            })?;
+        Ok(Arc::new(Containers {
+            records: Records::open(db)?,
+            storage,
+            dir,
+            runtime_root: run_root.join("runtime"),
+            monitor,
+            watchers: Default::default(),
+            locks: Default::default(),
+        }))
+    }
+
+    /// The records (for listing and image-use checks).
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// A container's directory (its bundle).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Its json-lines log.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.bundle(id).join(format!("{id}-json.log"))
+    }
+
+    fn lock(&self, id: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn notify(&self, rec: &Record) {
+        let mut w = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = w
+            .entry(rec.id.clone())
+            .or_insert_with(|| watch::channel(rec.state.clone()).0);
+        tx.send_replace(rec.state.clone());
+    }
+
+    /// Subscribes to a container's state changes.
+    pub fn subscribe(&self, rec: &Record) -> watch::Receiver<State> {
+        let mut w = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        w.entry(rec.id.clone())
+            .or_insert_with(|| watch::channel(rec.state.clone()).0)
+            .subscribe()
+    }
+
+    /// Finds a container by name or id (prefix).
+    pub fn resolve(&self, query: &str) -> Result<Record> {
+        Ok(self.records.resolve(query)?)
+    }
+
+    /// Creates a container; nothing is left behind if it fails.
+    pub async fn create(&self, image: &ResolvedImage, name: &str, s: Settings) -> Result<Record> {
+        if !name.is_empty() && !valid_name(name) {
+            return Err(ContainerError::InvalidName(name.to_string()));
+        }
+        // Refuse bad flags before anything is made, and resolve what comes from the image.
+        let args = spec::command(&image.defaults, &s)?;
+        let mut s = s;
+        s.env = spec::environment(&image.defaults, &s)?;
+        if s.working_dir.is_empty() {
+            s.working_dir = image.defaults.working_dir.clone();
+        }
+        if s.user.is_empty() {
+            s.user = image.defaults.user.clone();
+        }
+        spec::capabilities(&s)?;
+        for b in &s.binds {
+            spec::bind_mount(b)?;
+        }
+        if !matches!(s.network_mode.as_str(), "" | "none" | "default" | "host") {
+            return Err(spec::SpecError::Network(s.network_mode.clone()).into());
+        }
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let name = if name.is_empty() {
+            generated_name(&id)
+        } else {
+            name.to_string()
+        };
+        if let Ok(other) = self.records.resolve(&name) {
+            if other.name == name {
+                return Err(RecordError::NameInUse { name, id: other.id }.into());
+            }
+        }
+        let rec = Record {
+            id: id.clone(),
+            name,
+            image_id: image.id.clone(),
+            image_ref: image.reference.clone(),
+            path: args[0].clone(),
+            args: args[1..].to_vec(),
+            created: strata_runtime::state::now_rfc3339(),
+            snapshot: snapshot_key(&id),
+            driver: self.storage.driver().to_string(),
+            settings: s,
+            state: State::default(),
+        };
+        let bundle = self.bundle(&id);
+        std::fs::create_dir_all(bundle.join("rootfs")).map_err(io("create directory", &bundle))?;
+        let made = async {
+            std::fs::File::create(self.log_path(&id)).map_err(io("create log", &bundle))?;
+            let req = PrepareSnapshotRequest {
+                key: rec.snapshot.clone(),
+                parent: image.chain.clone(),
+                ..Default::default()
+            };
+            self.storage
+                .snapshots()
+                .prepare(req)
+                .await
+                .map_err(|e| storage_err(&self.storage, "prepare the root filesystem", e))?;
+            if let Err(e) = self.records.insert(&rec) {
+                let _ = self
+                    .storage
+                    .snapshots()
+                    .remove(RemoveSnapshotRequest {
+                        key: rec.snapshot.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                return Err(e.into());
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(e);
+        }
+        self.notify(&rec);
+        Ok(rec)
+    }
+
+    /// Mounts the root filesystem, writes the spec and starts the monitor.
+    pub async fn start(self: &Arc<Self>, query: &str) -> Result<Record> {
+        let rec = self.resolve(query)?;
+        let lock = self.lock(&rec.id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .records
+            .get(&rec.id)?
+            .ok_or_else(|| RecordError::NotFound(query.into()))?;
+        match rec.state.status {
+            Status::Created | Status::Exited => {}
+            Status::Running | Status::Paused => {
+                return Err(ContainerError::State {
+                    name: rec.name,
+                    status: "running",
+                    hint: "it is already started",
+                })
+            }
+            Status::Dead => {
+                return Err(ContainerError::State {
+                    name: rec.name,
+                    status: "dead",
+                    hint: "remove it",
+                })
+            }
+        }
+        let bundle = self.bundle(&rec.id);
+        let rootfs = bundle.join("rootfs");
+        let mounts = self
+            .storage
+            .snapshots()
+            .mounts(MountsRequest {
+                key: rec.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| storage_err(&self.storage, "mounts of the root filesystem", e))?
+            .into_inner()
+            .mounts;
+        let started = self.launch(&rec, &mounts, &bundle, &rootfs).await;
+        match started {
+            Ok((pid, child)) => {
+                rec.state = State {
+                    status: Status::Running,
+                    pid,
+                    monitor_pid: child.id().unwrap_or(0) as i32,
+                    started_at: strata_runtime::state::now_rfc3339(),
+                    ..State::default()
+                };
+                self.records.update(&rec)?;
+                self.notify(&rec);
+                let me = self.clone();
+                let id = rec.id.clone();
+                tokio::spawn(async move {
+                    let mut child = child;
+                    let _ = child.wait().await;
+                    me.exited(&id).await;
+                });
+                Ok(rec)
+            }
+            Err(e) => {
+                if let Err(ue) = strata_snapshotter::mount::unmount_all(&rootfs) {
+                    tracing::warn!(%ue, "unmounting after a failed start");
+                }
+                rec.state.error = e.to_string();
+                let _ = self.records.update(&rec);
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch(
+        &self,
+        rec: &Record,
+        mounts: &[strata_proto::types::Mount],
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> Result<(i32, tokio::process::Child)> {
+        let start_err = |message: String| ContainerError::Start {
+            name: rec.name.clone(),
+            message,
+        };
+        strata_snapshotter::mount::unmount_all(rootfs).map_err(|e| start_err(e.to_string()))?;
+        strata_snapshotter::mount::mount_all(mounts, rootfs)
+            .map_err(|e| start_err(e.to_string()))?;
+        // The process, environment, working dir and user were resolved against the image at
+        // create; the spec is built from the record alone.
+        let user = user::resolve(&rec.settings.user, rootfs).map_err(start_err)?;
+        let defaults = ImageDefaults {
+            entrypoint: std::iter::once(rec.path.clone())
+                .chain(rec.args.iter().cloned())
+                .collect(),
+            ..Default::default()
+        };
+        let mut settings = rec.settings.clone();
+        settings.cmd.clear();
+        settings.entrypoint = None;
+        let inputs = spec::SpecInputs {
+            id: &rec.id,
+            rootfs: &rootfs.to_string_lossy(),
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional_gids,
+            cgroups_path: format!("/strata/{}", rec.id),
+        };
+        let spec = spec::build(&defaults, &settings, &inputs)?;
+        let config = bundle.join("config.json");
+        std::fs::write(
+            &config,
+            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(io("write", &config))?;
+        let _ = std::fs::remove_file(monitor::exit_file(bundle));
+        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| start_err(format!("pipe: {e}")))?;
+        let mut cmd = std::process::Command::new(&self.monitor);
+        cmd.arg("--id")
+            .arg(&rec.id)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--runtime-root")
+            .arg(&self.runtime_root);
+        cmd.arg("--log")
+            .arg(self.log_path(&rec.id))
+            .arg("--state-dir")
+            .arg(bundle);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let w = status_w.as_raw_fd();
+        // SAFETY: between fork and exec only dup2 (async-signal-safe) runs, on an fd that is
+        // open in the parent for the whole spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(w, monitor::STATUS_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = tokio::process::Command::from(cmd)
+            .spawn()
+            .map_err(|e| start_err(format!("run {}: {e}", self.monitor.display())))?;
+        drop(status_w);
+        let line = tokio::task::spawn_blocking(move || read_status(status_r))
+            .await
+            .map_err(|e| start_err(e.to_string()))?;
+        match line.strip_prefix("ok ").map(|p| p.trim().parse::<i32>()) {
+            Some(Ok(pid)) => Ok((pid, child)),
+            _ => {
+                let msg = line
+                    .strip_prefix("error ")
+                    .unwrap_or(&line)
+                    .trim()
+                    .to_string();
+                let msg = if msg.is_empty() {
+                    "the monitor exited without starting the container".into()
+                } else {
+                    msg
+                };
+                Err(start_err(msg))
+            }
+        }
+    }
+
+    /// Called when a container's monitor exits: records the exit and cleans up.
+    async fn exited(self: &Arc<Self>, id: &str) {
+        let lock = self.lock(id);
+        let g = lock.lock().await;
+        let Ok(Some(mut rec)) = self.records.get(id) else {
+            return;
+        };
+        let bundle = self.bundle(id);
+        match monitor::read_exit(&bundle) {
+            Some(x) => {
+                rec.state.exit_code = x.exit_code;
+                rec.state.oom_killed = x.oom_killed;
+                rec.state.finished_at = x.finished_at;
+            }
+            None => {
+                rec.state.exit_code = 255;
+                rec.state.error = "the container's monitor died before recording its exit".into();
+                rec.state.finished_at = strata_runtime::state::now_rfc3339();
+            }
+        }
+        if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {
+            tracing::warn!(%e, id, "unmounting the root filesystem failed");
+        }
+        rec.state.status = Status::Exited;
+        rec.state.pid = 0;
+        rec.state.monitor_pid = 0;
+        if let Err(e) = self.records.update(&rec) {
+            tracing::error!(%e, id, "recording a container's exit failed");
+        }
+        self.notify(&rec);
+        drop(g);
+        if rec.settings.auto_remove {
+            if let Err(e) = self.remove(id, true).await {
+                tracing::error!(%e, id, "removing an exited --rm container failed");
+            }
+        }
+    }
+
+    /// Sends a signal to the container's processes.
+    pub fn signal(&self, rec: &Record, sig: nix::sys::signal::Signal, all: bool) -> Result<()> {
+        let mut c = strata_runtime::Container::load(&self.runtime_root, &rec.id)
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        c.kill(sig, all)
+            .map_err(|e| ContainerError::Runtime(e.to_string()))
+    }
+
+    /// Waits (at most `timeout`, if given) until the container is not running; returns its state.
+    pub async fn wait_stopped(&self, rec: &Record, timeout: Option<Duration>) -> Option<State> {
+        let mut rx = self.subscribe(rec);
+        let fut = async {
+            loop {
+                let st = rx.borrow_and_update().clone();
+                if !matches!(st.status, Status::Running | Status::Paused) {
+                    return st;
+                }
+                if rx.changed().await.is_err() {
+                    return st;
+                }
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    }
+
+    /// Waits for the container's next exit (a created container: after it has run).
+    pub async fn wait_exit(&self, rec: &Record) -> State {
+        let mut rx = self.subscribe(rec);
+        let mut seen_start = !matches!(rx.borrow().status, Status::Created);
+        loop {
+            let st = rx.borrow_and_update().clone();
+            if matches!(st.status, Status::Running | Status::Paused) {
+                seen_start = true;
+            } else if seen_start || !st.started_at.is_empty() && st.status != Status::Created {
+                return st;
+            }
+            if rx.changed().await.is_err() {
+                return st;
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`.
+    pub async fn stop(&self, query: &str, timeout: Duration) -> Result<()> {
+        let rec = self.resolve(query)?;
+        if !matches!(rec.state.status, Status::Running | Status::Paused) {
+            return Ok(());
+        }
+        if let Err(e) = self.signal(&rec, nix::sys::signal::Signal::SIGTERM, false) {
+            tracing::debug!(%e, "SIGTERM failed");
+        }
+        if self.wait_stopped(&rec, Some(timeout)).await.is_none() {
+            tracing::info!(
+                id = rec.id,
+                "container did not stop after {timeout:?}; sending SIGKILL"
+            );
+            let _ = self.signal(&rec, nix::sys::signal::Signal::SIGKILL, true);
+            self.wait_stopped(&rec, None).await;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (a name or number; default KILL).
+    pub async fn kill(&self, query: &str, signal: &str) -> Result<()> {
+        let rec = self.resolve(query)?;
+        let sig = if signal.is_empty() {
+            Some(nix::sys::signal::Signal::SIGKILL)
+        } else {
+            strata_runtime::parse_signal(signal)
+        };
+        let sig = sig.ok_or_else(|| ContainerError::InvalidSignal(signal.to_string()))?;
+        if !matches!(rec.state.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::State {
+                name: rec.name,
+                status: rec.state.status.as_str(),
+                hint: "it is not running",
+            });
+        }
+        self.signal(&rec, sig, false)
+    }
+
+    /// Removes a container, its snapshot and its files; a running one only with `force`.
+    pub async fn remove(&self, query: &str, force: bool) -> Result<()> {
+        let rec = self.resolve(query)?;
+        if matches!(rec.state.status, Status::Running | Status::Paused) {
+            if !force {
+                return Err(ContainerError::State {
+                    name: rec.name,
+                    status: "running",
+                    hint: "stop it first, or remove it with -f",
+                });
+            }
+            let _ = self.signal(&rec, nix::sys::signal::Signal::SIGKILL, true);
+            self.wait_stopped(&rec, Some(Duration::from_secs(30))).await;
+        }
+        let lock = self.lock(&rec.id);
+        let _g = lock.lock().await;
+        let Some(rec) = self.records.get(&rec.id)? else {
+            return Ok(());
+        };
+        let bundle = self.bundle(&rec.id);
+        if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {
+            tracing::warn!(%e, "unmounting before remove");
+        }
+        match self
+            .storage
+            .snapshots()
+            .remove(RemoveSnapshotRequest {
+                key: rec.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(storage_err(&self.storage, "remove the root filesystem", s)),
+        }
+        self.records.remove(&rec)?;
+        if let Err(e) = std::fs::remove_dir_all(&bundle) {
+            tracing::warn!(%e, dir = %bundle.display(), "removing the container directory failed");
+        }
+        let mut dead = rec.clone();
+        dead.state.status = Status::Dead;
+        self.notify(&dead);
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
+        Ok(())
+    }
+}
+
+fn read_status(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::from(fd).read_to_string(&mut s);
+    s.lines().next().unwrap_or_default().to_string()
+}

@@ -1,0 +1,493 @@
+//! The OCI runtime spec of a container, from its image's config and the `create` flags, with
+//! Docker's defaults: its capability set, masked and read-only paths, default devices (the
+//! runtime adds them), a seccomp profile, and namespaces for pid, ipc, uts, mount, cgroup and
+//! (unless `--network host`) net.
+
+use serde_json::{json, Value};
+
+use super::record::Settings;
+
+/// The parts of an image config a container spec is built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDefaults {
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub stop_signal: String,
+}
+
+/// A spec that cannot be built from the flags.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("no command: the image has no ENTRYPOINT or CMD and none was given")]
+    NoCommand,
+    #[error("invalid volume {0:?}: expected /host/path:/container/path[:ro|rw]")]
+    Bind(String),
+    #[error("invalid network mode {0:?}: expected none or host")]
+    Network(String),
+    #[error("unknown capability {0:?}")]
+    Capability(String),
+    #[error("invalid environment variable {0:?}: expected NAME=VALUE or NAME")]
+    Env(String),
+    #[error(
+        "invalid user {0:?}: expected uid[:gid] (numbers) or a name from the image's /etc/passwd"
+    )]
+    User(String),
+}
+
+/// The process a container runs: entrypoint + cmd as Docker combines them.
+pub fn command(img: &ImageDefaults, s: &Settings) -> Result<Vec<String>, SpecError> {
+    let entrypoint = s
+        .entrypoint
+        .clone()
+        .unwrap_or_else(|| img.entrypoint.clone());
+    let cmd = if !s.cmd.is_empty() {
+        s.cmd.clone()
+    } else if s.entrypoint.is_some() {
+        // A new entrypoint drops the image's CMD, as Docker does.
+        Vec::new()
+    } else {
+        img.cmd.clone()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// Merges the image's environment, the flags' and a default PATH.
+pub fn environment(img: &ImageDefaults, s: &Settings) -> Result<Vec<String>, SpecError> {
+    let mut env: Vec<String> = Vec::new();
+    let mut set = |kv: &str| {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.to_string());
+    };
+    for e in &img.env {
+        set(e);
+    }
+    for e in &s.env {
+        let key = e.split('=').next().unwrap_or_default();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(SpecError::Env(e.clone()));
+        }
+        // `-e NAME` (no value) is resolved by the client from its environment; one that
+        // arrives bare was unset there, and is left out, as Docker does.
+        if e.contains('=') {
+            set(e);
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    Ok(env)
+}
+
+/// All capabilities the kernel knows, by Docker's names (without the CAP_ prefix).
+const ALL_CAPS: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Docker's default capabilities.
+const DEFAULT_CAPS: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+fn cap_name(c: &str) -> Result<String, SpecError> {
+    let up = c.trim().to_ascii_uppercase();
+    let bare = up.strip_prefix("CAP_").unwrap_or(&up);
+    if bare == "ALL" || ALL_CAPS.contains(&bare) {
+        Ok(bare.to_string())
+    } else {
+        Err(SpecError::Capability(c.to_string()))
+    }
+}
+
+/// The capability set: Docker's defaults, then `--cap-add`, then `--cap-drop` (`ALL` works in
+/// both), or everything with `--privileged`.
+pub fn capabilities(s: &Settings) -> Result<Vec<String>, SpecError> {
+    if s.privileged {
+        return Ok(ALL_CAPS.iter().map(|c| format!("CAP_{c}")).collect());
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    let adds = s
+        .cap_add
+        .iter()
+        .map(|c| cap_name(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let drops = s
+        .cap_drop
+        .iter()
+        .map(|c| cap_name(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if drops.iter().any(|d| d == "ALL") {
+        caps.clear();
+    }
+    for a in adds {
+        if a == "ALL" {
+            caps = ALL_CAPS.iter().map(|c| c.to_string()).collect();
+        } else if !caps.contains(&a) {
+            caps.push(a);
+        }
+    }
+    caps.retain(|c| !drops.contains(c));
+    Ok(caps.into_iter().map(|c| format!("CAP_{c}")).collect())
+}
+
+/// Parses `-v /host:/ctr[:ro|rw]` into an OCI bind mount.
+pub fn bind_mount(spec: &str) -> Result<Value, SpecError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, "rw"),
+        [s, d, m] if matches!(*m, "ro" | "rw") => (*s, *d, *m),
+        _ => return Err(SpecError::Bind(spec.to_string())),
+    };
+    if !src.starts_with('/') || !dst.starts_with('/') || dst.split('/').any(|c| c == "..") {
+        return Err(SpecError::Bind(spec.to_string()));
+    }
+    Ok(json!({
+        "destination": dst,
+        "type": "bind",
+        "source": src,
+        "options": ["rbind", mode, "rprivate"],
+    }))
+}
+
+/// Syscalls Docker's default profile does not allow (without extra capabilities); they fail
+/// with EPERM. Everything else is allowed.
+const DENIED_SYSCALLS: [&str; 35] = [
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "move_pages",
+    "nfsservctl",
+    "open_by_handle_at",
+    "perf_event_open",
+    "personality",
+    "pivot_root",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "userfaultfd",
+];
+
+/// The default seccomp profile.
+pub fn default_seccomp() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{ "names": DENIED_SYSCALLS.to_vec(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }],
+    })
+}
+
+/// Everything the spec needs besides the image and the settings.
+#[derive(Debug, Clone)]
+pub struct SpecInputs<'a> {
+    pub id: &'a str,
+    pub rootfs: &'a str,
+    /// Resolved numeric user and groups.
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub cgroups_path: String,
+}
+
+/// Builds the spec (as JSON, validated by deserializing into `oci_spec`).
+pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<Value, SpecError> {
+    let args = command(img, s)?;
+    let env = environment(img, s)?;
+    let caps = capabilities(s)?;
+    let cwd = if !s.working_dir.is_empty() {
+        s.working_dir.clone()
+    } else if !img.working_dir.is_empty() {
+        img.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    let mut spec = serde_json::to_value(strata_runtime::spec::docker_default_spec(args.clone()))
+        .unwrap_or_else(|_| json!({}));
+    let hostname = if s.hostname.is_empty() {
+        inp.id[..12.min(inp.id.len())].to_string()
+    } else {
+        s.hostname.clone()
+    };
+    spec["hostname"] = json!(hostname);
+    spec["root"] = json!({ "path": inp.rootfs, "readonly": s.read_only });
+    spec["process"]["args"] = json!(args);
+    spec["process"]["env"] = json!(env);
+    spec["process"]["cwd"] = json!(cwd);
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["user"] =
+        json!({ "uid": inp.uid, "gid": inp.gid, "additionalGids": inp.additional_gids });
+    spec["process"]["capabilities"] =
+        json!({ "bounding": caps, "effective": caps, "permitted": caps });
+    spec["process"]["rlimits"] =
+        json!([{ "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 }]);
+    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    for b in &s.binds {
+        mounts.push(bind_mount(b)?);
+    }
+    spec["mounts"] = json!(mounts);
+    let linux = &mut spec["linux"];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    match s.network_mode.as_str() {
+        "" | "none" | "default" => namespaces.push(json!({"type": "network"})),
+        "host" => {}
+        other => return Err(SpecError::Network(other.to_string())),
+    }
+    linux["namespaces"] = json!(namespaces);
+    linux["cgroupsPath"] = json!(inp.cgroups_path);
+    let mut resources = json!({ "devices": [{ "allow": false, "access": "rwm" }] });
+    if s.privileged {
+        resources["devices"] = json!([{ "allow": true, "access": "rwm" }]);
+        linux["maskedPaths"] = json!([]);
+        linux["readonlyPaths"] = json!([]);
+    } else {
+        linux["seccomp"] = default_seccomp();
+    }
+    if s.memory > 0 {
+        resources["memory"] = json!({ "limit": s.memory, "swap": s.memory });
+    }
+    let mut cpu = serde_json::Map::new();
+    if s.nano_cpus > 0 {
+        let period: i64 = 100_000;
+        cpu.insert("period".into(), json!(period));
+        cpu.insert("quota".into(), json!(s.nano_cpus * period / 1_000_000_000));
+    }
+    if !s.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(s.cpuset_cpus));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if s.pids_limit > 0 {
+        resources["pids"] = json!({ "limit": s.pids_limit });
+    }
+    linux["resources"] = resources;
+    if let Some(p) = spec.get_mut("process") {
+        p["noNewPrivileges"] = json!(false);
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img() -> ImageDefaults {
+        ImageDefaults {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            entrypoint: vec![],
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_like_docker() {
+        let s = Settings::default();
+        assert_eq!(command(&img(), &s).unwrap(), vec!["sh"]);
+        let s = Settings {
+            cmd: vec!["echo".into(), "hi".into()],
+            ..Default::default()
+        };
+        assert_eq!(command(&img(), &s).unwrap(), vec!["echo", "hi"]);
+        let s = Settings {
+            entrypoint: Some(vec!["ls".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            command(&img(), &s).unwrap(),
+            vec!["ls"],
+            "a new entrypoint drops the image CMD"
+        );
+        let s = Settings {
+            entrypoint: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(
+            command(&ImageDefaults::default(), &s),
+            Err(SpecError::NoCommand)
+        );
+    }
+
+    #[test]
+    fn env_and_caps() {
+        let s = Settings {
+            env: vec!["A=2".into(), "B=3".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            environment(&img(), &s).unwrap(),
+            vec!["PATH=/bin", "A=2", "B=3"]
+        );
+        assert!(environment(
+            &img(),
+            &Settings {
+                env: vec!["=x".into()],
+                ..Default::default()
+            }
+        )
+        .is_err());
+        let s = Settings {
+            cap_add: vec!["sys_admin".into()],
+            cap_drop: vec!["CAP_CHOWN".into()],
+            ..Default::default()
+        };
+        let c = capabilities(&s).unwrap();
+        assert!(c.contains(&"CAP_SYS_ADMIN".to_string()) && !c.contains(&"CAP_CHOWN".to_string()));
+        let s = Settings {
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["KILL".into()],
+            ..Default::default()
+        };
+        assert_eq!(capabilities(&s).unwrap(), vec!["CAP_KILL"]);
+        assert!(capabilities(&Settings {
+            cap_add: vec!["FLY".into()],
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn binds() {
+        assert_eq!(bind_mount("/a:/b:ro").unwrap()["options"][1], "ro");
+        for bad in ["a:/b", "/a", "/a:b", "/a:/b:rx", "/a:/../b"] {
+            assert!(bind_mount(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn spec_validates_with_oci_spec() {
+        let s = Settings {
+            memory: 64 << 20,
+            nano_cpus: 500_000_000,
+            pids_limit: 10,
+            binds: vec!["/tmp:/mnt:ro".into()],
+            ..Default::default()
+        };
+        let inp = SpecInputs {
+            id: "0123456789abcdef",
+            rootfs: "/r",
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            cgroups_path: "/strata/x".into(),
+        };
+        let v = build(&img(), &s, &inp).unwrap();
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(spec.hostname().as_deref(), Some("0123456789ab"));
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert!(v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+        let host = Settings {
+            network_mode: "host".into(),
+            ..Default::default()
+        };
+        let v = build(&img(), &host, &inp).unwrap();
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+        assert!(build(
+            &img(),
+            &Settings {
+                network_mode: "bridge".into(),
+                ..Default::default()
+            },
+            &inp
+        )
+        .is_err());
+    }
+}
