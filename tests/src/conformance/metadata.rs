@@ -563,6 +563,25 @@ pub async fn usage(spec: PluginSpec) -> Result<()> {
         inodes >= 3,
         "Usage of a child with two files and a dir: want at least 3 inodes, got {inodes}"
     );
+
+    // Hard links are counted once, as containerd's disk usage does.
+    let mounts = snap.mounts("child").await?;
+    let guard = h.mount(&mounts)?;
+    let links: Vec<_> = (0..10)
+        .map(|i| crate::fstest::link("/one-mib", &format!("/d/link-{i}")))
+        .collect();
+    crate::fstest::apply(guard.path(), &links)?;
+    guard.unmount()?;
+    let (linked, linked_inodes) = snap.usage("child").await?;
+    ensure!(
+        linked < size + MIB / 2,
+        "Usage must count a hard-linked file once: {size} bytes before 10 links to a 1 MiB file, \
+         {linked} after"
+    );
+    ensure!(
+        linked_inodes == inodes,
+        "Usage must count a hard-linked inode once: {inodes} inodes before 10 links, {linked_inodes} after"
+    );
     Ok(())
 }
 
