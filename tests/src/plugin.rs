@@ -146,3 +146,42 @@ pub async fn driver_service(spec: PluginSpec) -> Result<()> {
     }
     Ok(())
 }
+
+/// SIGTERM while a client holds a large List stream open without reading it: the plugin must
+/// still stop within the stop timeout instead of waiting for that client forever.
+pub async fn sigterm_with_stalled_stream(spec: PluginSpec) -> Result<()> {
+    let mut h = Harness::start(&spec).await?;
+    let value = "v".repeat(4000);
+    let many: crate::client::Labels = (0..10)
+        .map(|i| (format!("big-{i}"), value.clone()))
+        .collect();
+    for i in 0..300 {
+        h.snap
+            .try_view(&format!("view-{i:04}"), "", many.clone())
+            .await
+            .map_err(|s| crate::client::status_error(s, "View"))?;
+    }
+    let channel = h.plugin.connect().await?;
+    let mut client = strata_proto::snapshots::snapshots_client::SnapshotsClient::new(channel)
+        .max_decoding_message_size(16 << 20);
+    let stream = client
+        .list(strata_proto::snapshots::ListSnapshotsRequest::default())
+        .await
+        .context("open a List stream")?
+        .into_inner();
+    // Do not read it; let the server's sends back up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = h
+        .plugin
+        .stop()
+        .context("SIGTERM with a stalled List stream open")?;
+    ensure!(status.success(), "SIGTERM must exit 0, got {status}");
+    drop(stream);
+    ensure!(
+        started.elapsed() < crate::harness::STOP_TIMEOUT,
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

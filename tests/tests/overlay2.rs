@@ -86,5 +86,6 @@ cases! {
     overlay2_plugin_socket_mode => plugin::socket_mode,
     overlay2_plugin_bad_storage_opt_refused => plugin::bad_storage_opt_refused,
     overlay2_plugin_sigterm_during_calls => plugin::sigterm_during_calls,
+    overlay2_plugin_sigterm_with_stalled_stream => plugin::sigterm_with_stalled_stream,
     overlay2_plugin_driver_service => plugin::driver_service,
 }
