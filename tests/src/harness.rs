@@ -792,3 +792,21 @@ fn build_reference() -> Result<PathBuf> {
     }
     Ok(binary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "build the binaries first: cargo build --workspace --bins")]
+    fn a_missing_binary_fails_loudly() {
+        find_binary("strata-no-such-plugin");
+    }
+
+    #[test]
+    fn socket_paths_fit_a_unix_socket() {
+        let longest = Path::new(SOCKET_DIR).join(format!("{}.sock", unique_name("p")));
+        // sun_path is 108 bytes including the NUL.
+        assert!(longest.as_os_str().len() < 100, "{}", longest.display());
+    }
+}
