@@ -10,5 +10,14 @@
 pub mod config;
 pub mod container;
 pub mod content;
+pub mod daemon;
 pub mod image;
+pub mod server;
 pub mod storage;
+
+/// Runs the engine with `config` until SIGTERM.
+pub async fn run(config: config::Config) -> anyhow::Result<()> {
+    let parts = daemon::open(&config).await?;
+    let (images, services) = server::images::wire(&config, &parts)?;
+    daemon::serve(&config, &parts, images, services).await
+}

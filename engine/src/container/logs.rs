@@ -44,50 +44,50 @@ pub fn tail(path: &Path, n: i64) -> std::io::Result<(Vec<LogEntry>, u64)> {
 }
 
 /// Sends the lines written after `offset` until `done` says the container has stopped (and
-/// everything it wrote has been read) or the receiver goes away.
+/// everything it wrote has been read) or the receiver goes away. The file is opened once, so
+/// a log removed with its container (`--rm`) is still read to its end.
 pub async fn follow(
     path: std::path::PathBuf,
-    mut offset: u64,
+    offset: u64,
     tx: mpsc::Sender<Result<LogEntry, tonic::Status>>,
     mut done: impl FnMut() -> bool + Send,
 ) {
+    let opened =
+        std::fs::File::open(&path).and_then(|mut f| f.seek(SeekFrom::Start(offset)).map(|_| f));
+    let Ok(file) = opened else { return };
+    let mut reader = Some(BufReader::new(file));
+    let mut partial: Vec<u8> = Vec::new();
     loop {
         let finished = done();
-        let read = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<LogEntry>, u64)> {
-                let mut f = std::fs::File::open(&path)?;
-                f.seek(SeekFrom::Start(offset))?;
-                let mut r = BufReader::new(f);
-                let mut out = Vec::new();
-                let mut line = Vec::new();
-                let mut advanced = 0u64;
-                loop {
-                    line.clear();
-                    let n = r.read_until(b'\n', &mut line)?;
-                    if n == 0 || line.last() != Some(&b'\n') {
-                        break;
+        let Some(mut r) = reader.take() else { return };
+        let mut carry = std::mem::take(&mut partial);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            loop {
+                match r.read_until(b'\n', &mut carry) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if carry.last() == Some(&b'\n') => {
+                        if let Some(e) = entry(&carry) {
+                            out.push(e);
+                        }
+                        carry.clear();
                     }
-                    advanced += n as u64;
-                    if let Some(e) = entry(&line) {
-                        out.push(e);
-                    }
-                }
-                Ok((out, advanced))
-            })
-            .await
-        };
-        match read {
-            Ok(Ok((entries, advanced))) => {
-                offset += advanced;
-                for e in entries {
-                    if tx.send(Ok(e)).await.is_err() {
-                        return;
-                    }
+                    // A line still being written: keep it for the next round.
+                    Ok(_) => break,
                 }
             }
-            // The log is gone: the container was removed.
-            Ok(Err(_)) | Err(_) => return,
+            (r, carry, out)
+        })
+        .await;
+        let Ok((r, carry, entries)) = read else {
+            return;
+        };
+        reader = Some(r);
+        partial = carry;
+        for e in entries {
+            if tx.send(Ok(e)).await.is_err() {
+                return;
+            }
         }
         if finished || tx.is_closed() {
             return;

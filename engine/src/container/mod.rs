@@ -647,6 +647,67 @@ impl Containers {
     }
 }
 
+/// A descriptor that becomes readable when process `pid` exits (pidfd_open(2)).
+fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Whether `pid` is the monitor of container `id`.
+fn is_monitor(pid: i32, id: &str) -> bool {
+    pid > 0
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("strata-monitor") && c.contains(id)
+            })
+            .unwrap_or(false)
+}
+
+impl Containers {
+    /// Finds every container again after the engine (re)starts: running ones whose monitor
+    /// lives are watched again; ones that stopped meanwhile get the exit their monitor recorded.
+    pub async fn restore(self: &Arc<Self>) {
+        let Ok(all) = self.records.all() else { return };
+        for rec in all {
+            self.notify(&rec);
+            if !matches!(rec.state.status, Status::Running | Status::Paused) {
+                continue;
+            }
+            let pid = rec.state.monitor_pid;
+            let watched = if is_monitor(pid, &rec.id) {
+                pidfd(pid).ok()
+            } else {
+                None
+            };
+            match watched {
+                Some(fd) => {
+                    tracing::info!(
+                        id = rec.id,
+                        pid,
+                        "container still running; watching its monitor again"
+                    );
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        // SAFETY: the AsyncFd owns the pidfd, which stays open and the same for
+                        // its whole life.
+                        if let Ok(afd) = unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+                            let _ = afd.readable().await;
+                        }
+                        me.exited(&rec.id).await;
+                    });
+                }
+                None => self.exited(&rec.id).await,
+            }
+        }
+    }
+}
+
 fn read_status(fd: OwnedFd) -> String {
     let mut s = String::new();
     let _ = std::fs::File::from(fd).read_to_string(&mut s);

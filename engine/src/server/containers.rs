@@ -1,0 +1,331 @@
+//! `strata.engine.v1.Containers`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::engine::containers_server::Containers as ContainersApi;
+use strata_proto::engine::*;
+use strata_proto::snapshots::MountsRequest;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::ImageResolver;
+use crate::container::record::{Record, Settings, Status as CStatus};
+use crate::container::{inspect, logs, Containers};
+use crate::storage::Storage;
+
+/// Serves the container verbs.
+pub struct ContainerService {
+    pub containers: Arc<Containers>,
+    pub images: Arc<dyn ImageResolver>,
+    pub storage: Storage,
+}
+
+fn settings(c: ContainerConfig) -> Settings {
+    Settings {
+        image: c.image,
+        cmd: c.cmd,
+        entrypoint: c.entrypoint_set.then_some(c.entrypoint),
+        env: c.env,
+        working_dir: c.working_dir,
+        user: c.user,
+        hostname: c.hostname,
+        memory: c.memory,
+        nano_cpus: c.nano_cpus,
+        cpuset_cpus: c.cpuset_cpus,
+        pids_limit: c.pids_limit,
+        binds: c.binds,
+        read_only: c.read_only,
+        network_mode: c.network_mode,
+        cap_add: c.cap_add,
+        cap_drop: c.cap_drop,
+        privileged: c.privileged,
+        auto_remove: c.auto_remove,
+    }
+}
+
+fn parse_time(s: &str) -> Option<std::time::SystemTime> {
+    // RFC 3339 "YYYY-MM-DDTHH:MM:SS(.frac)Z", as the runtime writes it.
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (h, mi, se) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se;
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
+/// "3 minutes", "2 seconds" …, as Docker words ages.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+fn ago(t: &str) -> String {
+    parse_time(t)
+        .and_then(|t| t.elapsed().ok())
+        .map(human_duration)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn summary(r: &Record) -> ContainerSummary {
+    let st = &r.state;
+    let status = match st.status {
+        CStatus::Created => "Created".to_string(),
+        CStatus::Running => format!("Up {}", ago(&st.started_at)),
+        CStatus::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
+        CStatus::Exited => format!("Exited ({}) {} ago", st.exit_code, ago(&st.finished_at)),
+        CStatus::Dead => "Dead".to_string(),
+    };
+    let command = std::iter::once(r.path.as_str())
+        .chain(r.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    ContainerSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.image_ref.clone(),
+        command,
+        created: parse_time(&r.created)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64),
+        state: st.status.as_str().into(),
+        status,
+    }
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogEntry, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ContainersApi for ContainerService {
+    async fn create(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let config = req
+            .into_inner()
+            .config
+            .ok_or_else(|| Status::invalid_argument("create: a container config is required"))?;
+        if config.image.is_empty() {
+            return Err(Status::invalid_argument("create: an image is required"));
+        }
+        let image = self.images.resolve(&config.image).await?;
+        let name = config.name.clone();
+        let rec = self
+            .containers
+            .create(&image, &name, settings(config))
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(CreateContainerResponse {
+            id: rec.id,
+            warnings: vec![],
+        }))
+    }
+
+    async fn start(
+        &self,
+        req: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        self.containers
+            .start(&req.into_inner().container)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(StartContainerResponse {}))
+    }
+
+    async fn stop(
+        &self,
+        req: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        let r = req.into_inner();
+        let t = if r.timeout < 0 { 10 } else { r.timeout as u64 };
+        self.containers
+            .stop(&r.container, Duration::from_secs(t))
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(StopContainerResponse {}))
+    }
+
+    async fn kill(
+        &self,
+        req: Request<KillContainerRequest>,
+    ) -> Result<Response<KillContainerResponse>, Status> {
+        let r = req.into_inner();
+        self.containers
+            .kill(&r.container, &r.signal)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(KillContainerResponse {}))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        let r = req.into_inner();
+        self.containers
+            .remove(&r.container, r.force)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let all = req.into_inner().all;
+        let mut recs = self
+            .containers
+            .records()
+            .all()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        recs.retain(|r| all || matches!(r.state.status, CStatus::Running | CStatus::Paused));
+        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(Response::new(ListContainersResponse {
+            containers: recs.iter().map(summary).collect(),
+        }))
+    }
+
+    async fn inspect(
+        &self,
+        req: Request<InspectContainerRequest>,
+    ) -> Result<Response<InspectResponse>, Status> {
+        let rec = self
+            .containers
+            .resolve(&req.into_inner().container)
+            .map_err(|e| e.to_status())?;
+        let graph = match self
+            .storage
+            .snapshots()
+            .mounts(MountsRequest {
+                key: rec.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(m) => {
+                let mounts: Vec<serde_json::Value> = m
+                    .into_inner()
+                    .mounts
+                    .into_iter()
+                    .map(|m| serde_json::json!({"Type": m.r#type, "Source": m.source, "Options": m.options}))
+                    .collect();
+                let mut data = serde_json::json!({ "Mounts": mounts });
+                for o in mounts_options(&data) {
+                    if let Some((k, v)) = o.split_once('=') {
+                        let key = match k {
+                            "lowerdir" => "LowerDir",
+                            "upperdir" => "UpperDir",
+                            "workdir" => "WorkDir",
+                            _ => continue,
+                        };
+                        data[key] = serde_json::json!(v);
+                    }
+                }
+                data
+            }
+            Err(e) => serde_json::json!({ "Error": e.message() }),
+        };
+        let bundle = self.containers.bundle(&rec.id);
+        let doc = inspect::container_json(
+            &rec,
+            &bundle.to_string_lossy(),
+            &self.containers.log_path(&rec.id).to_string_lossy(),
+            graph,
+        );
+        Ok(Response::new(InspectResponse {
+            json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        }))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<WaitContainerRequest>,
+    ) -> Result<Response<WaitContainerResponse>, Status> {
+        let rec = self
+            .containers
+            .resolve(&req.into_inner().container)
+            .map_err(|e| e.to_status())?;
+        let st = self.containers.wait_exit(&rec).await;
+        Ok(Response::new(WaitContainerResponse {
+            exit_code: st.exit_code,
+            oom_killed: st.oom_killed,
+        }))
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        let rec = self
+            .containers
+            .resolve(&r.container)
+            .map_err(|e| e.to_status())?;
+        let path = self.containers.log_path(&rec.id);
+        let (entries, offset) = logs::tail(&path, if r.tail < 0 { -1 } else { r.tail })
+            .map_err(|e| Status::internal(format!("read log {}: {e}", path.display())))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let strip = !r.timestamps;
+        let follow = r.follow;
+        let mut state = self.containers.subscribe(&rec);
+        tokio::spawn(async move {
+            for e in entries {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            if follow {
+                // Until the container has stopped (a created one: until it has run and stopped).
+                logs::follow(path, offset, tx, move || {
+                    matches!(
+                        state.borrow_and_update().status,
+                        CStatus::Exited | CStatus::Dead
+                    )
+                })
+                .await;
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let stream =
+            tokio_stream::StreamExt::map(stream, move |mut e: Result<LogEntry, Status>| {
+                if strip {
+                    if let Ok(e) = e.as_mut() {
+                        e.time.clear();
+                    }
+                }
+                e
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn mounts_options(data: &serde_json::Value) -> Vec<String> {
+    data["Mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["Options"].as_array().cloned().unwrap_or_default())
+        .filter_map(|o| o.as_str().map(String::from))
+        .collect()
+}

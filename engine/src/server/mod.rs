@@ -1,0 +1,23 @@
+//! The engine's gRPC API (`strata.engine.v1`) on a unix socket of mode 0660.
+
+pub mod containers;
+pub mod images;
+pub mod system;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::container::ResolvedImage;
+
+/// A boxed future, for the object-safe traits below.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the container service needs from the images: an image resolved and unpacked in the
+/// current storage driver, ready for a container's snapshot.
+pub trait ImageResolver: Send + Sync + 'static {
+    /// Resolves `reference` (name, name:tag, id or id prefix) for a new container.
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<ResolvedImage, tonic::Status>>;
+}
