@@ -51,8 +51,8 @@ pub enum Launch {
     /// A Strata plugin: `--root DIR --address SOCKET [--storage-opt K=V]...`, ready when its
     /// health service reports SERVING; it also serves `strata.storage.v1.Driver`.
     Strata,
-    /// containerd's own snapshotter served out of process by `ref-snapshotter` from
-    /// shared/tools/snapbench (`-kind KIND -root DIR -socket SOCKET`), ready when it answers.
+    /// containerd's own snapshotter served out of process by `strataref` (tests/go/src/strataref,
+    /// `-kind KIND -root DIR -socket SOCKET`), ready when it answers.
     /// It has no health or Driver service and no failpoints. The suite runs against it to prove
     /// its own expectations match containerd's.
     ContainerdReference {
@@ -134,14 +134,14 @@ impl PluginSpec {
         self
     }
 
-    /// containerd's own snapshotter of `kind` served by the `ref-snapshotter` binary at `path`.
+    /// containerd's own snapshotter of `kind` served by the `strataref` binary at `path`.
     pub fn containerd_reference(
         path: &Path,
         kind: &str,
         storage_count: fn(&Path) -> Result<usize>,
     ) -> Self {
         Self {
-            binary: format!("ref-snapshotter({kind})"),
+            binary: format!("containerd-{kind}"),
             binary_path: Some(path.to_path_buf()),
             launch: Launch::ContainerdReference {
                 kind: kind.to_owned(),
@@ -709,11 +709,11 @@ where
     }
 }
 
-/// Builds (once per test process) the `ref-snapshotter` of shared/tools/snapbench: containerd
-/// 1.6.20's own snapshotters served out of process. Uses `$STRATA_REF_SNAPSHOTTER` if set;
-/// otherwise copies `$STRATA_SHARED/tools/snapbench` (default: the `shared` dir beside the
-/// workspace) into the cargo target dir and runs its `build.sh` (which installs Debian's Go and
-/// containerd sources if missing, then builds offline).
+/// Builds (once per test process) `strataref` from `tests/go/src/strataref`: containerd
+/// 1.6.20's own snapshotters served out of process, built offline in GOPATH mode from Debian's
+/// golang-github-containerd-containerd-dev sources into the cargo target dir. Uses
+/// `$STRATA_REF_SNAPSHOTTER` instead if set (any binary taking `-kind -root -socket`, e.g.
+/// shared/tools/snapbench's `ref-snapshotter`).
 ///
 /// # Panics
 /// When it cannot be built: the reference tests must fail, never skip.
@@ -724,8 +724,8 @@ pub fn containerd_reference_binary() -> PathBuf {
     match built {
         Ok(path) => path.clone(),
         Err(err) => panic!(
-            "cannot build containerd's reference snapshotter ({err}); build it by hand with \
-             shared/tools/snapbench/build.sh and set STRATA_REF_SNAPSHOTTER to bin/ref-snapshotter"
+            "cannot build containerd's reference snapshotter: {err} \
+             (apt-get install golang-go golang-github-containerd-containerd-dev)"
         ),
     }
 }
@@ -734,59 +734,33 @@ fn build_reference() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("STRATA_REF_SNAPSHOTTER") {
         return Ok(PathBuf::from(path));
     }
-    let shared = match std::env::var_os("STRATA_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    };
-    let source = shared.join("tools/snapbench");
-    if !source.join("build.sh").is_file() {
-        bail!("{} has no build.sh (set STRATA_SHARED)", source.display());
-    }
     let exe = std::env::current_exe().context("find the test executable")?;
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow!("{} has no target dir", exe.display()))?;
-    let dest = profile_dir.join("strata-tests-snapbench");
-    let binary = dest.join("bin/ref-snapshotter");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    if dest.exists() {
-        fs::remove_dir_all(&dest).with_context(|| format!("remove {}", dest.display()))?;
-    }
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(&source)
-        .arg(&dest)
-        .status()
-        .context("run cp")?;
-    if !status.success() {
-        bail!(
-            "copying {} to {} failed: {status}",
-            source.display(),
-            dest.display()
-        );
-    }
-    let status = Command::new("chmod")
-        .args(["-R", "u+w"])
-        .arg(&dest)
-        .status()
-        .context("run chmod")?;
-    if !status.success() {
-        bail!("chmod -R u+w {} failed: {status}", dest.display());
-    }
-    let output = Command::new("sh")
-        .arg("build.sh")
-        .current_dir(&dest)
+    let binary = profile_dir.join("strataref");
+    let gopath = format!(
+        "{}:/usr/share/gocode",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("go").display()
+    );
+    let output = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg("strataref")
+        .env("GO111MODULE", "off")
+        .env("GOPATH", gopath)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", profile_dir.join("gocache"))
         .output()
-        .context("run build.sh")?;
-    if !output.status.success() || !binary.is_file() {
+        .context("run go build")?;
+    if !output.status.success() {
         bail!(
-            "{}/build.sh failed ({}): {}{}",
-            dest.display(),
+            "go build strataref failed ({}): {}",
             output.status,
-            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }

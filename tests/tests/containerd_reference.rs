@@ -1,6 +1,7 @@
 //! The suite against containerd 1.6.20's own overlayfs snapshotter, served out of process by
-//! shared/tools/snapbench's `ref-snapshotter`: proof that the suite expects what containerd
-//! does (STYLE.md: conformance suites are checked first against a reference).
+//! `strataref` (tests/go/src/strataref, built from Debian's containerd sources): proof that the
+//! suite expects what containerd does (STYLE.md: conformance suites are checked first against a
+//! reference).
 //!
 //! Left out, because the reference cannot run them or differs on purpose:
 //! - the crash cases: it has no failpoints;
