@@ -1,0 +1,91 @@
+//! The subcommands, one file each.
+
+mod container_args;
+mod create;
+mod info;
+mod inspect;
+mod kill;
+mod logs;
+mod ps;
+mod rm;
+mod run;
+mod start;
+mod stop;
+mod version;
+mod wait;
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use crate::client::{Client, CmdResult};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and start a container, streaming its output (or detached with -d)
+    Run(run::Args),
+    /// Create a container without starting it
+    Create(create::Args),
+    /// Start created or stopped containers
+    Start(start::Args),
+    /// Stop running containers (SIGTERM, then SIGKILL after a timeout)
+    Stop(stop::Args),
+    /// Send a signal to running containers
+    Kill(kill::Args),
+    /// Remove containers
+    Rm(rm::Args),
+    /// List containers
+    Ps(ps::Args),
+    /// Show a container's output
+    Logs(logs::Args),
+    /// Wait for containers to stop and print their exit codes
+    Wait(wait::Args),
+    /// Show low-level information on containers or images, as JSON
+    Inspect(inspect::Args),
+    /// Show engine and storage information
+    Info(info::Args),
+    /// Show the client's and the engine's versions
+    Version(version::Args),
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
+    if let Command::Version(a) = &cmd {
+        return version::run(a, address).await;
+    }
+    let client = Client::connect(address).await?;
+    match cmd {
+        Command::Run(a) => run::run(a, &client).await,
+        Command::Create(a) => create::run(a, &client).await,
+        Command::Start(a) => start::run(a, &client).await,
+        Command::Stop(a) => stop::run(a, &client).await,
+        Command::Kill(a) => kill::run(a, &client).await,
+        Command::Rm(a) => rm::run(a, &client).await,
+        Command::Ps(a) => ps::run(a, &client).await,
+        Command::Logs(a) => logs::run(a, &client).await,
+        Command::Wait(a) => wait::run(a, &client).await,
+        Command::Inspect(a) => inspect::run(a, &client).await,
+        Command::Info(a) => info::run(a, &client).await,
+        Command::Version(_) => Ok(0),
+    }
+}
+
+/// Runs `f` for each target, printing each name on success as Docker does; the exit code is 1
+/// if any failed (each failure printed on its own line).
+pub async fn for_each<F, Fut>(targets: &[String], mut f: F) -> CmdResult<i32>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = CmdResult<()>>,
+{
+    let mut failed = false;
+    for t in targets {
+        match f(t.clone()).await {
+            Ok(()) => println!("{t}"),
+            Err(e) => {
+                eprintln!("strata: {}", e.message);
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}

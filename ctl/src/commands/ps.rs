@@ -1,0 +1,92 @@
+//! `strata ps [-a] [-q] [--format json]`
+
+use strata_proto::engine::ListContainersRequest;
+
+use crate::client::{Client, CmdResult};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show all containers (default: only running ones)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only show ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// "table" (default) or "json"
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+fn ago(created: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let d = (now - created).max(0);
+    match d {
+        0..=59 => format!("{d} seconds ago"),
+        60..=3599 => format!("{} minutes ago", d / 60),
+        3600..=86_399 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86_400),
+    }
+}
+
+pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
+    let list = client
+        .containers()
+        .list(ListContainersRequest { all: a.all })
+        .await?
+        .into_inner()
+        .containers;
+    if a.quiet {
+        for c in &list {
+            println!(
+                "{}",
+                if a.no_trunc {
+                    &c.id
+                } else {
+                    &c.id[..12.min(c.id.len())]
+                }
+            );
+        }
+        return Ok(0);
+    }
+    if a.format == "json" {
+        for c in &list {
+            let v = serde_json::json!({
+                "ID": c.id, "Names": c.name, "Image": c.image, "Command": c.command,
+                "CreatedAt": c.created, "State": c.state, "Status": c.status,
+            });
+            println!("{v}");
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<14}{:<22}{:<24}{:<18}{:<28}NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+    );
+    for c in &list {
+        let mut cmd = format!("\"{}\"", c.command);
+        if !a.no_trunc && cmd.chars().count() > 22 {
+            cmd = format!("{}…\"", cmd.chars().take(20).collect::<String>());
+        }
+        let id = if a.no_trunc {
+            c.id.clone()
+        } else {
+            c.id.chars().take(12).collect()
+        };
+        println!(
+            "{:<14}{:<22}{:<24}{:<18}{:<28}{}",
+            id,
+            c.image,
+            cmd,
+            ago(c.created),
+            c.status,
+            c.name
+        );
+    }
+    Ok(0)
+}

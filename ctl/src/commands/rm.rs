@@ -1,0 +1,29 @@
+//! `strata rm [-f] CONTAINER...`
+
+use strata_proto::engine::RemoveContainerRequest;
+
+use crate::client::{Client, CmdResult};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kill and remove running containers
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
+    let force = a.force;
+    super::for_each(&a.containers, |c| async move {
+        client
+            .containers()
+            .remove(RemoveContainerRequest {
+                container: c,
+                force,
+            })
+            .await?;
+        Ok(())
+    })
+    .await
+}
