@@ -102,7 +102,11 @@ pub async fn serve(
         images,
         storage: parts.storage.clone(),
     };
-    let shutdown = async {
+    // Set when a stop signal arrives; calls in flight (a `logs -f`, a `wait`) then get a
+    // few seconds before the engine stops anyway. Containers keep running.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = stopping.clone();
+    let shutdown = async move {
         use tokio::signal::unix::{signal, SignalKind};
         match (
             signal(SignalKind::terminate()),
@@ -116,6 +120,7 @@ pub async fn serve(
             }
             _ => std::future::pending::<()>().await,
         }
+        signalled.notify_one();
     };
     let mut router = tonic::transport::Server::builder()
         .add_service(SystemServer::new(system))

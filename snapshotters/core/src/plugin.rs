@@ -26,6 +26,9 @@ use crate::options::{OptionError, StorageOpts};
 use crate::service::{DriverService, SnapshotService};
 use crate::snapshotter::Snapshotter;
 
+/// How long calls in flight may take to finish after SIGTERM.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The command line of a plugin.
 #[derive(Debug, Parser)]
 #[command(
@@ -151,7 +154,10 @@ async fn serve<D: Snapshotter>(core: Arc<Core<D>>, address: &Path) -> Result<(),
     health_reporter
         .set_serving::<DriverServer<DriverService<D>>>()
         .await;
-    let shutdown = async {
+    // Set when a stop signal arrives; in-flight calls then get GRACE to finish.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = stopping.clone();
+    let shutdown = async move {
         use tokio::signal::unix::{signal, SignalKind};
         match (
             signal(SignalKind::terminate()),
@@ -168,13 +174,22 @@ async fn serve<D: Snapshotter>(core: Arc<Core<D>>, address: &Path) -> Result<(),
                 std::future::pending::<()>().await;
             }
         }
+        signalled.notify_one();
     };
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(SnapshotsServer::new(SnapshotService::new(core.clone())))
         .add_service(DriverServer::new(DriverService::new(core)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    // A client that keeps a stream open (or a connection idle) must not hold the plugin up:
+    // after the grace period it stops anyway. Every change is already safe in the journal.
+    let result = tokio::select! {
+        r = server => r,
+        _ = async { stopping.notified().await; tokio::time::sleep(GRACE).await } => {
+            tracing::warn!("calls still in flight after {GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    };
     if let Err(e) = fs::remove_file(address) {
         tracing::warn!(%e, address = %address.display(), "removing the socket failed");
     }
