@@ -5,9 +5,9 @@ mod support;
 
 use anyhow::{ensure, Result};
 use strata_tests::harness::{run_case, unique_name};
+use strata_tests::image::{busybox_layer, docker_archive, layer, Entry};
 use strata_tests::{layouts, PluginProcess, PluginSpec, Sandbox};
 use support::containerd::Containerd;
-use support::image::{busybox_layer, docker_archive, layer, Entry};
 
 async fn import_and_run(spec: PluginSpec) -> Result<()> {
     let sandbox = Sandbox::new()?;

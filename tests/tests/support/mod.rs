@@ -1,5 +1,3 @@
-//! Support for the tests that drive real peers (containerd): an image archive builder and a
-//! containerd process guard.
+//! Support for the tests that drive real containerd: a containerd process guard.
 
 pub mod containerd;
-pub mod image;

@@ -1,0 +1,278 @@
+//! A `stratad` for end-to-end tests: its own root, run root and socket, the `strata` command
+//! line pointed at it, and a busybox image made from Debian's `busybox-static`. Dropping it
+//! removes its containers, stops the engine and its plugin, and unmounts and deletes all it made.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::harness::{find_binary, unique_name};
+use crate::image::{busybox_layer, docker_archive};
+
+/// The reference the busybox test image is loaded as.
+pub const BUSYBOX: &str = "busybox:latest";
+
+/// A running engine.
+#[derive(Debug)]
+pub struct Engine {
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--run-root` (short, for socket paths).
+    pub run_root: PathBuf,
+    /// The API socket.
+    pub address: PathBuf,
+    /// Extra `stratad` arguments, kept for restarts.
+    args: Vec<String>,
+}
+
+impl Engine {
+    /// Starts `stratad` with `args` added (e.g. `--storage-driver aufs`).
+    pub fn start(args: &[&str]) -> Result<Engine> {
+        let base = std::env::var_os("STRATA_TEST_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("se-")
+            .tempdir_in(base)
+            .context("make the engine's temp dir")?;
+        let run_root = PathBuf::from("/run").join(unique_name("se-"));
+        let mut e = Engine {
+            child: None,
+            root: dir.path().join("root"),
+            address: run_root.join("strata.sock"),
+            run_root,
+            dir: Some(dir),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        e.spawn()?;
+        Ok(e)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.with_file_name("stratad.log")
+    }
+
+    /// (Re)starts the daemon on the same root and waits for its socket to answer.
+    pub fn spawn(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(find_binary("stratad"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--run-root")
+            .arg(&self.run_root)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start stratad")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("stratad exited at start ({st}):\n{}", self.log_tail());
+                }
+            }
+            if self.address.exists()
+                && self
+                    .strata(&["version"])
+                    .map(|o| o.status.success())
+                    .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "stratad did not answer within 60s:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The end of the daemon's log.
+    pub fn log_tail(&self) -> String {
+        let s = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Runs `strata` against this engine.
+    pub fn strata(&self, args: &[&str]) -> Result<Output> {
+        Command::new(find_binary("strata"))
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("run strata")
+    }
+
+    /// Runs `strata`, requires success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.strata(args)?;
+        ensure!(
+            o.status.success(),
+            "strata {} failed ({}):\nstdout: {}\nstderr: {}\nstratad log:\n{}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log_tail()
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// Runs `strata`, requires failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> Result<(i32, String)> {
+        let o = self.strata(args)?;
+        ensure!(
+            !o.status.success(),
+            "strata {} should have failed; stdout: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        Ok((
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ))
+    }
+
+    /// A scratch directory beside the root.
+    pub fn scratch(&self, name: &str) -> Result<PathBuf> {
+        let p = self.root.with_file_name(name);
+        fs::create_dir_all(&p)?;
+        Ok(p)
+    }
+
+    /// Loads the busybox test image as `busybox:latest`.
+    pub fn load_busybox(&self) -> Result<()> {
+        let archive = self.scratch("images")?.join("busybox.tar");
+        docker_archive(
+            &archive,
+            "docker.io/library/busybox:latest",
+            &[busybox_layer(Vec::new())?],
+            &["sh"],
+        )?;
+        self.ok(&["load", "-i", &archive.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// SIGTERM; waits for the exit.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("stratad is not running")
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                bail!(
+                    "stratad did not stop within 30s of SIGTERM:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The containers directory of the root.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+}
+
+/// Kills every process whose command line mentions `needle`.
+fn kill_matching(needle: &Path) {
+    let _ = Command::new("pkill")
+        .arg("-KILL")
+        .arg("-f")
+        .arg(needle.as_os_str())
+        .status();
+}
+
+/// Removes the cgroups of the containers under `containers` (left when a monitor was killed).
+fn remove_cgroups(containers: &Path) {
+    let Ok(entries) = fs::read_dir(containers) else {
+        return;
+    };
+    let ids: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut roots: Vec<PathBuf> = hierarchies
+        .filter_map(|h| h.ok().map(|h| h.path()))
+        .collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        for id in &ids {
+            let cg = root.join("strata").join(id);
+            if !cg.is_dir() {
+                continue;
+            }
+            for pid in fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = fs::remove_dir(&cg);
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(ids) = self.ok(&["ps", "-aq", "--no-trunc"]) {
+                for id in ids.lines().filter(|l| !l.is_empty()) {
+                    let _ = self.strata(&["rm", "-f", id]);
+                }
+            }
+            let _ = self.stop();
+        }
+        // After a crash or a failed stop: monitors, containers and the plugin.
+        kill_matching(&self.root);
+        kill_matching(&self.run_root);
+        std::thread::sleep(Duration::from_millis(100));
+        remove_cgroups(&self.containers_dir());
+        if let Some(dir) = &self.dir {
+            crate::mounts::unmount_all_under(dir.path());
+        }
+        crate::mounts::unmount_all_under(&self.run_root);
+        let _ = fs::remove_dir_all(&self.run_root);
+    }
+}
