@@ -1,0 +1,357 @@
+//! Unpacking layers into the storage driver, as containerd does (DESIGN §3).
+//!
+//! For each layer, base first: `Stat(chain)` — present, skip; else `Prepare("extract-<nonce>
+//! <chain>", parent chain, {containerd.io/snapshot.ref: chain})`, apply the layer into the
+//! returned mounts, and `Commit(chain, key)`. With an overlay upper dir or an aufs branch the tar
+//! is written straight into the directory the mounts name (the `upperdir=` option, the branch,
+//! or the bind source of a snapshot without parent); otherwise the mounts are mounted on a
+//! temporary directory under the engine root and the tar applied through them. A failed layer's
+//! extract snapshot is removed, and so are the layers this call committed before it, so a
+//! failed unpack leaves nothing behind. Shared layers exist once: they are skipped by `Stat`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use strata_proto::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use strata_proto::types::Mount;
+use tonic::Code;
+
+use super::apply::{self, Applied, ApplyError, ApplyMode};
+use crate::content::{ContentError, ContentStore, Digest};
+use crate::storage::Storage;
+
+/// The label containerd puts the target chain id in.
+pub const LABEL_SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
+
+/// A layer to unpack.
+#[derive(Debug, Clone)]
+pub struct UnpackLayer {
+    /// The committed snapshot's name.
+    pub chain_id: String,
+    /// The chain below it.
+    pub parent: Option<String>,
+    /// The layer blob.
+    pub blob: Digest,
+    /// The diff id the image's config gives it.
+    pub diff_id: Digest,
+}
+
+/// Why a layer could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The snapshotter refused or is unavailable.
+    #[error("storage driver: {op} {key}: {status}", status = .status.message())]
+    Storage {
+        /// The call.
+        op: &'static str,
+        /// The snapshot key.
+        key: String,
+        /// What it said.
+        status: tonic::Status,
+    },
+    /// The layer could not be applied.
+    #[error("layer {blob}: {source}")]
+    Apply {
+        /// The blob.
+        blob: Digest,
+        /// Why.
+        source: ApplyError,
+    },
+    /// The layer is not the one the config names.
+    #[error("layer {blob} has diff id {actual}, but the image config says {expected}")]
+    DiffId {
+        /// The blob.
+        blob: Digest,
+        /// From the config.
+        expected: Digest,
+        /// What it hashed to.
+        actual: Digest,
+    },
+    /// Reading the blob failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// Mounting the snapshot failed.
+    #[error("mounting the snapshot to apply layer {blob}: {source}")]
+    Mount {
+        /// The blob.
+        blob: Digest,
+        /// Why.
+        source: strata_snapshotter::mount::MountError,
+    },
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The blocking apply task died.
+    #[error("the layer apply task failed: {0}")]
+    Task(String),
+}
+
+impl UnpackError {
+    /// Whether the storage driver is the reason (so a client may retry).
+    pub fn storage_status(&self) -> Option<&tonic::Status> {
+        match self {
+            UnpackError::Storage { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+fn storage_err<'a>(
+    op: &'static str,
+    key: &'a str,
+) -> impl FnOnce(tonic::Status) -> UnpackError + 'a {
+    move |status| UnpackError::Storage {
+        op,
+        key: key.to_string(),
+        status,
+    }
+}
+
+/// Whether a committed snapshot `chain` exists.
+pub async fn exists(storage: &Storage, chain: &str) -> Result<bool, UnpackError> {
+    let req = StatSnapshotRequest {
+        snapshotter: storage.driver().to_string(),
+        key: chain.to_string(),
+    };
+    match storage.snapshots().stat(req).await {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound => Ok(false),
+        Err(s) => Err(storage_err("stat", chain)(s)),
+    }
+}
+
+/// Removes a snapshot (missing is fine).
+pub async fn remove(storage: &Storage, key: &str) -> Result<(), UnpackError> {
+    let req = RemoveSnapshotRequest {
+        snapshotter: storage.driver().to_string(),
+        key: key.to_string(),
+    };
+    match storage.snapshots().remove(req).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        Err(s) => Err(storage_err("remove", key)(s)),
+    }
+}
+
+/// The directory to write a layer into directly, if the mounts name one for `mode`.
+fn direct_dir(mounts: &[Mount], mode: ApplyMode) -> Option<PathBuf> {
+    if mode == ApplyMode::Mounted {
+        return None;
+    }
+    let [m] = mounts else { return None };
+    let opt = |prefix: &str| {
+        m.options
+            .iter()
+            .find_map(|o| o.strip_prefix(prefix).map(str::to_string))
+    };
+    if m.r#type == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") {
+        return Some(PathBuf::from(&m.source));
+    }
+    match (mode, m.r#type.as_str()) {
+        (ApplyMode::OverlayUpper, "overlay") => opt("upperdir=").map(PathBuf::from),
+        (ApplyMode::AufsBranch, "aufs") => {
+            let br = opt("br:").or_else(|| opt("br="))?;
+            let first = br.split(':').next()?;
+            Some(PathBuf::from(first.split('=').next()?))
+        }
+        _ => None,
+    }
+}
+
+/// Applies one blob into a prepared snapshot's mounts.
+fn apply_into(
+    content: &ContentStore,
+    blob: &Digest,
+    mounts: &[Mount],
+    mode: ApplyMode,
+    tmp: &Path,
+) -> Result<Applied, UnpackError> {
+    let reader = content.open_blob(blob)?;
+    let wrap = |source| UnpackError::Apply {
+        blob: blob.clone(),
+        source,
+    };
+    if let Some(dir) = direct_dir(mounts, mode) {
+        return apply::apply_layer(reader, &dir, mode).map_err(wrap);
+    }
+    let target = tmp.join(format!("apply-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&target).map_err(|source| UnpackError::Io {
+        op: "create directory",
+        path: target.clone(),
+        source,
+    })?;
+    let result = strata_snapshotter::mount::mount_all(mounts, &target)
+        .map_err(|source| UnpackError::Mount {
+            blob: blob.clone(),
+            source,
+        })
+        .and_then(|()| {
+            let r = apply::apply_layer(reader, &target, ApplyMode::Mounted).map_err(wrap);
+            if let Err(e) = strata_snapshotter::mount::unmount_all(&target) {
+                tracing::warn!(%e, target = %target.display(), "unmounting a layer's apply mount failed");
+            }
+            r
+        });
+    if let Err(e) = std::fs::remove_dir(&target) {
+        tracing::warn!(%e, target = %target.display(), "removing a layer's apply mount point failed");
+    }
+    result
+}
+
+/// Unpacks `layers` (base first); returns the chains this call committed and the uncompressed
+/// size of each layer it applied.
+pub async fn unpack(
+    storage: &Storage,
+    content: &ContentStore,
+    tmp: &Path,
+    layers: &[UnpackLayer],
+) -> Result<(Vec<String>, HashMap<String, u64>), UnpackError> {
+    let mut committed: Vec<String> = Vec::new();
+    let mut sizes = HashMap::new();
+    let result = unpack_inner(storage, content, tmp, layers, &mut committed, &mut sizes).await;
+    if let Err(e) = result {
+        for chain in committed.iter().rev() {
+            if let Err(re) = remove(storage, chain).await {
+                tracing::warn!(%re, chain, "removing a layer of a failed unpack failed");
+            }
+        }
+        return Err(e);
+    }
+    Ok((committed, sizes))
+}
+
+async fn unpack_inner(
+    storage: &Storage,
+    content: &ContentStore,
+    tmp: &Path,
+    layers: &[UnpackLayer],
+    committed: &mut Vec<String>,
+    sizes: &mut HashMap<String, u64>,
+) -> Result<(), UnpackError> {
+    let mut mode = None;
+    for layer in layers {
+        if exists(storage, &layer.chain_id).await? {
+            continue;
+        }
+        let mode = match mode {
+            Some(m) => m,
+            None => {
+                let caps = storage.capabilities().await;
+                let m = ApplyMode::from_proto(caps.apply_mode());
+                mode = Some(m);
+                m
+            }
+        };
+        let key = format!("extract-{:016x} {}", rand::random::<u64>(), layer.chain_id);
+        let req = PrepareSnapshotRequest {
+            snapshotter: storage.driver().to_string(),
+            key: key.clone(),
+            parent: layer.parent.clone().unwrap_or_default(),
+            labels: [(LABEL_SNAPSHOT_REF.to_string(), layer.chain_id.clone())].into(),
+        };
+        let mounts = match storage.snapshots().prepare(req).await {
+            Ok(r) => r.into_inner().mounts,
+            // Another unpack is making the same layer; it will be there when it is done.
+            Err(s) if s.code() == Code::AlreadyExists => continue,
+            Err(s) => return Err(storage_err("prepare", &key)(s)),
+        };
+        let (c, blob, t) = (content.clone(), layer.blob.clone(), tmp.to_path_buf());
+        let applied = tokio::task::spawn_blocking(move || apply_into(&c, &blob, &mounts, mode, &t))
+            .await
+            .map_err(|e| UnpackError::Task(e.to_string()))
+            .and_then(|r| r);
+        let applied = match applied {
+            Ok(a) if a.diff_id == layer.diff_id => a,
+            Ok(a) => {
+                remove_quietly(storage, &key).await;
+                return Err(UnpackError::DiffId {
+                    blob: layer.blob.clone(),
+                    expected: layer.diff_id.clone(),
+                    actual: a.diff_id,
+                });
+            }
+            Err(e) => {
+                remove_quietly(storage, &key).await;
+                return Err(e);
+            }
+        };
+        let req = CommitSnapshotRequest {
+            snapshotter: storage.driver().to_string(),
+            name: layer.chain_id.clone(),
+            key: key.clone(),
+            labels: [(LABEL_SNAPSHOT_REF.to_string(), layer.chain_id.clone())].into(),
+            parent: String::new(),
+        };
+        match storage.snapshots().commit(req).await {
+            Ok(_) => committed.push(layer.chain_id.clone()),
+            Err(s) if s.code() == Code::AlreadyExists => remove_quietly(storage, &key).await,
+            Err(s) => {
+                remove_quietly(storage, &key).await;
+                return Err(storage_err("commit", &layer.chain_id)(s));
+            }
+        }
+        sizes.insert(layer.chain_id.clone(), applied.tar_size);
+    }
+    Ok(())
+}
+
+async fn remove_quietly(storage: &Storage, key: &str) {
+    if let Err(e) = remove(storage, key).await {
+        tracing::warn!(%e, key, "removing an extract snapshot failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(t: &str, src: &str, opts: &[&str]) -> Mount {
+        Mount {
+            r#type: t.into(),
+            source: src.into(),
+            options: opts.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn finds_the_directory_to_write_into() {
+        let ov = m(
+            "overlay",
+            "overlay",
+            &["workdir=/w", "upperdir=/s/2/fs", "lowerdir=/s/1/fs"],
+        );
+        let bind = m("bind", "/s/1/fs", &["rw", "rbind"]);
+        let aufs = m("aufs", "none", &["br:/b/rw=rw:/b/1=ro+wh"]);
+        assert_eq!(
+            direct_dir(&[ov.clone()], ApplyMode::OverlayUpper),
+            Some("/s/2/fs".into())
+        );
+        assert_eq!(
+            direct_dir(&[bind.clone()], ApplyMode::OverlayUpper),
+            Some("/s/1/fs".into())
+        );
+        assert_eq!(
+            direct_dir(&[aufs.clone()], ApplyMode::AufsBranch),
+            Some("/b/rw".into())
+        );
+        assert_eq!(direct_dir(&[ov.clone()], ApplyMode::Mounted), None);
+        assert_eq!(
+            direct_dir(&[ov.clone(), bind], ApplyMode::OverlayUpper),
+            None
+        );
+        assert_eq!(
+            direct_dir(&[m("ext4", "/dev/x", &[])], ApplyMode::OverlayUpper),
+            None
+        );
+    }
+}
