@@ -34,6 +34,28 @@ fn root_memory_limit_oom_kill_is_reported() {
 }
 
 #[test]
+fn root_oom_kill_is_notified_while_it_happens() {
+    let mut b = Bundle::new("oomwatch", "sleep 0.3; tail /dev/zero");
+    b.edit(|v| {
+        obj(v, &["linux", "resources", "memory"])["limit"] = serde_json::json!(32 << 20);
+        obj(v, &["linux", "resources", "memory"])["swap"] = serde_json::json!(32 << 20);
+    });
+    let mut c = Container::create(&b.root(), &b.id, b.path(), &CreateOptions::default()).unwrap();
+    let mut watcher = c.cgroup().unwrap().watch_oom().unwrap();
+    let waiter = std::thread::spawn(move || watcher.wait());
+    c.start().unwrap();
+    let got = waiter.join().unwrap().unwrap();
+    assert!(
+        got.is_some_and(|n| n >= 1),
+        "OOM kill not notified: {got:?}"
+    );
+    let st = c.wait().unwrap();
+    assert!(st.oom_killed);
+    c.delete(false).unwrap();
+    b.assert_nothing_left();
+}
+
+#[test]
 fn root_pids_limit_stops_a_fork_bomb() {
     let mut b = Bundle::new(
         "pids",
@@ -175,8 +197,5 @@ fn root_uml_cgroup_v2_suite() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(
-        out.contains("5 passed"),
-        "all five v2 tests must run: {out}"
-    );
+    assert!(out.contains("6 passed"), "all six v2 tests must run: {out}");
 }

@@ -11,6 +11,7 @@
 
 mod bpf;
 pub mod detect;
+mod oom;
 mod v1;
 mod v2;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 pub use detect::CgroupMode;
+pub use oom::OomWatcher;
 
 /// What can go wrong with cgroups.
 #[derive(Debug, thiserror::Error)]
