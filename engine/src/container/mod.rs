@@ -6,6 +6,7 @@
 //! and what its monitor records (`exit.json`, `monitor.log`). Its root filesystem is the
 //! active snapshot `strata/container/<id>` on the image's top layer.
 
+pub mod diff;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
@@ -644,6 +645,129 @@ impl Containers {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.id);
         Ok(())
+    }
+}
+
+impl Containers {
+    /// The container's changes as a layer tar in a temporary file (deleted when closed), with
+    /// the image it was made from: the input of `strata commit`. Bind mounts and volumes are
+    /// not in the container's snapshot, so they are never part of it.
+    pub async fn diff_tar(&self, query: &str) -> Result<(Record, std::fs::File)> {
+        let rec = self.resolve(query)?;
+        let mounts = self
+            .storage
+            .snapshots()
+            .mounts(MountsRequest {
+                key: rec.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| storage_err(&self.storage, "mounts of the root filesystem", e))?
+            .into_inner()
+            .mounts;
+        let bundle = self.bundle(&rec.id);
+        let tmp =
+            tempfile::tempfile_in(&bundle).map_err(io("create a temporary file in", &bundle))?;
+        let out = tmp.try_clone().map_err(io("dup", &bundle))?;
+        let native = self.storage.capabilities().await.native_diff;
+        let upper = mounts.first().and_then(|m| match m.r#type.as_str() {
+            "overlay" => m
+                .options
+                .iter()
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .map(PathBuf::from),
+            "bind" if !m.options.iter().any(|o| o == "ro") => Some(PathBuf::from(&m.source)),
+            _ => None,
+        });
+        match upper.filter(|_| native || mounts[0].r#type == "bind") {
+            Some(upper) => {
+                tokio::task::spawn_blocking(move || {
+                    diff::native_diff(&upper, std::io::BufWriter::new(out))
+                })
+                .await
+                .map_err(|e| ContainerError::Runtime(e.to_string()))?
+                .map_err(io("write the layer of", &bundle))?;
+            }
+            None => self.tree_diff_tar(&rec, &mounts, out).await?,
+        }
+        let mut tmp = tmp;
+        std::io::Seek::seek(&mut tmp, std::io::SeekFrom::Start(0))
+            .map_err(io("rewind", &bundle))?;
+        Ok((rec, tmp))
+    }
+
+    /// Compares the container's tree with its parent's (mounted as a view).
+    async fn tree_diff_tar(
+        &self,
+        rec: &Record,
+        mounts: &[strata_proto::types::Mount],
+        out: std::fs::File,
+    ) -> Result<()> {
+        let info = self
+            .storage
+            .snapshots()
+            .stat(strata_proto::snapshots::StatSnapshotRequest {
+                key: rec.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| storage_err(&self.storage, "stat the root filesystem", e))?
+            .into_inner()
+            .info
+            .unwrap_or_default();
+        let bundle = self.bundle(&rec.id);
+        let (lower, upper) = (bundle.join("diff-lower"), bundle.join("diff-upper"));
+        for d in [&lower, &upper] {
+            std::fs::create_dir_all(d).map_err(io("create directory", d))?;
+        }
+        let view = format!(
+            "strata/diff/{}-{}",
+            rec.id,
+            hex::encode(rand::random::<[u8; 4]>())
+        );
+        let result = async {
+            if !info.parent.is_empty() {
+                let vm = self
+                    .storage
+                    .snapshots()
+                    .view(strata_proto::snapshots::ViewSnapshotRequest {
+                        key: view.clone(),
+                        parent: info.parent.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| storage_err(&self.storage, "view the parent layer", e))?
+                    .into_inner()
+                    .mounts;
+                strata_snapshotter::mount::mount_all(&vm, &lower)
+                    .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+            }
+            strata_snapshotter::mount::mount_all(mounts, &upper)
+                .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+            let (l, u) = (lower.clone(), upper.clone());
+            tokio::task::spawn_blocking(move || {
+                diff::tree_diff(&l, &u, std::io::BufWriter::new(out))
+            })
+            .await
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?
+            .map_err(io("write the layer of", &bundle))
+        }
+        .await;
+        for d in [&upper, &lower] {
+            let _ = strata_snapshotter::mount::unmount_all(d);
+            let _ = std::fs::remove_dir(d);
+        }
+        if !info.parent.is_empty() {
+            let _ = self
+                .storage
+                .snapshots()
+                .remove(RemoveSnapshotRequest {
+                    key: view,
+                    ..Default::default()
+                })
+                .await;
+        }
+        result
     }
 }
 
