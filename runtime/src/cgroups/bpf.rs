@@ -191,7 +191,7 @@ pub fn attach_device_filter(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(
         let msg = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)])
             .into_owned();
         tracing::warn!(verifier = %msg, "device filter rejected");
-        return Err(CgroupError::Bpf {
+        return Err(CgroupError::Kernel {
             op: "BPF_PROG_LOAD",
             errno,
         });
@@ -222,7 +222,7 @@ pub fn attach_device_filter(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(
         )
     };
     if rc < 0 {
-        return Err(CgroupError::Bpf {
+        return Err(CgroupError::Kernel {
             op: "BPF_PROG_ATTACH",
             errno: Errno::last(),
         });

@@ -62,7 +62,7 @@ pub enum CgroupError {
     Invalid(String),
     /// Loading or attaching the v2 device filter failed.
     #[error("device filter: {op} failed: {errno}")]
-    Bpf {
+    Kernel {
         op: &'static str,
         errno: nix::errno::Errno,
     },

@@ -41,7 +41,7 @@ impl std::fmt::Debug for OomWatcher {
 }
 
 fn sys(op: &'static str) -> CgroupError {
-    CgroupError::Bpf {
+    CgroupError::Kernel {
         op,
         errno: Errno::last(),
     }
