@@ -60,8 +60,8 @@ pub enum CgroupError {
     /// A resource value that makes no sense.
     #[error("invalid resource: {0}")]
     Invalid(String),
-    /// Loading or attaching the v2 device filter failed.
-    #[error("device filter: {op} failed: {errno}")]
+    /// A kernel call (bpf for the v2 device filter, eventfd, inotify) failed.
+    #[error("{op} failed: {errno}")]
     Kernel {
         op: &'static str,
         errno: nix::errno::Errno,
