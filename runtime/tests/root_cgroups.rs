@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 use common::{obj, Bundle};
 use strata_runtime::{Container, CreateOptions, Status};
 
+/// The CPU measurements and the UML run (which keeps a CPU busy) must not overlap.
+static CPU_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    CPU_SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn started(b: &Bundle) -> Container {
     let mut c =
         Container::create(&b.root(), &b.id, b.path(), &CreateOptions::default()).expect("create");
@@ -91,6 +98,7 @@ fn root_pids_limit_stops_a_fork_bomb() {
 
 #[test]
 fn root_cpu_quota_holds_a_busy_loop_near_half_a_cpu() {
+    let _serial = serial();
     let mut b = Bundle::new("cpu", "while :; do :; done");
     b.edit(|v| {
         let cpu = obj(v, &["linux", "resources", "cpu"]);
@@ -147,6 +155,7 @@ fn root_device_rule_denies_a_block_device() {
 
 #[test]
 fn root_pause_freezes_and_resume_thaws() {
+    let _serial = serial();
     let b = Bundle::new("pause", "while :; do :; done");
     let mut c = started(&b);
     let cg = c.cgroup().unwrap().clone();
@@ -182,6 +191,7 @@ fn root_uml_cgroup_v2_suite() {
         return;
     }
     common::require_root();
+    let _serial = serial();
     let (code, out, err) = uml::run_inside(
         &[
             "--test-threads=1",
