@@ -161,12 +161,23 @@ impl Containers {
     ) -> Result<Arc<Self>> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-        let monitor = std::env::current_exe()
+        let beside = std::env::current_exe()
             .ok()
-            .and_then(|e| e.parent().map(|d| d.join("strata-monitor")))
+            .and_then(|e| e.parent().map(|d| d.join("strata-monitor")));
+        let on_path = || {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|d| Path::new(d).join("strata-monitor"))
+                .find(|p| p.is_file())
+        };
+        let monitor = beside
             .filter(|p| p.is_file())
+            .or_else(on_path)
             .ok_or_else(|| {
-                ContainerError::Runtime("strata-monitor is not installed next to stratad".into())
+                ContainerError::Runtime(
+                    "strata-monitor is not installed next to stratad or on PATH".into(),
+                )
             })?;
         Ok(Arc::new(Containers {
             records: Records::open(db)?,

@@ -302,8 +302,9 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
         json!({ "uid": inp.uid, "gid": inp.gid, "additionalGids": inp.additional_gids });
     spec["process"]["capabilities"] =
         json!({ "bounding": caps, "effective": caps, "permitted": caps });
-    spec["process"]["rlimits"] =
-        json!([{ "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 }]);
+    // Limits are inherited from the engine, as Docker's are without --ulimit.
+    spec["process"]["rlimits"] = json!([]);
+    json!([{ "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 }]);
     let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
     for b in &s.binds {
         mounts.push(bind_mount(b)?);
