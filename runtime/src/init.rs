@@ -88,6 +88,8 @@ pub struct InitConfig<'a> {
     pub no_pivot: bool,
     /// Descriptors 3..3+N stay open in the process (`LISTEN_FDS` style).
     pub preserve_fds: i32,
+    /// Descriptors to become the process's stdin, stdout and stderr (else inherited).
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 fn exit_now(code: i32) -> ! {
@@ -122,6 +124,9 @@ fn write_proc(path: &str, value: &str) -> Result<(), InitError> {
 
 fn stage1_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<(), InitError> {
     reset_signals()?;
+    if let Some(stdio) = cfg.stdio {
+        set_stdio(stdio)?;
+    }
     if let Some(cg) = cfg.cgroup {
         cg.add_task(0)?;
     }
@@ -341,6 +346,38 @@ fn stage2_inner(
         op: "execve",
         errno: err,
     })
+}
+
+/// Makes `fds` the standard descriptors. They are first duplicated above 2, so that a source
+/// that is itself 0, 1 or 2 is not overwritten before it is used.
+fn set_stdio(fds: [RawFd; 3]) -> Result<(), InitError> {
+    let mut copies = [0; 3];
+    for (i, fd) in fds.iter().enumerate() {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor number the caller vouched for; it
+        // touches no memory.
+        let c = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if c < 0 {
+            return Err(InitError::Sys {
+                op: "dup stdio",
+                errno: nix::errno::Errno::last(),
+            });
+        }
+        copies[i] = c;
+    }
+    for (target, c) in copies.iter().enumerate() {
+        // SAFETY: dup2 onto the standard descriptors, which this forked process owns; the
+        // copies are closed right after.
+        let rc = unsafe { libc::dup2(*c, target as RawFd) };
+        // SAFETY: closing the temporary copy made above, owned by nobody else.
+        unsafe { libc::close(*c) };
+        if rc < 0 {
+            return Err(InitError::Sys {
+                op: "dup2 stdio",
+                errno: nix::errno::Errno::last(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Opens the exec fifo for writing (blocks until `start` opens it for reading) and writes one

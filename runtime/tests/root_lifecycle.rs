@@ -37,6 +37,66 @@ fn root_sigkill_is_reported_as_137() {
 }
 
 #[test]
+fn root_library_stdio_and_exec() {
+    use std::os::fd::AsRawFd;
+    let b = Bundle::new(
+        "stdio",
+        "echo to-out; echo to-err >&2; read line; echo got=$line; sleep 30",
+    );
+    let input = b.path().join("in");
+    std::fs::write(&input, "hello\n").unwrap();
+    let (i, o, e) = (
+        std::fs::File::open(&input).unwrap(),
+        std::fs::File::create(b.path().join("out")).unwrap(),
+        std::fs::File::create(b.path().join("err")).unwrap(),
+    );
+    let opts = CreateOptions {
+        stdio: Some([i.as_raw_fd(), o.as_raw_fd(), e.as_raw_fd()]),
+        ..Default::default()
+    };
+    let mut c = Container::create(&b.root(), &b.id, b.path(), &opts).unwrap();
+    c.start().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(b.path().join("out"))
+        .unwrap()
+        .contains("got=")
+    {
+        assert!(std::time::Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("out")).unwrap(),
+        "to-out\ngot=hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("err")).unwrap(),
+        "to-err\n"
+    );
+    // exec through the library, with its own stdout, waited for as a child.
+    let out2 = std::fs::File::create(b.path().join("exec-out")).unwrap();
+    let mut p = b.spec.process().clone().unwrap();
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo exec; exit 4".into(),
+    ]));
+    let eopts = strata_runtime::ExecOptions {
+        stdio: Some([i.as_raw_fd(), out2.as_raw_fd(), out2.as_raw_fd()]),
+        ..Default::default()
+    };
+    let pid = c.exec(&p, &eopts).unwrap();
+    assert_eq!(strata_runtime::wait_pid(pid).unwrap().code, 4);
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("exec-out")).unwrap(),
+        "exec\n"
+    );
+    c.kill(Signal::SIGKILL, true).unwrap();
+    assert_eq!(c.wait().unwrap().code, 137);
+    c.delete(false).unwrap();
+    b.assert_nothing_left();
+}
+
+#[test]
 fn root_cli_create_start_state_kill_by_name_delete() {
     let b = Bundle::new("cli", "trap 'exit 42' TERM; while :; do sleep 0.05; done");
     let bundle = b.path().to_string_lossy().into_owned();
@@ -273,5 +333,5 @@ fn root_uml_lifecycle_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("8 passed"), "all eight tests must run: {out}");
+    assert!(out.contains("9 passed"), "all nine tests must run: {out}");
 }

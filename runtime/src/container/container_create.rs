@@ -28,6 +28,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Pass descriptors 3..3+N to the container process.
     pub preserve_fds: i32,
+    /// Descriptors (stdin, stdout, stderr) for the process; `None` inherits the caller's.
+    /// They must stay open until the call returns.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// Undoes a half-done create when dropped, unless disarmed.
@@ -244,6 +247,7 @@ impl Container {
             parent_end: parent.fd().as_raw_fd(),
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
+            stdio: opts.stdio,
         };
         let empty = Vec::new();
         let maps = (

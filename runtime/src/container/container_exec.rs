@@ -21,6 +21,9 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     /// Pass descriptors 3..3+N to the process.
     pub preserve_fds: i32,
+    /// Descriptors (stdin, stdout, stderr) for the process; `None` inherits the caller's.
+    /// They must stay open until the call returns.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 impl Container {
@@ -60,6 +63,7 @@ impl Container {
             parent_end: parent.fd().as_raw_fd(),
             no_pivot: false,
             preserve_fds: opts.preserve_fds,
+            stdio: opts.stdio,
         };
         debug_assert!(!ns.creates(LinuxNamespaceType::User));
         let mut no_hooks = |_pid: i32| -> Result<String> {

@@ -117,6 +117,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
         console_socket: a.console_socket.clone(),
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds,
+        stdio: None,
     }
 }
 
@@ -265,6 +266,7 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
         pid_file: pid_file.clone(),
         console_socket: console_socket.clone(),
         preserve_fds: *preserve_fds,
+        stdio: None,
     };
     let set = forwarded();
     if !detach {
