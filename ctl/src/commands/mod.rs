@@ -2,15 +2,23 @@
 
 mod container_args;
 mod create;
+mod history;
+mod image_util;
+mod images;
+mod import;
 mod info;
 mod inspect;
 mod kill;
+mod load;
 mod logs;
 mod ps;
 mod rm;
+mod rmi;
 mod run;
+mod save;
 mod start;
 mod stop;
+mod tag;
 mod version;
 mod wait;
 
@@ -42,6 +50,20 @@ pub enum Command {
     Wait(wait::Args),
     /// Show low-level information on containers or images, as JSON
     Inspect(inspect::Args),
+    /// List images
+    Images(images::Args),
+    /// Load images from a Docker `save` tarball or an OCI archive (file or stdin)
+    Load(load::Args),
+    /// Save images to a Docker `save` tarball (or an OCI archive with --format oci)
+    Save(save::Args),
+    /// Make a one-layer image from a root filesystem tarball
+    Import(import::Args),
+    /// Remove images
+    Rmi(rmi::Args),
+    /// Give an image another name
+    Tag(tag::Args),
+    /// Show the history of an image
+    History(history::Args),
     /// Show engine and storage information
     Info(info::Args),
     /// Show the client's and the engine's versions
@@ -65,6 +87,13 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Logs(a) => logs::run(a, &client).await,
         Command::Wait(a) => wait::run(a, &client).await,
         Command::Inspect(a) => inspect::run(a, &client).await,
+        Command::Images(a) => images::run(a, &client).await,
+        Command::Load(a) => load::run(a, &client).await,
+        Command::Save(a) => save::run(a, &client).await,
+        Command::Import(a) => import::run(a, &client).await,
+        Command::Rmi(a) => rmi::run(a, &client).await,
+        Command::Tag(a) => tag::run(a, &client).await,
+        Command::History(a) => history::run(a, &client).await,
         Command::Info(a) => info::run(a, &client).await,
         Command::Version(_) => Ok(0),
     }

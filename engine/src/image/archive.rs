@@ -333,7 +333,11 @@ fn images(content: &ContentStore, files: &mut Files) -> Result<Vec<ArchiveImage>
                 continue;
             };
             if let Some(extra) = legacy_tags.get(&img.config_digest) {
-                img.tags.extend(extra.iter().cloned());
+                for t in extra {
+                    if !img.tags.contains(t) {
+                        img.tags.push(t.clone());
+                    }
+                }
             }
             merge(&mut out, img);
         }
@@ -623,3 +627,7 @@ pub fn synthesize_manifest(config: &Digest, config_size: u64, layers: &[ArchiveL
     });
     serde_json::to_vec(&v).unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "archive_tests.rs"]
+mod tests;

@@ -49,7 +49,7 @@ pub enum UnpackError {
         /// The snapshot key.
         key: String,
         /// What it said.
-        status: tonic::Status,
+        status: Box<tonic::Status>,
     },
     /// The layer could not be applied.
     #[error("layer {blob}: {source}")]
@@ -78,7 +78,7 @@ pub enum UnpackError {
         /// The blob.
         blob: Digest,
         /// Why.
-        source: strata_snapshotter::mount::MountError,
+        source: Box<strata_snapshotter::mount::MountError>,
     },
     /// A file operation failed.
     #[error("{op} {}: {source}", path.display())]
@@ -99,7 +99,7 @@ impl UnpackError {
     /// Whether the storage driver is the reason (so a client may retry).
     pub fn storage_status(&self) -> Option<&tonic::Status> {
         match self {
-            UnpackError::Storage { status, .. } => Some(status),
+            UnpackError::Storage { status, .. } => Some(status.as_ref()),
             _ => None,
         }
     }
@@ -112,7 +112,7 @@ fn storage_err<'a>(
     move |status| UnpackError::Storage {
         op,
         key: key.to_string(),
-        status,
+        status: Box::new(status),
     }
 }
 
@@ -192,7 +192,7 @@ fn apply_into(
     let result = strata_snapshotter::mount::mount_all(mounts, &target)
         .map_err(|source| UnpackError::Mount {
             blob: blob.clone(),
-            source,
+            source: Box::new(source),
         })
         .and_then(|()| {
             let r = apply::apply_layer(reader, &target, ApplyMode::Mounted).map_err(wrap);
@@ -333,18 +333,18 @@ mod tests {
         let bind = m("bind", "/s/1/fs", &["rw", "rbind"]);
         let aufs = m("aufs", "none", &["br:/b/rw=rw:/b/1=ro+wh"]);
         assert_eq!(
-            direct_dir(&[ov.clone()], ApplyMode::OverlayUpper),
+            direct_dir(std::slice::from_ref(&ov), ApplyMode::OverlayUpper),
             Some("/s/2/fs".into())
         );
         assert_eq!(
-            direct_dir(&[bind.clone()], ApplyMode::OverlayUpper),
+            direct_dir(std::slice::from_ref(&bind), ApplyMode::OverlayUpper),
             Some("/s/1/fs".into())
         );
         assert_eq!(
-            direct_dir(&[aufs.clone()], ApplyMode::AufsBranch),
+            direct_dir(std::slice::from_ref(&aufs), ApplyMode::AufsBranch),
             Some("/b/rw".into())
         );
-        assert_eq!(direct_dir(&[ov.clone()], ApplyMode::Mounted), None);
+        assert_eq!(direct_dir(std::slice::from_ref(&ov), ApplyMode::Mounted), None);
         assert_eq!(
             direct_dir(&[ov.clone(), bind], ApplyMode::OverlayUpper),
             None

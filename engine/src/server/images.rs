@@ -1,32 +1,378 @@
 //! `strata.engine.v1.Images`, and the image resolver the container service uses.
+//!
+//! Streams become blocking readers and writers for the image code (which runs archive and layer
+//! work on blocking threads): a load's or import's chunks are read through a channel, a save's
+//! archive is written into one in chunks of up to 1 MiB.
 
+use std::io::{self, Read, Write};
+use std::pin::Pin;
 use std::sync::Arc;
 
+use strata_proto::engine::images_server::{Images as ImagesApi, ImagesServer};
+use strata_proto::engine::{
+    CommitRequest, CommitResponse, DataChunk, HistoryEntry, HistoryRequest, HistoryResponse,
+    ImageSummary as PbSummary, ImportRequest, ImportResponse, InspectImageRequest, InspectResponse,
+    ListImagesRequest, ListImagesResponse, LoadResponse, RemoveImageRequest, RemoveImageResponse,
+    SaveRequest, TagRequest, TagResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
 use crate::config::Config;
-use crate::container::ResolvedImage;
+use crate::container::spec::ImageDefaults;
+use crate::container::{Containers, ResolvedImage};
+use crate::content::ContentStore;
 use crate::daemon::{Parts, ServiceAdder};
+use crate::image::reference::Reference;
+use crate::image::{Format, ImageSummary, Images};
 use crate::server::{BoxFuture, ImageResolver};
 
-/// Resolves nothing: used until the image store is wired in.
-struct NoImages;
+/// The size of the chunks a save streams.
+const CHUNK: usize = 1 << 20;
 
-impl ImageResolver for NoImages {
-    fn resolve<'a>(
-        &'a self,
-        reference: &'a str,
-    ) -> BoxFuture<'a, Result<ResolvedImage, tonic::Status>> {
+fn summary(s: &ImageSummary) -> PbSummary {
+    PbSummary {
+        id: s.id.clone(),
+        tags: s.tags.clone(),
+        size: s.size as i64,
+        created: s.created,
+    }
+}
+
+/// Reads the chunks a client streams.
+struct ChunkReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, io::Error>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A reader fed by a task that forwards a request stream (`data` picks the bytes out).
+fn chunk_reader<M: Send + 'static>(
+    mut stream: Streaming<M>,
+    first: Option<Vec<u8>>,
+    data: fn(M) -> Vec<u8>,
+) -> ChunkReader {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        if let Some(f) = first {
+            if tx.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(m)) => Ok(data(m)),
+                Ok(None) => return,
+                Err(s) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the client stream failed: {}", s.message()),
+                )),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    ChunkReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+    }
+}
+
+/// Writes into a response stream, in chunks.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<DataChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(Ok(DataChunk { data }))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// Serves the image verbs.
+pub struct ImageService {
+    pub images: Arc<Images>,
+    pub containers: Arc<Containers>,
+}
+
+impl ImageService {
+    /// Whether a container uses image `id`.
+    fn in_use_fn(&self) -> impl Fn(&str) -> bool + Sync + '_ {
+        move |id: &str| {
+            self.containers
+                .records()
+                .all()
+                .map(|all| all.iter().any(|r| r.image_id == id))
+                .unwrap_or(true)
+        }
+    }
+}
+
+type SaveStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<DataChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ImagesApi for ImageService {
+    async fn load(
+        &self,
+        req: Request<Streaming<DataChunk>>,
+    ) -> Result<Response<LoadResponse>, Status> {
+        let reader = chunk_reader(req.into_inner(), None, |m: DataChunk| m.data);
+        let loaded = self.images.load(reader).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(LoadResponse {
+            images: loaded.iter().map(summary).collect(),
+        }))
+    }
+
+    type SaveStream = SaveStream;
+
+    async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveStream>, Status> {
+        let req = req.into_inner();
+        let format = Format::parse(&req.format).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "invalid format {:?}: use docker or oci",
+                req.format
+            ))
+        })?;
+        if req.images.is_empty() {
+            return Err(Status::invalid_argument("save: name at least one image"));
+        }
+        for i in &req.images {
+            self.images.resolve(i).map_err(|e| e.to_status())?;
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let images = self.images.clone();
+        tokio::spawn(async move {
+            let w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            if let Err(e) = images.save(&req.images, format, w).await {
+                let _ = tx.send(Err(e.to_status())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn import(
+        &self,
+        req: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("import: no data"))?;
+        let reference = first.reference.clone();
+        if !reference.is_empty() {
+            Reference::parse(&reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let reader = chunk_reader(stream, Some(first.data), |m: ImportRequest| m.data);
+        let s = self
+            .images
+            .import(reader, Some(&reference))
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(ImportResponse {
+            image: Some(summary(&s)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let list = self.images.list().map_err(|e| e.to_status())?;
+        Ok(Response::new(ListImagesResponse {
+            images: list.iter().map(summary).collect(),
+        }))
+    }
+
+    async fn inspect(
+        &self,
+        req: Request<InspectImageRequest>,
+    ) -> Result<Response<InspectResponse>, Status> {
+        let v = self
+            .images
+            .inspect(&req.into_inner().image)
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(InspectResponse {
+            json: v.to_string(),
+        }))
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let rows = self
+            .images
+            .history(&req.into_inner().image)
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(HistoryResponse {
+            entries: rows
+                .into_iter()
+                .map(|r| HistoryEntry {
+                    id: r.id,
+                    created: r.created,
+                    created_by: r.created_by,
+                    size: r.size as i64,
+                    comment: r.comment,
+                    empty_layer: r.empty_layer,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn tag(&self, req: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {
+        let r = req.into_inner();
+        self.images
+            .tag(&r.source, &r.target)
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(TagResponse {}))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        let r = req.into_inner();
+        let in_use = self.in_use_fn();
+        let report = self
+            .images
+            .remove(&r.image, r.force, &in_use)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(RemoveImageResponse {
+            untagged: report.untagged,
+            deleted: report.deleted,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        _req: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        // The container diff is the container code's; it calls `Images::add_layer_image`.
+        Err(Status::unimplemented(
+            "commit is not available in this engine build yet",
+        ))
+    }
+}
+
+/// Resolves images for new containers, unpacking them into the current driver.
+struct Resolver {
+    images: Arc<Images>,
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl ImageResolver for Resolver {
+    fn resolve<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<ResolvedImage, Status>> {
         Box::pin(async move {
-            Err(tonic::Status::not_found(format!(
-                "no such image: {reference}"
-            )))
+            let rec = self.images.resolve(reference).map_err(|e| e.to_status())?;
+            let cfg = self.images.config_json(&rec).map_err(|e| e.to_status())?;
+            let c = &cfg["config"];
+            let defaults = ImageDefaults {
+                env: strings(&c["Env"]),
+                entrypoint: strings(&c["Entrypoint"]),
+                cmd: strings(&c["Cmd"]),
+                working_dir: c["WorkingDir"].as_str().unwrap_or("").to_string(),
+                user: c["User"].as_str().unwrap_or("").to_string(),
+                stop_signal: c["StopSignal"].as_str().unwrap_or("").to_string(),
+            };
+            let chain = self
+                .images
+                .top_chain(&rec.id)
+                .await
+                .map_err(|e| e.to_status())?;
+            let reference = match Reference::parse(reference) {
+                Ok(r) if rec.tags.contains(&r.to_string()) => r.familiar(),
+                _ => rec.id.clone(),
+            };
+            Ok(ResolvedImage {
+                id: rec.id,
+                reference,
+                defaults,
+                chain,
+            })
         })
     }
 }
 
-/// The image resolver for containers and the image services to serve.
+/// The image resolver for containers and the image service to serve.
 pub fn wire(
-    _config: &Config,
-    _parts: &Parts,
+    config: &Config,
+    parts: &Parts,
 ) -> anyhow::Result<(Arc<dyn ImageResolver>, Vec<ServiceAdder>)> {
-    Ok((Arc::new(NoImages), Vec::new()))
+    let content = ContentStore::open(&config.root)?;
+    let images = Arc::new(Images::new(
+        &parts.db,
+        content,
+        parts.storage.clone(),
+        &config.root,
+    )?);
+    let service = ImageService {
+        images: images.clone(),
+        containers: parts.containers.clone(),
+    };
+    let add: ServiceAdder = Box::new(move |router| {
+        router.add_service(
+            ImagesServer::new(service)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        )
+    });
+    Ok((Arc::new(Resolver { images }), vec![add]))
 }
