@@ -224,6 +224,9 @@ fn stage2_inner(
 ) -> Result<Infallible, InitError> {
     ch.expect("Go", |m| *m == Msg::Go)?;
     let create = cfg.kind == InitKind::Create;
+    // Device nodes and mount points get exactly the modes asked for; the process's own umask
+    // is set at the end.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let terminal = cfg.process.terminal() == Some(true);
     if create || terminal {
         nix::unistd::setsid().map_err(|errno| InitError::Sys {
@@ -297,7 +300,8 @@ fn stage2_inner(
     }
     crate::process::set_rlimits(sys, cfg.process)?;
     sys.chdir(cfg.process.cwd())?;
-    let env = crate::process::effective_env(cfg.process);
+    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    let env = crate::process::effective_env(cfg.process, passwd.as_deref());
     let args = cfg.process.args().clone().unwrap_or_default();
     let exe = crate::process::find_executable(&args[0], &env, cfg.process.cwd())?;
     let c_exe = CString::new(exe.as_os_str().as_encoded_bytes())

@@ -130,18 +130,31 @@ pub fn c_strings(items: &[String]) -> Result<Vec<CString>, ProcessError> {
         .collect()
 }
 
-/// The environment with a default `PATH` and `HOME`, as runc gives when they are missing.
-pub fn effective_env(process: &Process) -> Vec<String> {
+/// The home directory of `uid` in a passwd file's text (`/` when it has none), as runc
+/// finds it in the container's `/etc/passwd`.
+pub fn home_of(passwd: &str, uid: u32) -> String {
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+        })
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// The environment with a default `PATH`, and `HOME` from `passwd` (the container's
+/// `/etc/passwd` text, read after pivot_root) when the spec sets none, as runc does.
+pub fn effective_env(process: &Process, passwd: Option<&str>) -> Vec<String> {
     let mut env = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(if process.user().uid() == 0 {
-            "HOME=/root".into()
-        } else {
-            "HOME=/".into()
-        });
+        env.push(format!(
+            "HOME={}",
+            home_of(passwd.unwrap_or(""), process.user().uid())
+        ));
     }
     env
 }
@@ -244,8 +257,11 @@ mod tests {
             .env(vec!["A=1".to_string()])
             .build()
             .unwrap();
-        let env = effective_env(&p);
+        let env = effective_env(&p, Some("root:x:0:0:root:/root:/bin/sh\n"));
         assert!(env.iter().any(|e| e.starts_with("PATH=")));
         assert!(env.contains(&"HOME=/root".to_string()));
+        assert!(effective_env(&p, None).contains(&"HOME=/".to_string()));
+        assert_eq!(home_of("a:x:1000:1000::/home/a:/bin/sh\n", 1000), "/home/a");
+        assert_eq!(home_of("a:x:1000:1000::/home/a:/bin/sh\n", 7), "/");
     }
 }

@@ -234,7 +234,32 @@ pub fn mask_path(sys: &dyn Syscall, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes a path read-only with a bind mount of itself remounted read-only.
+/// The mount flags a path already has (nosuid, nodev...), to keep across a bind remount
+/// (runc does the same: a remount that dropped them would fail or loosen the mount).
+fn existing_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (from, to) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(from) {
+            out |= to;
+        }
+    }
+    out
+}
+
+/// Makes a path read-only with a bind mount of itself remounted read-only, keeping the flags
+/// it had.
 pub fn readonly_path(sys: &dyn Syscall, path: &Path) -> Result<()> {
     if let Err(e) = sys.mount(
         Some(path),
@@ -248,16 +273,12 @@ pub fn readonly_path(sys: &dyn Syscall, path: &Path) -> Result<()> {
         }
         return Err(e.into());
     }
+    let keep = existing_flags(path);
     sys.mount(
         None,
         path,
         None,
-        MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
         None,
     )?;
     Ok(())

@@ -330,8 +330,14 @@ fn mount_cgroup(
             } else {
                 ("cgroup", Some(d.controllers.join(",")))
             };
+            // Named hierarchies (name=systemd) get their name as the source, as with runc.
+            let source = d
+                .controllers
+                .first()
+                .and_then(|c| c.strip_prefix("name="))
+                .unwrap_or(fstype);
             sys.mount(
-                Some(Path::new(fstype)),
+                Some(Path::new(source)),
                 &sub,
                 Some(fstype),
                 flags,
