@@ -248,10 +248,15 @@ fn stage2_inner(
     }
     if create {
         ch.send(&Msg::RunHooks)?;
-        let Msg::HooksDone { state } =
-            ch.expect("HooksDone", |m| matches!(m, Msg::HooksDone { .. }))?
-        else {
-            unreachable!("checked by expect")
+        let state = match ch.recv()? {
+            Msg::HooksDone { state } => state,
+            got => {
+                return Err(ChannelError::Unexpected {
+                    expected: "HooksDone",
+                    got,
+                }
+                .into())
+            }
         };
         let hooks = cfg.spec.hooks().as_ref();
         crate::hooks::run_hooks(

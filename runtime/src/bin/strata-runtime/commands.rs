@@ -214,7 +214,7 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
         preserve_fds,
     } = cmd
     else {
-        unreachable!("called for exec only")
+        bail!("internal error: exec called for another command");
     };
     let mut c = Container::load(root, id)?;
     let process: Process = match process {
