@@ -10,8 +10,8 @@
 //! - [`ApplyMode::Mounted`]: a plain filesystem (the mounted snapshot): whiteouts delete, and an
 //!   opaque directory loses everything this layer did not put there.
 //!
-//! Nothing is ever written outside the directory: entries with `..` components are refused;
-//! leading `/` is dropped (entries are relative to the root); every parent component is resolved
+//! Nothing is ever written outside the directory: entries with absolute paths or `..`
+//! components are refused; every parent component is resolved
 //! inside the root, following symlinks only as if the root were `/` and refusing a symlink that
 //! climbs above it; the last component is never followed (files are created `O_EXCL|O_NOFOLLOW`
 //! after removing what was there); hard links must name an existing entry inside the root; device
@@ -186,8 +186,15 @@ pub fn apply_layer(reader: impl Read, root: &Path, mode: ApplyMode) -> Result<Ap
     })
 }
 
-/// An entry's path split into normal components; refuses `..`.
+/// An entry's path split into normal components; refuses absolute paths and `..`.
 fn components(raw: &[u8], entry: &str) -> Result<Vec<OsString>, ApplyError> {
+    if raw.starts_with(b"/") {
+        // Layer tars hold relative paths; an absolute one is made to escape.
+        return Err(ApplyError::Refused {
+            entry: entry.to_string(),
+            reason: "its path is absolute",
+        });
+    }
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {

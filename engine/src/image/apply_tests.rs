@@ -135,7 +135,7 @@ fn applies_files_with_metadata_and_returns_the_diff_id() {
         .raw(T::Fifo, "a/p", None, b"", 0o600);
     l.symlink("abs", "/")
         .file("abs/through-abs", b"x")
-        .file("/leading-slash", b"y");
+        .file("./dot-slash", b"y");
     let tar = l.bytes();
     let applied = s.apply(&tar, ApplyMode::Mounted).unwrap();
     assert_eq!(applied.diff_id, Digest::of(&tar));
@@ -159,7 +159,7 @@ fn applies_files_with_metadata_and_returns_the_diff_id() {
         .is_fifo());
     assert_eq!(fs::metadata(r.join("a")).unwrap().mtime(), 1_000_000);
     assert_eq!(fs::read(r.join("through-abs")).unwrap(), b"x");
-    assert_eq!(fs::read(r.join("leading-slash")).unwrap(), b"y");
+    assert_eq!(fs::read(r.join("dot-slash")).unwrap(), b"y");
     s.untouched();
 
     // gzip gives the same diff id (of the uncompressed tar).
@@ -184,6 +184,9 @@ fn malicious_layers_write_nothing_outside() {
     let cases: Vec<Case> = vec![
         ("../evil", |l| {
             l.file("../evil", b"x");
+        }),
+        ("/abs-evil", |l| {
+            l.file("/abs-evil", b"x");
         }),
         ("a/../../evil", |l| {
             l.file("a/../../evil", b"x");

@@ -281,8 +281,15 @@ fn read_files(
         let expected = path
             .strip_prefix("blobs/sha256/")
             .and_then(|h| Digest::parse(&format!("sha256:{h}")).ok());
-        let (d, n) = match content.write(&mut entry, expected.as_ref()) {
+        let mut counted = Counting {
+            inner: &mut entry,
+            n: 0,
+        };
+        let (d, n) = match content.write(&mut counted, expected.as_ref()) {
             Ok(x) => x,
+            Err(ContentError::Mismatch { .. }) if counted.n != size => {
+                return Err(truncated(&path))
+            }
             Err(ContentError::Mismatch { expected, actual }) => {
                 return Err(invalid(format!(
                     "blob {path} has digest {actual}, not the {expected} its name says"
@@ -310,6 +317,20 @@ fn read_files(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(ArchiveError::Read)?;
     Ok(())
+}
+
+/// Counts what is read through it.
+struct Counting<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
 }
 
 fn truncated(path: &str) -> ArchiveError {

@@ -187,7 +187,7 @@ pub fn inspect(rec: &ImageRecord, cfg: &Value, driver: &str, unpacked: bool) -> 
         .and_then(|h| h.last())
         .and_then(|h| h["comment"].as_str())
         .unwrap_or("");
-    json!({
+    let mut doc = json!({
         "Id": rec.id,
         "RepoTags": familiar_tags(rec),
         "RepoDigests": repo_digests(rec),
@@ -198,7 +198,6 @@ pub fn inspect(rec: &ImageRecord, cfg: &Value, driver: &str, unpacked: bool) -> 
         "Author": cfg["author"].as_str().unwrap_or(""),
         "Config": cfg.get("config").cloned().unwrap_or(Value::Null),
         "Architecture": cfg["architecture"].as_str().unwrap_or(""),
-        "Variant": cfg["variant"],
         "Os": cfg["os"].as_str().unwrap_or(""),
         "Size": rec.size,
         "GraphDriver": {
@@ -210,7 +209,11 @@ pub fn inspect(rec: &ImageRecord, cfg: &Value, driver: &str, unpacked: bool) -> 
             "Layers": rec.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
         },
         "Metadata": { "ManifestDigest": rec.manifest_digest, "ManifestMediaType": rec.manifest_media_type },
-    })
+    });
+    if let Some(v) = cfg["variant"].as_str() {
+        doc["Variant"] = json!(v);
+    }
+    doc
 }
 
 /// One row of `docker history`.

@@ -344,7 +344,10 @@ mod tests {
             direct_dir(std::slice::from_ref(&aufs), ApplyMode::AufsBranch),
             Some("/b/rw".into())
         );
-        assert_eq!(direct_dir(std::slice::from_ref(&ov), ApplyMode::Mounted), None);
+        assert_eq!(
+            direct_dir(std::slice::from_ref(&ov), ApplyMode::Mounted),
+            None
+        );
         assert_eq!(
             direct_dir(&[ov.clone(), bind], ApplyMode::OverlayUpper),
             None

@@ -1,0 +1,580 @@
+//! End-to-end: the image verbs of `strata` against a real `stratad` — save/load round trips with
+//! identical digests, skopeo and umoci reading our archives and us loading theirs, shared layers
+//! unpacked once, `rmi` semantics, and bad archives and malicious layers refused with one clear
+//! line, nothing written outside the rootfs and nothing left behind.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use strata_tests::engine::{Engine, BUSYBOX};
+use strata_tests::harness::{find_binary, unique_name};
+use strata_tests::image::{busybox_layer, docker_archive, layer, Entry};
+
+fn check(r: Result<()>) {
+    if let Err(e) = r {
+        panic!("{e:?}");
+    }
+}
+
+fn engine() -> Engine {
+    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
+    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
+    e
+}
+
+fn inspect(e: &Engine, image: &str) -> Result<Value> {
+    let out = e.ok(&["inspect", "--type", "image", image])?;
+    let v: Value = serde_json::from_str(&out)?;
+    Ok(v[0].clone())
+}
+
+fn blobs(e: &Engine) -> BTreeSet<String> {
+    fs::read_dir(e.root.join("content/blobs/sha256"))
+        .map(|rd| {
+            rd.filter_map(|x| x.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Committed and active snapshots the overlay2 plugin holds.
+fn snapshots(e: &Engine) -> usize {
+    fs::read_dir(e.root.join("storage/overlay2/snapshots"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A two-layer image on the busybox base: `/app/msg` and a deleted `/etc/gone`.
+fn app_archive(e: &Engine, name: &str) -> Result<PathBuf> {
+    let path = e
+        .scratch("images")?
+        .join(format!("{}.tar", name.replace([':', '/'], "_")));
+    let base = busybox_layer(vec![Entry::File("etc/gone".into(), b"x".to_vec(), 0o644)])?;
+    let top = layer(&[
+        Entry::Dir("app", 0o755),
+        Entry::File("app/msg".into(), b"from the app layer\n".to_vec(), 0o644),
+        Entry::File("etc/.wh.gone".into(), Vec::new(), 0o644),
+    ])?;
+    docker_archive(&path, name, &[base, top], &["cat", "/app/msg"])?;
+    Ok(path)
+}
+
+#[test]
+fn engine_images_save_load_round_trip_keeps_digests() {
+    let e = engine();
+    let e2 = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
+    check((|| {
+        let app = app_archive(&e, "example.com/team/app:1.0")?;
+        e.ok(&["load", "-i", &app.to_string_lossy()])?;
+        ensure!(e.ok(&["run", "--rm", "example.com/team/app:1.0"])? == "from the app layer\n");
+        let out = e.ok(&[
+            "run",
+            "--rm",
+            "example.com/team/app:1.0",
+            "sh",
+            "-c",
+            "test -e /etc/gone && echo present || echo deleted",
+        ])?;
+        ensure!(out == "deleted\n", "the whiteout did not delete: {out:?}");
+        let dir = e.scratch("saves")?;
+        for format in ["docker", "oci"] {
+            let f = dir.join(format!("both-{format}.tar"));
+            e.ok(&[
+                "save",
+                "-o",
+                &f.to_string_lossy(),
+                "--format",
+                format,
+                BUSYBOX,
+                "example.com/team/app:1.0",
+            ])?;
+            let fresh = Engine::start(&[])?;
+            let loaded = fresh.ok(&["load", "-i", &f.to_string_lossy()])?;
+            ensure!(
+                loaded.contains("Loaded image: busybox:latest")
+                    && loaded.contains("Loaded image: example.com/team/app:1.0"),
+                "{loaded}"
+            );
+            for image in [BUSYBOX, "example.com/team/app:1.0"] {
+                let (a, b) = (inspect(&e, image)?, inspect(&fresh, image)?);
+                for key in ["Id", "RepoTags", "RepoDigests", "RootFS", "Config", "Size"] {
+                    ensure!(
+                        a[key] == b[key],
+                        "{format} {image} {key}: {} vs {}",
+                        a[key],
+                        b[key]
+                    );
+                }
+                ensure!(a["Metadata"]["ManifestDigest"] == b["Metadata"]["ManifestDigest"]);
+            }
+            ensure!(
+                fresh.ok(&["run", "--rm", "example.com/team/app:1.0"])? == "from the app layer\n"
+            );
+            // Saving again from the fresh root writes the very same bytes.
+            let g = dir.join(format!("again-{format}.tar"));
+            fresh.ok(&[
+                "save",
+                "-o",
+                &g.to_string_lossy(),
+                "--format",
+                format,
+                BUSYBOX,
+                "example.com/team/app:1.0",
+            ])?;
+            ensure!(
+                fs::read(&f)? == fs::read(&g)?,
+                "{format} save is not reproducible"
+            );
+        }
+        // stdin, gzip-compressed.
+        let f = dir.join("both-docker.tar");
+        run(Command::new("gzip").arg("-k").arg("-f").arg(&f))?;
+        let gz = fs::File::open(dir.join("both-docker.tar.gz"))?;
+        let out = Command::new(find_binary("strata"))
+            .arg("--address")
+            .arg(&e2.address)
+            .arg("load")
+            .stdin(Stdio::from(gz))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "load from stdin: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            inspect(&e2, "example.com/team/app:1.0")?["Id"]
+                == inspect(&e, "example.com/team/app:1.0")?["Id"]
+        );
+        Ok(())
+    })());
+}
+
+#[test]
+fn engine_images_shared_layers_are_unpacked_once() {
+    let e = engine();
+    check((|| {
+        ensure!(
+            snapshots(&e) == 1,
+            "busybox: one layer snapshot, got {}",
+            snapshots(&e)
+        );
+        let app = app_archive(&e, "app:1")?;
+        e.ok(&["load", "-i", &app.to_string_lossy()])?;
+        // app's base layer differs from busybox's (it has /etc/gone), so two more.
+        ensure!(snapshots(&e) == 3, "got {}", snapshots(&e));
+        let app2 = app_archive(&e, "app:2")?;
+        e.ok(&["load", "-i", &app2.to_string_lossy()])?;
+        ensure!(
+            snapshots(&e) == 3,
+            "the same layers again made snapshots: {}",
+            snapshots(&e)
+        );
+        e.ok(&["rmi", "app:1"])?; // app:2 still names it: only untagged
+        ensure!(snapshots(&e) == 3);
+        let out = e.ok(&["rmi", "app:2"])?;
+        ensure!(
+            out.contains("Untagged: app:2") && out.contains("Deleted: sha256:"),
+            "{out}"
+        );
+        ensure!(
+            snapshots(&e) == 1,
+            "layers of a removed image stay: {}",
+            snapshots(&e)
+        );
+        Ok(())
+    })());
+}
+
+#[test]
+fn engine_images_skopeo_and_umoci_interop() {
+    let e = engine();
+    check((|| {
+        let dir = e.scratch("interop")?;
+        let docker = dir.join("docker.tar");
+        let oci = dir.join("oci.tar");
+        e.ok(&["save", "-o", &docker.to_string_lossy(), BUSYBOX])?;
+        e.ok(&[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            &oci.to_string_lossy(),
+            BUSYBOX,
+        ])?;
+        let id = inspect(&e, BUSYBOX)?["Id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let cfg = run(Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("docker-archive:{}", docker.display())))?;
+        ensure!(cfg.contains("\"sh\""), "{cfg}");
+        let raw = run(Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", oci.display())))?;
+        ensure!(
+            raw.contains(&id),
+            "the OCI manifest does not name config {id}: {raw}"
+        );
+        let layout = dir.join("layout");
+        fs::create_dir_all(&layout)?;
+        run(Command::new("tar")
+            .arg("-xf")
+            .arg(&oci)
+            .arg("-C")
+            .arg(&layout))?;
+        let tags = run(Command::new("umoci").args(["ls", "--layout"]).arg(&layout))?;
+        ensure!(tags.contains("busybox:latest"), "{tags}");
+        let bundle = dir.join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:busybox:latest", layout.display()))
+            .arg(&bundle))?;
+        ensure!(bundle.join("rootfs/bin/busybox").is_file());
+        // What skopeo writes, we load and run.
+        for (dest, file, name) in [
+            ("docker-archive", "sk-docker.tar", "skopeo/docker:1"),
+            ("oci-archive", "sk-oci.tar", "skopeo/oci:1"),
+        ] {
+            let path = dir.join(file);
+            run(Command::new("skopeo")
+                .args(["copy", "--quiet"])
+                .arg(format!("docker-archive:{}", docker.display()))
+                .arg(format!("{dest}:{}:{name}", path.display())))?;
+            let out = e.ok(&["load", "-i", &path.to_string_lossy()])?;
+            ensure!(
+                out.contains(&format!("Loaded image: {name}")),
+                "{dest}: {out}"
+            );
+            ensure!(e.ok(&["run", "--rm", name, "echo", "hi"])? == "hi\n");
+        }
+        Ok(())
+    })());
+}
+
+/// A raw tar entry (names and link targets as given, so `..` and `/` get in).
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    path: &str,
+    link: &str,
+    data: &[u8],
+    dev: Option<(u32, u32)>,
+) {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    if let Some((ma, mi)) = dev {
+        let _ = h.set_device_major(ma);
+        let _ = h.set_device_minor(mi);
+    }
+    h.set_cksum();
+    let _ = b.append(&h, data);
+}
+
+/// Adds a layer's entries.
+type Build<'a> = Box<dyn Fn(&mut tar::Builder<Vec<u8>>) + 'a>;
+
+#[test]
+fn engine_images_malicious_layers_are_refused_and_write_nothing_outside() {
+    let e = engine();
+    check((|| {
+        let victim = PathBuf::from("/tmp").join(unique_name("strata-victim-"));
+        fs::create_dir_all(&victim)?;
+        fs::write(victim.join("secret"), "secret")?;
+        let v = victim.to_string_lossy().trim_start_matches('/').to_string();
+        let up = "../".repeat(12);
+        let cases: Vec<(&str, Build)> = vec![
+            (
+                "'..' component",
+                Box::new(|b| {
+                    raw_entry(
+                        b,
+                        tar::EntryType::Regular,
+                        &format!("{up}{v}/dotdot"),
+                        "",
+                        b"x",
+                        None,
+                    )
+                }),
+            ),
+            (
+                "absolute path",
+                Box::new(|b| {
+                    raw_entry(
+                        b,
+                        tar::EntryType::Regular,
+                        &format!("/{v}/abs"),
+                        "",
+                        b"x",
+                        None,
+                    )
+                }),
+            ),
+            (
+                "symlink out",
+                Box::new(|b| {
+                    raw_entry(
+                        b,
+                        tar::EntryType::Symlink,
+                        "out",
+                        &format!("{up}{v}"),
+                        b"",
+                        None,
+                    );
+                    raw_entry(
+                        b,
+                        tar::EntryType::Regular,
+                        "out/through-link",
+                        "",
+                        b"x",
+                        None,
+                    );
+                }),
+            ),
+            (
+                "hard link out",
+                Box::new(|b| {
+                    raw_entry(
+                        b,
+                        tar::EntryType::Link,
+                        "hl",
+                        &format!("{up}{v}/secret"),
+                        b"",
+                        None,
+                    )
+                }),
+            ),
+            (
+                "hard link through a symlink",
+                Box::new(|b| {
+                    raw_entry(
+                        b,
+                        tar::EntryType::Symlink,
+                        "out2",
+                        &format!("{up}{v}"),
+                        b"",
+                        None,
+                    );
+                    raw_entry(b, tar::EntryType::Link, "hl2", "out2/secret", b"", None);
+                }),
+            ),
+            (
+                "block device",
+                Box::new(|b| raw_entry(b, tar::EntryType::Block, "sda", "", b"", Some((8, 0)))),
+            ),
+            (
+                "char device",
+                Box::new(|b| raw_entry(b, tar::EntryType::Char, "mem", "", b"", Some((1, 1)))),
+            ),
+        ];
+        let before_blobs = blobs(&e);
+        let before_snaps = snapshots(&e);
+        let before_images = e.ok(&["images", "-q"])?;
+        for (what, build) in &cases {
+            let mut b = tar::Builder::new(Vec::new());
+            build(&mut b);
+            let evil = b.into_inner()?;
+            let path = e.scratch("evil")?.join("evil.tar");
+            docker_archive(
+                &path,
+                "evil:latest",
+                &[busybox_layer(Vec::new())?, evil],
+                &["sh"],
+            )?;
+            let (code, err) = e.fails(&["load", "-i", &path.to_string_lossy()])?;
+            ensure!(
+                code != 0 && err.trim().lines().count() == 1,
+                "{what}: {err:?}"
+            );
+            ensure!(err.contains("refused"), "{what}: {err}");
+            let mut left: Vec<String> = fs::read_dir(&victim)?
+                .filter_map(|x| x.ok()?.file_name().into_string().ok())
+                .collect();
+            left.sort();
+            ensure!(
+                left == ["secret"],
+                "{what}: wrote outside the rootfs: {left:?}"
+            );
+            ensure!(fs::read_to_string(victim.join("secret"))? == "secret");
+            ensure!(blobs(&e) == before_blobs, "{what}: blobs left behind");
+            ensure!(
+                snapshots(&e) == before_snaps,
+                "{what}: snapshots left behind"
+            );
+            ensure!(
+                e.ok(&["images", "-q"])? == before_images,
+                "{what}: an image was made"
+            );
+        }
+        fs::remove_dir_all(&victim)?;
+        Ok(())
+    })());
+}
+
+#[test]
+fn engine_images_bad_archives_fail_cleanly() {
+    let e = engine();
+    check((|| {
+        let dir = e.scratch("bad")?;
+        let good = dir.join("good.tar");
+        e.ok(&[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            &good.to_string_lossy(),
+            BUSYBOX,
+        ])?;
+        e.ok(&["rmi", BUSYBOX])?;
+        ensure!(
+            blobs(&e).is_empty() && snapshots(&e) == 0,
+            "rmi left {:?}",
+            blobs(&e)
+        );
+        let bytes = fs::read(&good)?;
+        let truncated = dir.join("truncated.tar");
+        fs::write(&truncated, &bytes[..bytes.len() / 2])?;
+        // A blob whose content does not match its name: flip a byte in the layer's data.
+        let corrupt = dir.join("corrupt.tar");
+        let mut c = bytes.clone();
+        let at = c
+            .windows(7)
+            .position(|w| w == b"\x7fELF\x02\x01\x01")
+            .context("no ELF in the archive")?;
+        c[at + 100] ^= 0xff;
+        fs::write(&corrupt, &c)?;
+        let garbage = dir.join("garbage.tar");
+        fs::write(&garbage, "not an archive at all")?;
+        for (f, want) in [
+            (&truncated, "truncated"),
+            (&corrupt, "digest"),
+            (&garbage, ""),
+        ] {
+            let (code, err) = e.fails(&["load", "-i", &f.to_string_lossy()])?;
+            ensure!(
+                code != 0 && err.trim().lines().count() == 1,
+                "{}: {err:?}",
+                f.display()
+            );
+            ensure!(err.contains(want), "{}: {err}", f.display());
+            ensure!(
+                blobs(&e).is_empty(),
+                "{}: blobs left: {:?}",
+                f.display(),
+                blobs(&e)
+            );
+            ensure!(snapshots(&e) == 0 && e.ok(&["images", "-q"])?.is_empty());
+        }
+        let (_, err) = e.fails(&["load", "-i", "/nonexistent/archive.tar"])?;
+        ensure!(err.contains("/nonexistent/archive.tar"), "{err}");
+        e.ok(&["load", "-i", &good.to_string_lossy()])?;
+        ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "ok"])? == "ok\n");
+        Ok(())
+    })());
+}
+
+#[test]
+fn engine_images_tag_history_inspect_and_rmi() {
+    let e = engine();
+    check((|| {
+        e.ok(&["tag", BUSYBOX, "me/box:v1"])?;
+        let list = e.ok(&["images"])?;
+        ensure!(
+            list.starts_with("REPOSITORY") && list.contains("me/box") && list.contains("busybox"),
+            "{list}"
+        );
+        let json: Vec<Value> = e
+            .ok(&["images", "--format", "json"])?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        ensure!(json.len() == 2 && json.iter().all(|j| j["ID"] == json[0]["ID"]));
+        let doc = inspect(&e, "me/box:v1")?;
+        ensure!(
+            doc["RepoTags"] == serde_json::json!(["busybox:latest", "me/box:v1"]),
+            "{}",
+            doc["RepoTags"]
+        );
+        ensure!(
+            doc["GraphDriver"]["Name"] == "overlay2"
+                && doc["Os"] == "linux"
+                && doc["RootFS"]["Type"] == "layers"
+        );
+        let id = doc["Id"].as_str().unwrap_or("").to_string();
+        let short = &id["sha256:".len().."sha256:".len() + 12];
+        ensure!(inspect(&e, short)?["Id"] == id.as_str(), "id prefix");
+        let hist = e.ok(&["history", BUSYBOX])?;
+        ensure!(
+            hist.starts_with("IMAGE") && hist.contains("strata test") && hist.contains(short),
+            "{hist}"
+        );
+        for bad in [
+            ["tag", "nosuch", "x"].as_slice(),
+            &["tag", BUSYBOX, "Bad:Name"],
+            &["rmi", "nosuch"],
+            &["history", "nosuch"],
+        ] {
+            let (code, err) = e.fails(bad)?;
+            ensure!(
+                code != 0 && err.trim().lines().count() == 1,
+                "{bad:?}: {err}"
+            );
+        }
+        // An id with two names needs -f; a container's image needs -f.
+        let (_, err) = e.fails(&["rmi", short])?;
+        ensure!(err.contains("several repositories"), "{err}");
+        e.ok(&["create", "--name", "user", BUSYBOX, "true"])?;
+        ensure!(e.ok(&["rmi", "me/box:v1"])?.contains("Untagged: me/box:v1"));
+        let (_, err) = e.fails(&["rmi", BUSYBOX])?;
+        ensure!(err.contains("container"), "{err}");
+        e.ok(&["rm", "user"])?;
+        let out = e.ok(&["rmi", BUSYBOX])?;
+        ensure!(out.contains("Deleted: sha256:"), "{out}");
+        Ok(())
+    })());
+}
+
+/// `strata import` of a flat rootfs tarball runs.
+#[test]
+fn engine_images_import_makes_a_runnable_image() {
+    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
+    check((|| {
+        let dir = e.scratch("import")?;
+        let rootfs: &Path = &dir.join("rootfs.tar");
+        fs::write(
+            rootfs,
+            busybox_layer(vec![Entry::File(
+                "etc/motd".into(),
+                b"imported\n".to_vec(),
+                0o644,
+            )])?,
+        )?;
+        let id = e.ok(&["import", &rootfs.to_string_lossy(), "imported:1"])?;
+        ensure!(id.trim().starts_with("sha256:"), "{id}");
+        ensure!(e.ok(&["run", "--rm", "imported:1", "/bin/cat", "/etc/motd"])? == "imported\n");
+        let hist = e.ok(&["history", "imported:1"])?;
+        ensure!(hist.contains("Imported from tarball"), "{hist}");
+        Ok(())
+    })());
+}
