@@ -2,6 +2,8 @@
 //! directory, no state directory, no mount, no process).
 
 mod common;
+#[path = "common/uml.rs"]
+mod uml;
 
 use common::{obj, Bundle};
 
@@ -116,4 +118,27 @@ fn root_systemd_cgroup_is_refused() {
     let out = b.cli(&["--systemd-cgroup", "state", &b.id]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--systemd-cgroup is not supported"));
+}
+
+/// The same tests on a pure cgroup v2 kernel (UML), re-run inside.
+#[test]
+fn root_uml_bad_input_on_cgroup_v2() {
+    if uml::inside() {
+        return;
+    }
+    common::require_root();
+    let (code, out, err) = uml::run_inside(
+        &[
+            "--test-threads=1",
+            "--skip",
+            "root_uml_bad_input_on_cgroup_v2",
+            "root_",
+        ],
+        std::time::Duration::from_secs(600),
+    );
+    assert!(
+        code == 0 && out.contains("test result: ok"),
+        "inside UML (exit {code}):\n{out}\n{err}"
+    );
+    assert!(out.contains("8 passed"), "all eight tests must run: {out}");
 }

@@ -2,6 +2,8 @@
 //! capabilities, no_new_privs, rlimits, user and groups, user namespaces.
 
 mod common;
+#[path = "common/uml.rs"]
+mod uml;
 
 use common::{obj, Bundle};
 
@@ -181,4 +183,27 @@ fn root_sysctl_and_readonly_root() {
             .len(),
         1
     );
+}
+
+/// The same tests on a pure cgroup v2 kernel (UML), re-run inside.
+#[test]
+fn root_uml_isolation_on_cgroup_v2() {
+    if uml::inside() {
+        return;
+    }
+    common::require_root();
+    let (code, out, err) = uml::run_inside(
+        &[
+            "--test-threads=1",
+            "--skip",
+            "root_uml_isolation_on_cgroup_v2",
+            "root_",
+        ],
+        std::time::Duration::from_secs(600),
+    );
+    assert!(
+        code == 0 && out.contains("test result: ok"),
+        "inside UML (exit {code}):\n{out}\n{err}"
+    );
+    assert!(out.contains("7 passed"), "all seven tests must run: {out}");
 }
