@@ -185,6 +185,39 @@ fn root_sysctl_and_readonly_root() {
     );
 }
 
+#[test]
+fn root_join_namespaces_by_path() {
+    let a = Bundle::new("nsa", "sleep 30");
+    let mut c =
+        strata_runtime::Container::create(&a.root(), &a.id, a.path(), &Default::default()).unwrap();
+    c.start().unwrap();
+    let pid = c.pid();
+    let mut b = Bundle::new("nsb", "hostname; readlink /proc/self/ns/net");
+    b.edit(|v| {
+        v.as_object_mut().unwrap().remove("hostname");
+        for ns in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "uts" || ns["type"] == "network" {
+                let name = if ns["type"] == "uts" { "uts" } else { "net" };
+                ns["path"] = serde_json::json!(format!("/proc/{pid}/ns/{name}"));
+            }
+        }
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "h-nsa",
+        "joined the first container's uts namespace: {out}"
+    );
+    let a_net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_eq!(
+        lines[1],
+        a_net.to_string_lossy(),
+        "joined the first container's net namespace"
+    );
+    c.delete(true).unwrap();
+}
+
 /// The same tests on a pure cgroup v2 kernel (UML), re-run inside.
 #[test]
 fn root_uml_isolation_on_cgroup_v2() {
@@ -205,5 +238,5 @@ fn root_uml_isolation_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("7 passed"), "all seven tests must run: {out}");
+    assert!(out.contains("8 passed"), "all eight tests must run: {out}");
 }
