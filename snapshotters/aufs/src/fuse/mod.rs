@@ -1,0 +1,219 @@
+//! The FUSE union filesystem with aufs semantics, served where the kernel has no aufs.
+//!
+//! [`union::Branches`] holds the semantics (lookup top-down, whiteouts, opaque directories,
+//! merged listings, copy-up); [`nodes::Nodes`] maps FUSE node ids to union paths; this module
+//! answers the kernel. Mounted with `default_permissions` (the kernel checks modes against the
+//! attributes we return) and `allow_other` (containers run as any user).
+
+mod nodes;
+mod ops;
+pub mod sys;
+pub mod union;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo, MountOption, SessionACL};
+
+use nodes::{Key, Node, Nodes, Place};
+use union::{Branches, Found};
+
+/// How long the kernel may cache entries and attributes. Every change to the branches goes
+/// through this mount (lower layers are immutable), so caching is safe; one second is what
+/// fuse-overlayfs uses.
+const TTL: Duration = Duration::from_secs(1);
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct UnionFs {
+    br: Branches,
+    root_layers: Vec<usize>,
+    nodes: Mutex<Nodes>,
+    files: Mutex<HashMap<u64, Arc<File>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<(OsString, FileType, u64)>>>>,
+    next_fh: AtomicU64,
+}
+
+fn time(secs: i64, nsec: i64) -> SystemTime {
+    let nsec = nsec.clamp(0, 999_999_999) as u32;
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsec)
+    }
+}
+
+fn kind(ft: std::fs::FileType) -> FileType {
+    if ft.is_dir() {
+        FileType::Directory
+    } else if ft.is_symlink() {
+        FileType::Symlink
+    } else if ft.is_fifo() {
+        FileType::NamedPipe
+    } else if ft.is_char_device() {
+        FileType::CharDevice
+    } else if ft.is_block_device() {
+        FileType::BlockDevice
+    } else if ft.is_socket() {
+        FileType::Socket
+    } else {
+        FileType::RegularFile
+    }
+}
+
+fn attr(id: u64, m: &Metadata) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(id),
+        size: m.size(),
+        blocks: m.blocks(),
+        atime: time(m.atime(), m.atime_nsec()),
+        mtime: time(m.mtime(), m.mtime_nsec()),
+        ctime: time(m.ctime(), m.ctime_nsec()),
+        crtime: UNIX_EPOCH,
+        kind: kind(m.file_type()),
+        perm: (m.mode() & 0o7777) as u16,
+        nlink: m.nlink() as u32,
+        uid: m.uid(),
+        gid: m.gid(),
+        rdev: m.rdev() as u32,
+        blksize: m.blksize() as u32,
+        flags: 0,
+    }
+}
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl UnionFs {
+    /// A union of `branches`.
+    pub fn new(br: Branches) -> io::Result<Self> {
+        let root_layers = br.root_layers()?;
+        Ok(UnionFs {
+            nodes: Mutex::new(Nodes::new(root_layers.clone())),
+            root_layers,
+            br,
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.br.writable() {
+            Ok(())
+        } else {
+            Err(errno(libc::EROFS))
+        }
+    }
+
+    /// The real path that shows node `n`.
+    fn real(&self, n: &Node) -> io::Result<PathBuf> {
+        let path = n.path().ok_or_else(|| errno(libc::ENOENT))?;
+        Ok(match &n.place {
+            Place::Dir(layers) => self.br.real(layers.first().copied().unwrap_or(0), path),
+            Place::File(b) => self.br.real(*b, path),
+        })
+    }
+
+    /// The union path and merged branches of directory node `id`.
+    fn dir_of(nodes: &Nodes, id: u64) -> io::Result<(PathBuf, Vec<usize>)> {
+        let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
+        match &n.place {
+            Place::Dir(layers) => Ok((
+                n.path().ok_or_else(|| errno(libc::ENOENT))?.to_path_buf(),
+                layers.clone(),
+            )),
+            Place::File(_) => Err(errno(libc::ENOTDIR)),
+        }
+    }
+
+    /// Records a lookup that found `found` at `path`; returns the node id and its attributes.
+    fn found(nodes: &mut Nodes, path: PathBuf, found: Found) -> (u64, FileAttr) {
+        match found {
+            Found::Dir { layers, meta } => {
+                let id = nodes.looked_up(Key::Dir(path.clone()), path, Place::Dir(layers));
+                (id, attr(id, &meta))
+            }
+            Found::Other { branch, meta } => {
+                let id =
+                    nodes.looked_up(Key::File(meta.dev(), meta.ino()), path, Place::File(branch));
+                (id, attr(id, &meta))
+            }
+        }
+    }
+
+    /// Makes sure directory `rel` is in the top branch.
+    fn copy_up_dir(&self, nodes: &mut Nodes, rel: &Path) -> io::Result<()> {
+        for made in self.br.copy_up_dirs(rel, &self.root_layers)? {
+            nodes.dir_in_top(&made);
+        }
+        Ok(())
+    }
+
+    /// Makes sure node `id` is in the top branch (copying it up with its parents); returns its
+    /// union path. `truncate`: the content is about to be thrown away, so it is not copied.
+    fn copy_up(&self, nodes: &mut Nodes, id: u64, truncate: bool) -> io::Result<PathBuf> {
+        self.check_writable()?;
+        let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
+        let path = n.path().ok_or_else(|| errno(libc::ENOENT))?.to_path_buf();
+        match n.place.clone() {
+            Place::Dir(_) => self.copy_up_dir(nodes, &path)?,
+            Place::File(0) => {}
+            Place::File(b) => {
+                self.copy_up_dir(nodes, path.parent().unwrap_or(Path::new("")))?;
+                let meta = self.br.copy_up_file(&path, b, truncate)?;
+                nodes.rekey(id, Key::File(meta.dev(), meta.ino()));
+                if let Some(n) = nodes.get_mut(id) {
+                    n.place = Place::File(0);
+                }
+            }
+        }
+        Ok(path)
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn file(&self, fh: u64) -> io::Result<Arc<File>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| errno(libc::EBADF))
+    }
+}
+
+/// Mounts `branches` at `mountpoint` and serves until it is unmounted. `ready` is called once
+/// the mount is in place.
+pub fn serve(branches: Branches, mountpoint: &Path, ready: impl FnOnce()) -> io::Result<()> {
+    let ro = !branches.writable();
+    let fs = UnionFs::new(branches)?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("strata-aufs".into()),
+        MountOption::Subtype("strata-aufs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        if ro { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(2);
+    let session = fuser::Session::new(fs, mountpoint, &config)?;
+    ready();
+    session.run()
+}

@@ -1,0 +1,238 @@
+//! The inode table: FUSE node ids for union paths. A directory is one node per path; any other
+//! entry is one node per underlying inode, so hard links in a layer share a node (and the inode
+//! number `stat` shows, which is the node id).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What identifies a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A directory, by union path.
+    Dir(PathBuf),
+    /// Anything else, by the (device, inode) of the file that shows.
+    File(u64, u64),
+}
+
+/// Where a node's data is.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// A directory merged from these branches (top first).
+    Dir(Vec<usize>),
+    /// A non-directory in this branch.
+    File(usize),
+}
+
+/// One node.
+#[derive(Debug)]
+pub struct Node {
+    /// The union paths that name it (the last is used); empty once every name is gone.
+    pub paths: Vec<PathBuf>,
+    /// Where it is.
+    pub place: Place,
+    /// How it is keyed, while it is.
+    pub key: Option<Key>,
+    /// The kernel's lookup count.
+    pub nlookup: u64,
+}
+
+impl Node {
+    /// The path operations use.
+    pub fn path(&self) -> Option<&Path> {
+        self.paths.last().map(PathBuf::as_path)
+    }
+}
+
+/// The table.
+#[derive(Debug)]
+pub struct Nodes {
+    by_id: HashMap<u64, Node>,
+    by_key: HashMap<Key, u64>,
+    next: u64,
+}
+
+/// The root's node id.
+pub const ROOT: u64 = 1;
+
+impl Nodes {
+    /// A table holding the root, which merges `layers`.
+    pub fn new(layers: Vec<usize>) -> Self {
+        let mut by_id = HashMap::new();
+        let key = Key::Dir(PathBuf::new());
+        by_id.insert(
+            ROOT,
+            Node {
+                paths: vec![PathBuf::new()],
+                place: Place::Dir(layers),
+                key: Some(key.clone()),
+                nlookup: 1,
+            },
+        );
+        Nodes {
+            by_id,
+            by_key: HashMap::from([(key, ROOT)]),
+            next: ROOT + 1,
+        }
+    }
+
+    /// The node `id`.
+    pub fn get(&self, id: u64) -> Option<&Node> {
+        self.by_id.get(&id)
+    }
+
+    /// The node `id`, to change.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Node> {
+        self.by_id.get_mut(&id)
+    }
+
+    /// The node keyed `key`, if any.
+    pub fn find(&self, key: &Key) -> Option<u64> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Records a lookup of `path` that found `key` at `place`: the existing node (with `path`
+    /// as its current name) or a new one. Its lookup count goes up by one.
+    pub fn looked_up(&mut self, key: Key, path: PathBuf, place: Place) -> u64 {
+        if let Some(id) = self.by_key.get(&key).copied() {
+            if let Some(n) = self.by_id.get_mut(&id) {
+                n.paths.retain(|p| p != &path);
+                n.paths.push(path);
+                n.place = place;
+                n.nlookup += 1;
+                return id;
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        self.by_key.insert(key.clone(), id);
+        self.by_id.insert(
+            id,
+            Node {
+                paths: vec![path],
+                place,
+                key: Some(key),
+                nlookup: 1,
+            },
+        );
+        id
+    }
+
+    /// Gives node `id` a new key (its data moved, e.g. by a copy-up).
+    pub fn rekey(&mut self, id: u64, key: Key) {
+        if let Some(n) = self.by_id.get_mut(&id) {
+            if let Some(old) = n.key.take() {
+                if self.by_key.get(&old) == Some(&id) {
+                    self.by_key.remove(&old);
+                }
+            }
+            self.by_key.insert(key.clone(), id);
+            n.key = Some(key);
+        }
+    }
+
+    /// The name `path` is gone: the node it named loses it, and a node with no name left is
+    /// no longer found by key (it lives on while the kernel holds it).
+    pub fn unlinked(&mut self, path: &Path) {
+        let ids: Vec<u64> = self
+            .by_id
+            .iter()
+            .filter(|(_, n)| n.paths.iter().any(|p| p == path))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(n) = self.by_id.get_mut(&id) else {
+                continue;
+            };
+            n.paths.retain(|p| p != path);
+            let dir_key = matches!(n.key, Some(Key::Dir(_)));
+            if n.paths.is_empty() || dir_key {
+                if let Some(k) = n.key.take() {
+                    if self.by_key.get(&k) == Some(&id) {
+                        self.by_key.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `from` was renamed to `to`: every node named under `from` is renamed, directories are
+    /// re-keyed by their new paths.
+    pub fn renamed(&mut self, from: &Path, to: &Path) {
+        let mut rekeys = Vec::new();
+        for (id, n) in self.by_id.iter_mut() {
+            for p in n.paths.iter_mut() {
+                if let Ok(rest) = p.strip_prefix(from) {
+                    *p = if rest.as_os_str().is_empty() {
+                        to.to_path_buf()
+                    } else {
+                        to.join(rest)
+                    };
+                    if let Some(Key::Dir(_)) = n.key {
+                        rekeys.push((*id, Key::Dir(p.clone())));
+                    }
+                }
+            }
+        }
+        // Remove every old directory key first, so that new keys never collide with them.
+        for (id, _) in &rekeys {
+            if let Some(old) = self.by_id.get_mut(id).and_then(|n| n.key.take()) {
+                if self.by_key.get(&old) == Some(id) {
+                    self.by_key.remove(&old);
+                }
+            }
+        }
+        for (id, key) in rekeys {
+            self.by_key.insert(key.clone(), id);
+            if let Some(n) = self.by_id.get_mut(&id) {
+                n.key = Some(key);
+            }
+        }
+    }
+
+    /// The kernel forgot `n` lookups of node `id`.
+    pub fn forget(&mut self, id: u64, n: u64) {
+        if id == ROOT {
+            return;
+        }
+        let gone = match self.by_id.get_mut(&id) {
+            Some(node) => {
+                node.nlookup = node.nlookup.saturating_sub(n);
+                node.nlookup == 0
+            }
+            None => false,
+        };
+        if gone {
+            if let Some(node) = self.by_id.remove(&id) {
+                if let Some(k) = node.key {
+                    if self.by_key.get(&k) == Some(&id) {
+                        self.by_key.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Updates the branch list of the directory node at `path`, if there is one.
+    pub fn set_dir_layers(&mut self, path: &Path, layers: Vec<usize>) {
+        if let Some(id) = self.by_key.get(&Key::Dir(path.to_path_buf())).copied() {
+            if let Some(n) = self.by_id.get_mut(&id) {
+                n.place = Place::Dir(layers);
+            }
+        }
+    }
+
+    /// Marks the directory node at `path` (if any) as present in the top branch.
+    pub fn dir_in_top(&mut self, path: &Path) {
+        if let Some(id) = self.by_key.get(&Key::Dir(path.to_path_buf())).copied() {
+            if let Some(Node {
+                place: Place::Dir(l),
+                ..
+            }) = self.by_id.get_mut(&id)
+            {
+                if l.first() != Some(&0) {
+                    l.insert(0, 0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The union mounts at `<root>/mnt/<id>` and the processes that serve them.
+//!
+//! In FUSE mode each mounted snapshot has its own FUSE server: this binary re-run as
+//! `strata-aufs fuse --root R --id ID [--read-only]`, in its own process group, so it outlives
+//! a plugin restart (containers keep their root filesystem) and a signal to the plugin's group
+//! does not reach it. The supervisor starts them, adopts the ones an earlier run left, and
+//! watches them: when one dies under a mount (killed, crashed), the kernel fails every call on
+//! that mount at once with ENOTCONN (nothing hangs), and the supervisor logs the failure,
+//! counts it in Status and mounts the snapshot again, so the next mount of it works.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::mount::{umount2, MntFlags};
+use strata_snapshotter::error::{Error, Result};
+
+use crate::kernel;
+use crate::layout::Layout;
+
+/// FUSE_SUPER_MAGIC.
+const FUSE_MAGIC: i64 = 0x6573_5546;
+/// How often mounts are checked.
+const HEALTH_PERIOD: Duration = Duration::from_millis(500);
+
+/// How unions are mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The kernel's aufs.
+    Kernel {
+        /// Whether `dirperm1` is passed.
+        dirperm1: bool,
+    },
+    /// Our FUSE union filesystem.
+    Fuse,
+}
+
+/// What a mountpoint holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    Live,
+    Dead,
+    Absent,
+}
+
+fn probe(mnt: &Path) -> Probe {
+    match nix::sys::statfs::statfs(mnt) {
+        Ok(s) if s.filesystem_type().0 as i64 == FUSE_MAGIC => Probe::Live,
+        Ok(s) if s.filesystem_type().0 as i64 == 0x6175_6673 => Probe::Live,
+        Ok(_) => Probe::Absent,
+        Err(nix::errno::Errno::ENOTCONN) => Probe::Dead,
+        Err(_) => Probe::Absent,
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Snapshots that should be mounted, and whether read-only.
+    wanted: HashMap<u64, bool>,
+    /// Server pids we started, by snapshot.
+    servers: HashMap<u64, u32>,
+}
+
+/// Failures seen, for Status.
+#[derive(Debug, Default, Clone)]
+pub struct Failures {
+    /// How many servers died under a mount.
+    pub count: u64,
+    /// What the last one was.
+    pub last: Option<String>,
+}
+
+/// The supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    layout: Layout,
+    exe: PathBuf,
+    mode: Mode,
+    state: Mutex<State>,
+    failures: Mutex<Failures>,
+}
+
+fn driver_err(message: String) -> Error {
+    Error::Driver {
+        driver: "aufs",
+        message,
+    }
+}
+
+impl Supervisor {
+    /// Starts supervising the mounts under `layout`, adopting live ones an earlier run left,
+    /// and starts the health thread.
+    pub fn start(layout: Layout, mode: Mode) -> Result<Arc<Self>> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("find the plugin's own binary", "/proc/self/exe", e))?;
+        let sup = Arc::new(Supervisor {
+            layout,
+            exe,
+            mode,
+            state: Mutex::new(State::default()),
+            failures: Mutex::new(Failures::default()),
+        });
+        sup.adopt()?;
+        let weak = Arc::downgrade(&sup);
+        std::thread::Builder::new()
+            .name("aufs-health".into())
+            .spawn(move || loop {
+                std::thread::sleep(HEALTH_PERIOD);
+                match weak.upgrade() {
+                    Some(s) => s.check_all(),
+                    None => return,
+                }
+            })
+            .map_err(|e| Error::io("start the health thread for", sup.layout.root(), e))?;
+        Ok(sup)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes over the mounts under `mnt/` (from /proc/self/mountinfo), live or dead.
+    fn adopt(&self) -> Result<()> {
+        let mnt_dir = self.layout.dirs()[2].clone();
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+        let mut st = self.state();
+        for line in info.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(point) = fields.get(4) else { continue };
+            let point = Path::new(point);
+            let Ok(rest) = point.strip_prefix(&mnt_dir) else {
+                continue;
+            };
+            let Some(id) = rest.to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            let ro = fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|x| x == "ro"));
+            tracing::info!(id, ro, "adopting the union mounted by an earlier run");
+            st.wanted.insert(id, ro);
+        }
+        Ok(())
+    }
+
+    /// The number of servers this run started that are still running.
+    pub fn servers(&self) -> usize {
+        self.state().servers.len()
+    }
+
+    /// The failures seen so far.
+    pub fn failures(&self) -> Failures {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes sure snapshot `id`'s union is mounted at `mnt/<id>`.
+    pub fn ensure(self: &Arc<Self>, id: u64, ro: bool) -> Result<()> {
+        let mut st = self.state();
+        st.wanted.insert(id, ro);
+        self.mount_locked(&mut st, id, ro)
+    }
+
+    fn mount_locked(self: &Arc<Self>, st: &mut State, id: u64, ro: bool) -> Result<()> {
+        let mnt = self.layout.mnt(&id.to_string());
+        match probe(&mnt) {
+            Probe::Live => return Ok(()),
+            Probe::Dead => detach(&mnt)?,
+            Probe::Absent => {}
+        }
+        match self.mode {
+            Mode::Fuse => self.spawn(st, id, ro),
+            Mode::Kernel { dirperm1 } => {
+                let branches = self.layout.branches(&id.to_string()).map_err(|e| {
+                    Error::io(
+                        "read the branches of",
+                        self.layout.layers(&id.to_string()),
+                        e,
+                    )
+                })?;
+                let (rw, ro_branches) = if ro {
+                    (None, &branches[1..])
+                } else {
+                    (Some(branches[0].as_path()), &branches[1..])
+                };
+                let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(4096) as usize;
+                let plan = kernel::plan(rw, ro_branches, dirperm1, page);
+                kernel::mount_plan(&mnt, &plan, ro).map_err(|e| Error::io("mount aufs on", &mnt, e))
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, st: &mut State, id: u64, ro: bool) -> Result<()> {
+        let mnt = self.layout.mnt(&id.to_string());
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("fuse")
+            .arg("--root")
+            .arg(self.layout.root())
+            .arg("--id")
+            .arg(id.to_string());
+        if ro {
+            cmd.arg("--read-only");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io("start the FUSE server", &self.exe, e))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        if line.trim() != "ready" {
+            let status = child.wait();
+            return Err(driver_err(format!(
+                "the FUSE server for snapshot {id} failed to mount {} ({}); see the plugin log",
+                mnt.display(),
+                match status {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                }
+            )));
+        }
+        let pid = child.id();
+        st.servers.insert(id, pid);
+        tracing::debug!(id, pid, mnt = %mnt.display(), "FUSE server mounted");
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name(format!("aufs-fuse-{id}"))
+            .spawn(move || {
+                let status = child.wait();
+                if let Some(sup) = weak.upgrade() {
+                    sup.exited(id, pid, status);
+                }
+            })
+            .map_err(|e| Error::io("start the watcher thread for", &mnt, e))?;
+        Ok(())
+    }
+
+    /// A server we started exited.
+    fn exited(self: &Arc<Self>, id: u64, pid: u32, status: io::Result<std::process::ExitStatus>) {
+        let mut st = self.state();
+        if st.servers.get(&id) != Some(&pid) {
+            return;
+        }
+        st.servers.remove(&id);
+        let Some(&ro) = st.wanted.get(&id) else {
+            // Unmounted on purpose (commit, remove).
+            return;
+        };
+        let mnt = self.layout.mnt(&id.to_string());
+        if probe(&mnt) != Probe::Dead {
+            // It ended because its mount went away cleanly.
+            return;
+        }
+        let how = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.failed(
+            &mut st,
+            id,
+            ro,
+            &format!("its FUSE server (pid {pid}) exited: {how}"),
+        );
+    }
+
+    /// Records a dead union and mounts it again.
+    fn failed(self: &Arc<Self>, st: &mut State, id: u64, ro: bool, what: &str) {
+        let mnt = self.layout.mnt(&id.to_string());
+        let message = format!(
+            "snapshot {id}: {what}; calls on its mounts fail with ENOTCONN (\"Transport endpoint is not connected\") until they are mounted again"
+        );
+        tracing::error!(id, mnt = %mnt.display(), "{message}");
+        {
+            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            f.count += 1;
+            f.last = Some(message);
+        }
+        match self.mount_locked(st, id, ro) {
+            Ok(()) => tracing::warn!(id, "remounted {} after the failure", mnt.display()),
+            Err(e) => tracing::error!(%e, id, "remounting after the failure failed"),
+        }
+    }
+
+    /// Checks every wanted union; dead ones (also those an earlier run started) are reported
+    /// and mounted again.
+    fn check_all(self: &Arc<Self>) {
+        let mut st = self.state();
+        let wanted: Vec<(u64, bool)> = st.wanted.iter().map(|(k, v)| (*k, *v)).collect();
+        for (id, ro) in wanted {
+            if probe(&self.layout.mnt(&id.to_string())) == Probe::Dead {
+                self.failed(&mut st, id, ro, "its FUSE server is gone");
+            }
+        }
+    }
+
+    /// Unmounts snapshot `id`'s union (its server then exits). Mounts others made of it (a
+    /// caller's bind) stay until they are unmounted.
+    pub fn stop(&self, id: u64) -> Result<()> {
+        let mut st = self.state();
+        st.wanted.remove(&id);
+        st.servers.remove(&id);
+        let mnt = self.layout.mnt(&id.to_string());
+        if probe(&mnt) != Probe::Absent {
+            detach(&mnt)?;
+        }
+        Ok(())
+    }
+}
+
+fn detach(mnt: &Path) -> Result<()> {
+    match umount2(mnt, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io("unmount", mnt, e.into())),
+    }
+}
