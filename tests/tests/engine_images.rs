@@ -578,3 +578,78 @@ fn engine_images_import_makes_a_runnable_image() {
         Ok(())
     })());
 }
+
+/// Calls the Commit RPC (the `strata commit` verb's) on the engine's socket.
+fn commit_rpc(e: &Engine, container: &str, reference: &str) -> Result<String> {
+    use strata_proto::engine::images_client::ImagesClient;
+    use strata_proto::engine::CommitRequest;
+    let socket = e.address.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await?;
+        let r = ImagesClient::new(channel)
+            .commit(CommitRequest {
+                container: container.into(),
+                reference: reference.into(),
+                comment: "a test commit".into(),
+                author: "tester".into(),
+            })
+            .await?;
+        Ok(r.into_inner().id)
+    })
+}
+
+#[test]
+fn engine_images_commit_makes_an_image_with_the_changes() {
+    let e = engine();
+    check((|| {
+        e.ok(&[
+            "run",
+            "--name",
+            "changer",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo changed > /etc/new; rm /bin/ls; mkdir -p /data; echo d > /data/f",
+        ])?;
+        let id = commit_rpc(&e, "changer", "committed:1")?;
+        ensure!(id.starts_with("sha256:"), "{id}");
+        let out = e.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "cat /etc/new /data/f; test -e /bin/ls && echo ls-present || echo ls-deleted",
+        ])?;
+        ensure!(out == "changed\nd\nls-deleted\n", "{out:?}");
+        let doc = inspect(&e, "committed:1")?;
+        ensure!(
+            doc["Author"] == "tester" && doc["Comment"] == "a test commit",
+            "{doc}"
+        );
+        ensure!(doc["RootFS"]["Layers"].as_array().map(Vec::len) == Some(2));
+        ensure!(doc["Config"] == inspect(&e, BUSYBOX)?["Config"]);
+        let hist = e.ok(&["history", "committed:1"])?;
+        ensure!(hist.contains("strata commit"), "{hist}");
+        // Save and load it elsewhere: the same image.
+        let f = e.scratch("commit")?.join("c.tar");
+        e.ok(&["save", "-o", &f.to_string_lossy(), "committed:1"])?;
+        let fresh = Engine::start(&[])?;
+        fresh.ok(&["load", "-i", &f.to_string_lossy()])?;
+        ensure!(inspect(&fresh, "committed:1")?["Id"] == id.as_str());
+        ensure!(fresh.ok(&["run", "--rm", "committed:1", "cat", "/etc/new"])? == "changed\n");
+        Ok(())
+    })());
+}

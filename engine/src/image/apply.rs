@@ -484,17 +484,22 @@ impl Applier {
 
     fn meta<R: Read>(&self, e: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, ApplyError> {
         let h = e.header();
-        let bad = |_| {
-            ApplyError::Read(io::Error::new(
+        let old = h.as_old();
+        // An empty numeric field (all NULs or spaces) reads as 0, as Go's archive/tar reads it;
+        // anything else that is not a number is a corrupt header.
+        let field = |r: io::Result<u64>, raw: &[u8], what: &str| match r {
+            Ok(v) => Ok(v),
+            Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+            Err(_) => Err(ApplyError::Read(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("entry {name:?} has a corrupt header"),
-            ))
+                format!("entry {name:?} has a corrupt {what} field in its header"),
+            ))),
         };
         let mut m = Meta {
-            mtime: h.mtime().map_err(bad)?,
-            uid: h.uid().map_err(bad)? as u32,
-            gid: h.gid().map_err(bad)? as u32,
-            mode: h.mode().map_err(bad)? & 0o7777,
+            mtime: field(h.mtime(), &old.mtime, "mtime")?,
+            uid: field(h.uid(), &old.uid, "uid")? as u32,
+            gid: field(h.gid(), &old.gid, "gid")? as u32,
+            mode: field(h.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777,
             xattrs: Vec::new(),
         };
         if let Some(exts) = e.pax_extensions().map_err(ApplyError::Read)? {

@@ -361,3 +361,27 @@ fn truncated_and_corrupt_layers_fail() {
     assert!(matches!(e, ApplyError::Read(_)), "{e}");
     s.untouched();
 }
+
+/// Empty numeric header fields read as 0 (as Go's archive/tar reads them); garbage is refused.
+#[test]
+fn empty_header_fields_are_zero_and_garbage_is_refused() {
+    let header = |mode: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_entry_type(T::Regular);
+        h.set_size(0);
+        h.as_old_mut().mode = [0; 8];
+        h.as_old_mut().mode[..mode.len()].copy_from_slice(mode);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b""[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let s = Sandbox::new();
+    s.apply(&header(b""), ApplyMode::Mounted).unwrap();
+    let m = fs::symlink_metadata(s.root().join("f")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.mtime()), (0, 0, 0));
+    let e = s.apply(&header(b"zz"), ApplyMode::Mounted).unwrap_err();
+    assert!(e.to_string().contains("corrupt mode"), "{e}");
+    s.untouched();
+}

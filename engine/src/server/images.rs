@@ -294,12 +294,27 @@ impl ImagesApi for ImageService {
 
     async fn commit(
         &self,
-        _req: Request<CommitRequest>,
+        req: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
-        // The container diff is the container code's; it calls `Images::add_layer_image`.
-        Err(Status::unimplemented(
-            "commit is not available in this engine build yet",
-        ))
+        let r = req.into_inner();
+        // The container's changes as a layer tar, on top of the image it was made from.
+        let (rec, layer) = self
+            .containers
+            .diff_tar(&r.container)
+            .await
+            .map_err(|e| e.to_status())?;
+        let s = self
+            .images
+            .add_layer_image(
+                &rec.image_id,
+                layer,
+                Some(&r.reference),
+                &r.comment,
+                &r.author,
+            )
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(CommitResponse { id: s.id }))
     }
 }
 
