@@ -154,6 +154,44 @@ fn root_device_rule_denies_a_block_device() {
 }
 
 #[test]
+fn root_update_changes_limits_of_a_running_container() {
+    let mut b = Bundle::new("update", "sleep 30");
+    b.edit(|v| obj(v, &["linux", "resources", "pids"])["limit"] = serde_json::json!(10));
+    let c = started(&b);
+    let out = b.cli(&[
+        "update",
+        "--pids-limit",
+        "20",
+        "--memory",
+        "67108864",
+        &b.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |ctrl: &str, v1: &str, v2: &str| {
+        let dir = b.cgroup_dir(ctrl);
+        std::fs::read_to_string(dir.join(v1))
+            .or_else(|_| std::fs::read_to_string(dir.join(v2)))
+            .unwrap()
+    };
+    assert_eq!(read("pids", "pids.max", "pids.max").trim(), "20");
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes", "memory.max").trim(),
+        "67108864"
+    );
+    let rules = b.path().join("r.json");
+    std::fs::write(&rules, r#"{"devices":[{"allow":true,"access":"rwm"}]}"#).unwrap();
+    let out = b.cli(&["update", "--resources", &rules.to_string_lossy(), &b.id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device rules cannot be updated"));
+    c.delete(true).unwrap();
+    b.assert_nothing_left();
+}
+
+#[test]
 fn root_pause_freezes_and_resume_thaws() {
     let _serial = serial();
     let b = Bundle::new("pause", "while :; do :; done");
@@ -207,5 +245,8 @@ fn root_uml_cgroup_v2_suite() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("6 passed"), "all six v2 tests must run: {out}");
+    assert!(
+        out.contains("7 passed"),
+        "all seven v2 tests must run: {out}"
+    );
 }

@@ -7,6 +7,7 @@ mod container_kill;
 pub use container_kill::parse_signal;
 mod container_pause;
 mod container_start;
+mod container_update;
 mod spawn;
 
 use std::path::{Path, PathBuf};

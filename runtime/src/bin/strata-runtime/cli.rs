@@ -180,6 +180,38 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Change the resource limits of a running container.
+    Update {
+        /// The container id.
+        id: String,
+        /// A JSON file with OCI `linux.resources` ("-" for stdin); the flags below override it.
+        #[arg(short, long)]
+        resources: Option<PathBuf>,
+        /// Memory limit in bytes.
+        #[arg(long)]
+        memory: Option<i64>,
+        /// Memory plus swap limit in bytes (-1: unlimited).
+        #[arg(long = "memory-swap")]
+        memory_swap: Option<i64>,
+        /// CPU shares (relative weight).
+        #[arg(long = "cpu-share")]
+        cpu_share: Option<u64>,
+        /// CPU CFS quota in microseconds per period.
+        #[arg(long = "cpu-quota")]
+        cpu_quota: Option<i64>,
+        /// CPU CFS period in microseconds.
+        #[arg(long = "cpu-period")]
+        cpu_period: Option<u64>,
+        /// CPUs the container may run on (e.g. 0-1).
+        #[arg(long = "cpuset-cpus")]
+        cpuset_cpus: Option<String>,
+        /// Memory nodes the container may use.
+        #[arg(long = "cpuset-mems")]
+        cpuset_mems: Option<String>,
+        /// Maximum number of processes (0 or less: unlimited).
+        #[arg(long = "pids-limit")]
+        pids_limit: Option<i64>,
+    },
     /// Print what this runtime supports (OCI features document).
     Features,
 }

@@ -104,6 +104,10 @@ pub fn run(cli: &Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Update { .. } => {
+            update(root, &cli.command)?;
+            Ok(0)
+        }
         Command::Features => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -292,6 +296,68 @@ fn exec(root: &Path, cmd: &Command) -> Result<u8> {
         con.finish();
     }
     Ok(code)
+}
+
+fn update(root: &Path, cmd: &Command) -> Result<()> {
+    let Command::Update {
+        id,
+        resources,
+        memory,
+        memory_swap,
+        cpu_share,
+        cpu_quota,
+        cpu_period,
+        cpuset_cpus,
+        cpuset_mems,
+        pids_limit,
+    } = cmd
+    else {
+        bail!("internal error: update called for another command");
+    };
+    let mut v: serde_json::Value = match resources {
+        Some(p) if p.as_os_str() == "-" => {
+            serde_json::from_reader(std::io::stdin()).context("resources from stdin")?
+        }
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("read {}", p.display()))?,
+        )
+        .with_context(|| format!("parse {}", p.display()))?,
+        None => serde_json::json!({}),
+    };
+    let mut set = |section: &str, key: &str, value: serde_json::Value| {
+        if v.get(section).is_none() {
+            v[section] = serde_json::json!({});
+        }
+        v[section][key] = value;
+    };
+    if let Some(m) = memory {
+        set("memory", "limit", (*m).into());
+    }
+    if let Some(m) = memory_swap {
+        set("memory", "swap", (*m).into());
+    }
+    if let Some(c) = cpu_share {
+        set("cpu", "shares", (*c).into());
+    }
+    if let Some(c) = cpu_quota {
+        set("cpu", "quota", (*c).into());
+    }
+    if let Some(c) = cpu_period {
+        set("cpu", "period", (*c).into());
+    }
+    if let Some(c) = cpuset_cpus {
+        set("cpu", "cpus", c.clone().into());
+    }
+    if let Some(c) = cpuset_mems {
+        set("cpu", "mems", c.clone().into());
+    }
+    if let Some(p) = pids_limit {
+        set("pids", "limit", (*p).into());
+    }
+    let res: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(v).context("invalid resources")?;
+    Container::load(root, id)?.update(&res)?;
+    Ok(())
 }
 
 fn features() -> serde_json::Value {
