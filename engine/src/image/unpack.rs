@@ -357,4 +357,44 @@ mod tests {
             None
         );
     }
+
+    /// The MOUNTED path: the snapshot's mounts (here a bind) are mounted on a temporary
+    /// directory, the layer applied through them with real deletions, and unmounted again.
+    /// Needs root (it mounts).
+    #[test]
+    fn sudo_mounted_apply_goes_through_a_temporary_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(&dir.path().join("engine")).unwrap();
+        let snap = dir.path().join("snap");
+        std::fs::create_dir_all(snap.join("etc")).unwrap();
+        std::fs::write(snap.join("etc/gone"), b"x").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in [("etc/new", &b"n"[..]), ("etc/.wh.gone", &b""[..])] {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let (blob, _) = content.write(&tar[..], None).unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mounts = [m("bind", &snap.to_string_lossy(), &["rw", "rbind"])];
+        let applied = apply_into(&content, &blob, &mounts, ApplyMode::Mounted, &tmp).unwrap();
+        assert_eq!(applied.diff_id, Digest::of(&tar));
+        assert_eq!(std::fs::read(snap.join("etc/new")).unwrap(), b"n");
+        assert!(!snap.join("etc/gone").exists() && !snap.join("etc/.wh.gone").exists());
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "the mount point is gone"
+        );
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounted.contains(&*tmp.to_string_lossy()), "still mounted");
+    }
 }
