@@ -64,3 +64,34 @@ pub fn count_entries(dir: &Path) -> Result<usize> {
 pub fn containerd_storage_count(root: &Path) -> Result<usize> {
     count_entries(&root.join("snapshots"))
 }
+
+/// aufs (DESIGN.md §4): `<root>/diff/<id>` per snapshot, with `<root>/layers/<id>` and
+/// `<root>/mnt/<id>` beside it. Counts the diff dirs; fails when a layers file or mountpoint
+/// has no diff dir (both are leaks).
+pub fn aufs_storage_count(root: &Path) -> Result<usize> {
+    let diff = root.join("diff");
+    let dirs = count_entries(&diff)?;
+    for other in ["layers", "mnt"] {
+        let dir = root.join(other);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(err) if err.kind() == ErrorKind::NotFound => continue,
+            Err(err) => return Err(err).with_context(|| format!("read {}", dir.display())),
+        };
+        for entry in rd {
+            let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if !diff.join(&name).exists() {
+                bail!(
+                    "{} has no {}: its snapshot's storage is gone but this was left behind",
+                    entry.path().display(),
+                    diff.join(&name).display()
+                );
+            }
+        }
+    }
+    Ok(dirs)
+}

@@ -46,9 +46,11 @@ use supervisor::{Mode, Supervisor};
 /// The options this driver takes (none: Docker's aufs driver took none either).
 pub const OPTIONS: &[&str] = &[];
 
-/// Kernel aufs' branch limit in its default build (CONFIG_AUFS_BRANCH_MAX_127).
-pub const KERNEL_MAX_LAYERS: u32 = 127;
-/// The FUSE union's advertised depth (overlay2's, so a host can move between the two).
+/// Parent layers kernel aufs can stack: its default build (CONFIG_AUFS_BRANCH_MAX_127) takes
+/// 127 branches, one of them the snapshot's own.
+pub const KERNEL_MAX_LAYERS: u32 = 126;
+/// Parent layers the FUSE union is advertised to stack (overlay2's, so a host can move
+/// between the two).
 pub const FUSE_MAX_LAYERS: u32 = 500;
 
 /// Why the driver cannot start.
@@ -169,9 +171,9 @@ impl Snapshotter for Aufs {
     }
 
     fn create(&self, snap: &Snap<'_>) -> Result<()> {
-        if snap.parents.len() + 1 > self.max_layers() as usize {
+        if snap.parents.len() > self.max_layers() as usize {
             return Err(Error::FailedPrecondition(format!(
-                "the parent chain has {} layers; this aufs mounts at most {} branches",
+                "the parent chain has {} layers; this aufs mounts at most {} below a snapshot",
                 snap.parents.len(),
                 self.max_layers()
             )));
