@@ -7,11 +7,16 @@
 //!
 //! The main types are [`Container`] (the lifecycle verbs: [`Container::create`],
 //! [`Container::start`], [`Container::state`], [`Container::kill`], [`Container::exec`],
-//! [`Container::pause`], [`Container::resume`], [`Container::wait`], [`Container::delete`]),
-//! [`CreateOptions`] and [`ContainerState`] with its [`Status`]. State lives in a root
-//! directory (the binary's default is `/run/strata-runtime`, like runc's `/run/runc`), one
-//! directory per container with a JSON state file, so that separate processes (a CLI call per
-//! verb, as containerd's shim makes them) can drive one container.
+//! [`Container::pause`], [`Container::resume`], [`Container::update`], [`Container::wait`],
+//! [`Container::delete`], and [`Container::load`] from another process), [`CreateOptions`]
+//! and [`ExecOptions`] (pid file, console socket, the process's stdio descriptors, preserved
+//! descriptors), [`ContainerState`] with its [`Status`], and [`ExitStatus`] (code, signal,
+//! OOM kill). [`cgroups::Cgroup::watch_oom`] reports OOM kills as they happen, and
+//! [`spec::docker_default_spec`] / [`spec::docker_default_capabilities`] give Docker's
+//! defaults. State lives in a root directory (the binary's default is `/run/strata-runtime`,
+//! like runc's `/run/runc`), one directory per container with a JSON state file, so that
+//! separate processes (a CLI call per verb, as containerd's shim makes them) can drive one
+//! container.
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -77,7 +77,7 @@ pub struct ContainerState {
     pub status: Status,
     /// Host pid of the container's first process (0 before it exists).
     pub pid: i32,
-    /// That process's start time (field 22 of /proc/<pid>/stat), so a reused pid is noticed.
+    /// That process's start time (field 22 of `/proc/<pid>/stat`), so a reused pid is noticed.
     pub pid_start: u64,
     /// The bundle directory.
     pub bundle: PathBuf,

@@ -1,7 +1,7 @@
 //! The narrow layer between the runtime's logic and the kernel.
 //!
 //! Everything privileged that the rootfs, namespace and process code does goes through
-//! [`Syscall`]: [`LinuxSyscall`] makes the real calls, [`RecordingSyscall`] (tests only)
+//! [`Syscall`]: [`LinuxSyscall`] makes the real calls, `RecordingSyscall` (tests only)
 //! records them so that the order and arguments of mounts, `pivot_root`, capability changes
 //! and so on are unit-tested without root. This is youki's pattern; the trait stays small on
 //! purpose, plain file I/O that needs no privilege is done with `std::fs` by the callers.
