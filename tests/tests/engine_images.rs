@@ -245,6 +245,12 @@ fn engine_images_skopeo_and_umoci_interop() {
             .arg(format!("{}:busybox:latest", layout.display()))
             .arg(&bundle))?;
         ensure!(bundle.join("rootfs/bin/busybox").is_file());
+        // An OCI image layout directory loads as it is.
+        e.ok(&["tag", BUSYBOX, "kept:1"])?;
+        e.ok(&["rmi", BUSYBOX])?;
+        let out = e.ok(&["load", "-i", &layout.to_string_lossy()])?;
+        ensure!(out.contains("Loaded image: busybox:latest"), "{out}");
+        ensure!(inspect(&e, BUSYBOX)?["Id"] == id.as_str());
         // What skopeo writes, we load and run.
         for (dest, file, name) in [
             ("docker-archive", "sk-docker.tar", "skopeo/docker:1"),

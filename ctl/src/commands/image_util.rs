@@ -20,6 +20,7 @@ pub fn upload<M: Send + 'static>(
     first: impl FnOnce(&mut M) + Send + 'static,
 ) -> CmdResult<ReceiverStream<M>> {
     let mut input: Box<dyn Read + Send> = match path {
+        Some(p) if p.is_dir() => dir_as_tar(p)?,
         Some(p) if p != Path::new("-") => Box::new(
             std::fs::File::open(p)
                 .map_err(|e| Failure::new(format!("open {}: {e}", p.display())))?,
@@ -67,6 +68,21 @@ pub fn upload<M: Send + 'static>(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// A directory (an OCI image layout) as a tar stream, written by a thread into a pipe.
+fn dir_as_tar(dir: &Path) -> CmdResult<Box<dyn Read + Send>> {
+    let (r, w) = std::io::pipe().map_err(|e| Failure::new(format!("make a pipe: {e}")))?;
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let mut b = tar::Builder::new(w);
+        b.follow_symlinks(false);
+        if let Err(e) = b.append_dir_all(".", &dir).and_then(|()| b.finish()) {
+            eprintln!("strata: reading {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    });
+    Ok(Box::new(r))
 }
 
 /// Bytes as Docker prints them (`5.6MB`, 1000-based).

@@ -1,5 +1,5 @@
-//! `strata load [-i FILE] [-q]`: a Docker `save` tarball or OCI archive (gzip or not), from a
-//! file or stdin.
+//! `strata load [-i FILE|DIR] [-q]`: a Docker `save` tarball or OCI archive (gzip or not), from
+//! a file or stdin, or an OCI image layout directory.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use crate::client::{Client, CmdResult};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Read from this archive file instead of stdin
+    /// Read from this archive file (or OCI image layout directory) instead of stdin
     #[arg(short = 'i', long = "input")]
     pub input: Option<PathBuf>,
     /// Print nothing
