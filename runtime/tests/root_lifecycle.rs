@@ -248,6 +248,85 @@ fn root_run_forwards_signals() {
 }
 
 #[test]
+fn root_kill_all_ps_list_features_and_force_delete_of_paused() {
+    let b = Bundle::new("killall", "sleep 100 & sleep 100 & sleep 100 & wait");
+    let bundle = b.path().to_string_lossy().into_owned();
+    assert!(b
+        .cli(&["run", "-d", "--bundle", &bundle, &b.id])
+        .status
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pids = loop {
+        let pids: Vec<i32> =
+            serde_json::from_slice(&b.cli(&["ps", "-f", "json", &b.id]).stdout).unwrap();
+        if pids.len() == 4 || std::time::Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(pids.len(), 4, "sh and three sleeps: {pids:?}");
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&b.cli(&["list", "-f", "json"]).stdout).unwrap();
+    assert!(
+        list.iter()
+            .any(|c| c["id"] == b.id.as_str() && c["status"] == "running"),
+        "{list:?}"
+    );
+    let features: serde_json::Value = serde_json::from_slice(&b.cli(&["features"]).stdout).unwrap();
+    assert!(features["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "user"));
+    assert!(features["linux"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "CAP_SYS_ADMIN"));
+    // Pause, then delete --force: the frozen processes must still die.
+    assert!(b.cli(&["pause", &b.id]).status.success());
+    assert!(b.cli(&["kill", "--all", &b.id, "KILL"]).status.success());
+    assert!(b.cli(&["delete", "--force", &b.id]).status.success());
+    for p in pids {
+        assert!(
+            strata_runtime::state::process_start_time(p).is_none(),
+            "process {p} survived"
+        );
+    }
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_errors_are_logged_for_containerd() {
+    let b = Bundle::new("logs", "true");
+    let log = b.path().join("log.json");
+    let out = b.cli(&[
+        "--log",
+        &log.to_string_lossy(),
+        "--log-format",
+        "json",
+        "state",
+        "no-such-container",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "strata-runtime: container no-such-container does not exist"
+    );
+    let line = std::fs::read_to_string(&log).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(entry["level"], "error");
+    assert_eq!(entry["msg"], "container no-such-container does not exist");
+    assert!(entry["time"].as_str().unwrap().ends_with('Z'));
+    // Deleting a missing container with --force is not an error (runc's behaviour).
+    assert!(b
+        .cli(&["delete", "--force", "no-such-container"])
+        .status
+        .success());
+}
+
+#[test]
 fn root_hooks_get_the_state() {
     let mut b = Bundle::new("hooks", "true");
     let out = b.path().join("hook-out");
@@ -333,5 +412,8 @@ fn root_uml_lifecycle_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("9 passed"), "all nine tests must run: {out}");
+    assert!(
+        out.contains("11 passed"),
+        "all eleven tests must run: {out}"
+    );
 }
