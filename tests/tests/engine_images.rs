@@ -585,26 +585,33 @@ fn engine_images_import_makes_a_runnable_image() {
     })());
 }
 
+/// A gRPC channel on a unix socket.
+async fn unix_channel(socket: PathBuf) -> Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await?)
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
 /// Calls the Commit RPC (the `strata commit` verb's) on the engine's socket.
 fn commit_rpc(e: &Engine, container: &str, reference: &str) -> Result<String> {
     use strata_proto::engine::images_client::ImagesClient;
     use strata_proto::engine::CommitRequest;
-    let socket = e.address.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await?;
-        let r = ImagesClient::new(channel)
+    block_on(async {
+        let r = ImagesClient::new(unix_channel(e.address.clone()).await?)
             .commit(CommitRequest {
                 container: container.into(),
                 reference: reference.into(),
@@ -614,6 +621,45 @@ fn commit_rpc(e: &Engine, container: &str, reference: &str) -> Result<String> {
             .await?;
         Ok(r.into_inner().id)
     })
+}
+
+/// An extract snapshot left by an unpack that a crash interrupted is removed at the next start.
+#[test]
+fn engine_images_restart_removes_interrupted_unpacks() {
+    use strata_proto::snapshots::snapshots_client::SnapshotsClient;
+    use strata_proto::snapshots::PrepareSnapshotRequest;
+    let mut e = engine();
+    check((|| {
+        let base = inspect(&e, BUSYBOX)?["RootFS"]["Layers"][0]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let plugin = e.run_root.join("plugins/overlay2.sock");
+        block_on(async {
+            SnapshotsClient::new(unix_channel(plugin).await?)
+                .prepare(PrepareSnapshotRequest {
+                    snapshotter: "overlay2".into(),
+                    key: "extract-0123456789abcdef sha256:feed".into(),
+                    parent: base,
+                    labels: Default::default(),
+                })
+                .await?;
+            Ok(())
+        })?;
+        ensure!(snapshots(&e) == 2);
+        e.kill9()?;
+        e.spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while snapshots(&e) != 1 {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the extract snapshot stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "ok"])? == "ok\n");
+        Ok(())
+    })());
 }
 
 #[test]

@@ -360,6 +360,13 @@ impl Images {
         }))
     }
 
+    /// Cleans up after a crash: extract snapshots and apply mounts an interrupted unpack left.
+    /// Waits for any image change in progress, so it never touches a live unpack.
+    pub async fn recover(&self) -> Result<usize, ImageError> {
+        let _guard = self.lock.lock().await;
+        Ok(unpack::remove_leftovers(&self.storage, &self.tmp).await?)
+    }
+
     /// The chain id a container's snapshot is prepared on ("" for an image without layers),
     /// unpacking the image into the current driver first if it is not there.
     pub async fn top_chain(&self, image: &str) -> Result<String, ImageError> {

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use strata_proto::snapshots::{
-    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+    CommitSnapshotRequest, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    StatSnapshotRequest,
 };
 use strata_proto::types::Mount;
 use tonic::Code;
@@ -302,6 +303,50 @@ async fn unpack_inner(
         sizes.insert(layer.chain_id.clone(), applied.tar_size);
     }
     Ok(())
+}
+
+/// Removes what an unpack interrupted by a crash left: `extract-…` snapshots in the driver and
+/// apply mount points under `tmp` (unmounted first). Call it with no unpack running.
+pub async fn remove_leftovers(storage: &Storage, tmp: &Path) -> Result<usize, UnpackError> {
+    if let Ok(rd) = std::fs::read_dir(tmp) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if let Err(err) = strata_snapshotter::mount::unmount_all(&p) {
+                tracing::warn!(%err, path = %p.display(), "unmounting a stale apply mount failed");
+            }
+            if let Err(err) = std::fs::remove_dir(&p) {
+                tracing::warn!(%err, path = %p.display(), "removing a stale apply mount point failed");
+            }
+        }
+    }
+    let req = ListSnapshotsRequest {
+        snapshotter: storage.driver().to_string(),
+        filters: Vec::new(),
+    };
+    let mut stream = storage
+        .snapshots()
+        .list(req)
+        .await
+        .map_err(storage_err("list", ""))?
+        .into_inner();
+    let mut stale = Vec::new();
+    while let Some(batch) = stream.message().await.map_err(storage_err("list", ""))? {
+        stale.extend(
+            batch
+                .info
+                .into_iter()
+                .filter(|i| i.name.starts_with("extract-") && i.name.contains(' '))
+                .map(|i| i.name),
+        );
+    }
+    for key in &stale {
+        tracing::info!(
+            key,
+            "removing an extract snapshot an interrupted unpack left"
+        );
+        remove(storage, key).await?;
+    }
+    Ok(stale.len())
 }
 
 async fn remove_quietly(storage: &Storage, key: &str) {

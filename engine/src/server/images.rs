@@ -378,6 +378,12 @@ pub fn wire(
         parts.storage.clone(),
         &config.root,
     )?);
+    let recovering = images.clone();
+    tokio::spawn(async move {
+        if let Err(e) = recovering.recover().await {
+            tracing::warn!(%e, "cleaning up after interrupted image unpacks failed");
+        }
+    });
     let service = ImageService {
         images: images.clone(),
         containers: parts.containers.clone(),
