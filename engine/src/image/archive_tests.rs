@@ -278,3 +278,30 @@ fn interop_skopeo_and_umoci() {
         );
     }
 }
+
+/// Random corruption of an archive: reading it never panics, and a failed read leaves no blob.
+#[test]
+fn mutated_archives_never_panic_or_leave_blobs() {
+    use rand::{Rng, SeedableRng};
+    let (tar, _) = legacy_archive("m:1");
+    let (_d, s0) = store();
+    let img = read_archive(&tar[..], &s0).unwrap().images.remove(0);
+    let mut oci = Vec::new();
+    write_archive(&[to_save(&img)], Format::Oci, &s0, &mut oci).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for round in 0..300 {
+        let mut t = if round % 2 == 0 {
+            tar.clone()
+        } else {
+            oci.clone()
+        };
+        for _ in 0..rng.random_range(1..6) {
+            let i = rng.random_range(0..t.len());
+            t[i] = rng.random();
+        }
+        let (dir, s) = store();
+        if read_archive(&t[..], &s).is_err() {
+            assert_eq!(blob_count(dir.path()), 0, "round {round}");
+        }
+    }
+}
