@@ -134,6 +134,41 @@ fn root_user_namespace_with_mappings() {
     assert_eq!(lines[0], "0");
     let map: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(map, vec!["0", "200000", "65536"]);
+    // exec joins the user namespace first, then the others. (The image's /tmp belongs to
+    // the host's root, which is unmapped: open it up so the container's root can write.)
+    std::fs::set_permissions(
+        b.rootfs().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    b.edit(|v| v["process"]["args"] = serde_json::json!(["sleep", "30"]));
+    let bundle = b.path().to_string_lossy().into_owned();
+    assert!(b
+        .cli(&["run", "-d", "--bundle", &bundle, &b.id])
+        .status
+        .success());
+    let out = b.cli(&[
+        "exec",
+        &b.id,
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; touch /tmp/by-exec",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("0\n") && text.contains("200000"), "{text}");
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(b.rootfs().join("tmp/by-exec")).unwrap(),
+    );
+    assert_eq!(
+        owner, 200000,
+        "root in the container is uid 200000 on the host"
+    );
+    assert!(b.cli(&["delete", "-f", &b.id]).status.success());
 }
 
 #[test]
