@@ -26,6 +26,7 @@ fn root_sigkill_is_reported_as_137() {
     assert_eq!(c.status(), Status::Created);
     c.start().unwrap();
     assert_eq!(c.status(), Status::Running);
+    assert_eq!(c.try_wait().unwrap(), None, "still running");
     c.kill(Signal::SIGKILL, false).unwrap();
     let st = c.wait().unwrap();
     assert_eq!(st.code, 137);

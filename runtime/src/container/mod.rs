@@ -253,6 +253,47 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Like [`Container::wait`], without blocking: `None` while the process runs.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if !self.child {
+            return Err(ContainerError::NotChild(self.state.id.clone()));
+        }
+        let status = match waitpid(
+            Pid::from_raw(self.state.pid),
+            Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+        ) {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus {
+                code,
+                signal: None,
+                oom_killed: false,
+            },
+            Ok(WaitStatus::Signaled(_, sig, _)) => ExitStatus {
+                code: 128 + sig as i32,
+                signal: Some(sig as i32),
+                oom_killed: false,
+            },
+            Ok(_) => return Ok(None),
+            Err(errno) => {
+                return Err(ContainerError::Sys {
+                    op: "waitpid",
+                    errno,
+                })
+            }
+        };
+        let oom_killed = self
+            .state
+            .cgroup
+            .as_ref()
+            .is_some_and(|cg| cg.oom_kills().unwrap_or(0) > 0);
+        self.refresh();
+        Ok(Some(ExitStatus {
+            oom_killed,
+            ..status
+        }))
+    }
+}
+
 /// Waits for a child process and turns its end into an [`ExitStatus`].
 pub fn wait_pid(pid: i32) -> Result<ExitStatus> {
     loop {
