@@ -113,6 +113,18 @@ fn root_missing_program_fails_at_create() {
 }
 
 #[test]
+fn root_failure_halfway_through_the_rootfs() {
+    // The first mounts succeed, then a bind source is missing: the half-built container
+    // (its process, cgroup, mounts and state) must all go.
+    let mut b = Bundle::new("halfway", "true");
+    b.edit(|v| {
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+            {"destination": "/data", "type": "bind", "source": "/no/such/source", "options": ["rbind"]}));
+    });
+    assert_clean_failure(&b, "/no/such/source");
+}
+
+#[test]
 fn root_systemd_cgroup_is_refused() {
     let b = Bundle::new("systemd", "true");
     let out = b.cli(&["--systemd-cgroup", "state", &b.id]);
@@ -140,5 +152,5 @@ fn root_uml_bad_input_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("8 passed"), "all eight tests must run: {out}");
+    assert!(out.contains("9 passed"), "all nine tests must run: {out}");
 }
