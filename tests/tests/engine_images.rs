@@ -705,3 +705,68 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
         Ok(())
     })());
 }
+
+/// The MOUNTED apply mode end to end: the engine on containerd's own native and overlayfs
+/// snapshotters (served by `strataref`, which has no Strata capabilities, so layers are applied
+/// through a temporary mount of the snapshot), where a whiteout must really delete.
+#[test]
+fn engine_images_mounted_apply_on_containerd_snapshotters() {
+    let reference = strata_tests::harness::containerd_reference_binary();
+    for kind in ["native", "overlayfs"] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let socket = PathBuf::from("/run")
+            .join(unique_name("sref-"))
+            .with_extension("sock");
+        let mut child = Command::new(&reference)
+            .args(["-kind", kind, "-root"])
+            .arg(dir.path().join("snap"))
+            .arg("-socket")
+            .arg(&socket)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start strataref: {e}"));
+        let result = (|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !socket.exists() {
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "strataref did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let config = dir.path().join("config.toml");
+            fs::write(
+                &config,
+                format!("[storage]\naddress = \"{}\"\n", socket.display()),
+            )?;
+            let e = Engine::start(&["--config", &config.to_string_lossy()])?;
+            e.load_busybox()?;
+            let app = app_archive(&e, "app:1")?;
+            e.ok(&["load", "-i", &app.to_string_lossy()])?;
+            let out = e.ok(&[
+                "run",
+                "--rm",
+                "app:1",
+                "sh",
+                "-c",
+                "cat /app/msg; test -e /etc/gone && echo present || echo deleted; ls -a /etc",
+            ])?;
+            ensure!(
+                out.starts_with("from the app layer\ndeleted\n"),
+                "{kind}: {out:?}"
+            );
+            ensure!(
+                !out.contains(".wh."),
+                "{kind}: a whiteout file is visible: {out:?}"
+            );
+            ensure!(inspect(&e, "app:1")?["GraphDriver"]["Name"] == "external");
+            e.ok(&["rmi", "app:1"])?;
+            ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "ok"])? == "ok\n");
+            Ok(())
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        strata_tests::mounts::unmount_all_under(dir.path());
+        let _ = fs::remove_file(&socket);
+        check(result);
+    }
+}
