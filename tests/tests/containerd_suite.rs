@@ -1,5 +1,5 @@
 //! containerd 1.6's own snapshotter conformance suite (`snapshots/testsuite`, from Debian's
-//! golang-github-containerd-containerd-dev) against `strata-overlay2`, through containerd's proxy
+//! golang-github-containerd-containerd-dev) against `strata-overlay2` and `strata-aufs`, through containerd's proxy
 //! client and containerd's own mount code — including the 128-layer chain, which containerd
 //! mounts with its lowerdir compaction. The Go side is `tests/go/src/stratasuite`.
 
@@ -36,12 +36,13 @@ fn build_suite() -> PathBuf {
     }
 }
 
-#[test]
-fn containerd_testsuite_passes_on_overlay2() {
+/// Runs the Go suite against `plugin` and checks that every subtest passed, 128LayersMount
+/// included.
+fn suite_passes_on(plugin: &str) {
     let suite = build_suite();
     let out = Command::new(&suite)
         .arg("-test.v")
-        .env("STRATA_PLUGIN", find_binary("strata-overlay2"))
+        .env("STRATA_PLUGIN", find_binary(plugin))
         .output()
         .expect("run the Go suite");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -55,11 +56,23 @@ fn containerd_testsuite_passes_on_overlay2() {
         .count();
     assert!(
         out.status.success() && !stdout.contains("--- FAIL") && passed >= 20,
-        "containerd's suite failed ({}; {passed} subtests passed):\n{stdout}\n{stderr}",
+        "containerd's suite failed on {plugin} ({}; {passed} subtests passed):\n{stdout}\n{stderr}",
         out.status
     );
     assert!(
         stdout.contains("--- PASS: TestContainerdSnapshotterSuite/128LayersMount"),
         "{stdout}"
     );
+}
+
+#[test]
+fn containerd_testsuite_passes_on_overlay2() {
+    suite_passes_on("strata-overlay2");
+}
+
+/// The aufs plugin's mounts are binds of the unions it serves itself, so containerd's own
+/// mount code needs nothing aufs- or FUSE-specific.
+#[test]
+fn containerd_testsuite_passes_on_aufs() {
+    suite_passes_on("strata-aufs");
 }

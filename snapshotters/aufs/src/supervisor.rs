@@ -7,6 +7,9 @@
 //! watches them: when one dies under a mount (killed, crashed), the kernel fails every call on
 //! that mount at once with ENOTCONN (nothing hangs), and the supervisor logs the failure,
 //! counts it in Status and mounts the snapshot again, so the next mount of it works.
+//!
+//! A server's stderr is relayed into the plugin's log while the plugin that started it runs;
+//! after a plugin restart, writes to it fail quietly.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader};
@@ -213,11 +216,22 @@ impl Supervisor {
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Not inherited: a server outlives the plugin and must not hold the plugin's
+            // stderr (a pipe its parent may wait on). Its lines are relayed to our log.
+            .stderr(Stdio::piped())
             .process_group(0);
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::io("start the FUSE server", &self.exe, e))?;
+        if let Some(err) = child.stderr.take() {
+            let _ = std::thread::Builder::new()
+                .name(format!("aufs-fuse-{id}-log"))
+                .spawn(move || {
+                    for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                        tracing::warn!(id, "FUSE server: {line}");
+                    }
+                });
+        }
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             let _ = BufReader::new(out).read_line(&mut line);

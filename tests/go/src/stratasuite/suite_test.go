@@ -90,9 +90,28 @@ func startPlugin(ctx context.Context, root string) (snapshots.Snapshotter, func(
 	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "strata")
 	cleanup := func() error {
 		_ = conn.Close()
-		return stop()
+		err := stop()
+		unmountUnder(root)
+		return err
 	}
 	return sn, cleanup, nil
+}
+
+// unmountUnder detaches every mount below root that the plugin left after it stopped (the
+// aufs plugin keeps its unions mounted across a stop, so containers keep their root
+// filesystems); the suite then removes root.
+func unmountUnder(root string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	prefix := filepath.Clean(root) + "/"
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && strings.HasPrefix(fields[4], prefix) {
+			_ = syscall.Unmount(fields[4], syscall.MNT_DETACH)
+		}
+	}
 }
 
 func TestContainerdSnapshotterSuite(t *testing.T) {
