@@ -125,6 +125,41 @@ fn root_failure_halfway_through_the_rootfs() {
 }
 
 #[test]
+fn root_runtime_killed_during_create_is_cleaned_by_force_delete() {
+    let mut b = Bundle::new("crash", "true");
+    let marker = b.path().join("in-hook");
+    let m = marker.to_string_lossy().into_owned();
+    b.edit(|v| v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {m}; sleep 2")]}]}));
+    let bundle = b.path().to_string_lossy().into_owned();
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--root")
+        .arg(b.root())
+        .args(["create", "--bundle", &bundle, &b.id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "hook never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&b.cli(&["state", &b.id]).stdout).unwrap();
+    assert_eq!(state["status"], "creating");
+    let out = b.cli(&["delete", "--force", &b.id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.assert_nothing_left();
+    assert_no_process_in(&b);
+}
+
+#[test]
 fn root_systemd_cgroup_is_refused() {
     let b = Bundle::new("systemd", "true");
     let out = b.cli(&["--systemd-cgroup", "state", &b.id]);
@@ -152,5 +187,5 @@ fn root_uml_bad_input_on_cgroup_v2() {
         code == 0 && out.contains("test result: ok"),
         "inside UML (exit {code}):\n{out}\n{err}"
     );
-    assert!(out.contains("9 passed"), "all nine tests must run: {out}");
+    assert!(out.contains("10 passed"), "all ten tests must run: {out}");
 }

@@ -182,6 +182,24 @@ impl Container {
         let made = cg.create();
         guard.cgroup = Some(cg.clone());
         made?;
+        let mut state = ContainerState {
+            oci_version: spec.version().clone(),
+            id: id.to_string(),
+            status: Status::Creating,
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            created: now_rfc3339(),
+            cgroup: Some(cg.clone()),
+            namespaces: ns.clone(),
+            hooks: spec.hooks().clone(),
+            terminal: process.terminal() == Some(true),
+        };
+        // Saved while creating too: if this process dies halfway, `delete --force` still finds
+        // the container's cgroup and removes it.
+        state.save(&dir)?;
         if let Some(res) = linux.resources() {
             cg.apply(res)?;
         }
@@ -217,21 +235,6 @@ impl Container {
             .map(crate::tty::connect)
             .transpose()?;
 
-        let mut state = ContainerState {
-            oci_version: spec.version().clone(),
-            id: id.to_string(),
-            status: Status::Creating,
-            pid: 0,
-            pid_start: 0,
-            bundle: bundle.clone(),
-            rootfs: rootfs.clone(),
-            annotations: spec.annotations().clone().unwrap_or_default(),
-            created: now_rfc3339(),
-            cgroup: Some(cg.clone()),
-            namespaces: ns.clone(),
-            hooks: spec.hooks().clone(),
-            terminal: process.terminal() == Some(true),
-        };
         let (parent, child) = crate::channel::pair()?;
         let cfg = InitConfig {
             kind: InitKind::Create,
