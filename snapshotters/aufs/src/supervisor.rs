@@ -26,7 +26,9 @@ use crate::kernel;
 use crate::layout::Layout;
 
 /// FUSE_SUPER_MAGIC.
-const FUSE_MAGIC: i64 = 0x6573_5546;
+const FUSE_MAGIC: u64 = 0x6573_5546;
+/// AUFS_SUPER_MAGIC.
+const AUFS_MAGIC: u64 = 0x6175_6673;
 /// How often mounts are checked.
 const HEALTH_PERIOD: Duration = Duration::from_millis(500);
 
@@ -52,8 +54,7 @@ enum Probe {
 
 fn probe(mnt: &Path) -> Probe {
     match nix::sys::statfs::statfs(mnt) {
-        Ok(s) if s.filesystem_type().0 as i64 == FUSE_MAGIC => Probe::Live,
-        Ok(s) if s.filesystem_type().0 as i64 == 0x6175_6673 => Probe::Live,
+        Ok(s) if [FUSE_MAGIC, AUFS_MAGIC].contains(&(s.filesystem_type().0 as u64)) => Probe::Live,
         Ok(_) => Probe::Absent,
         Err(nix::errno::Errno::ENOTCONN) => Probe::Dead,
         Err(_) => Probe::Absent,

@@ -30,6 +30,9 @@ use union::{Branches, Found};
 /// fuse-overlayfs uses.
 const TTL: Duration = Duration::from_secs(1);
 
+/// A directory listing kept for an open directory: name, type, inode number.
+type Listing = Vec<(OsString, FileType, u64)>;
+
 /// The filesystem.
 #[derive(Debug)]
 pub struct UnionFs {
@@ -37,7 +40,7 @@ pub struct UnionFs {
     root_layers: Vec<usize>,
     nodes: Mutex<Nodes>,
     files: Mutex<HashMap<u64, Arc<File>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<(OsString, FileType, u64)>>>>,
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
 }
 

@@ -267,10 +267,8 @@ impl UnionFs {
         match (&found, dir_wanted) {
             (Found::Dir { .. }, false) => return Err(errno(libc::EISDIR)),
             (Found::Other { .. }, true) => return Err(errno(libc::ENOTDIR)),
-            (Found::Dir { layers: dl, .. }, true) => {
-                if !self.br.list(&path, dl)?.is_empty() {
-                    return Err(errno(libc::ENOTEMPTY));
-                }
+            (Found::Dir { layers: dl, .. }, true) if !self.br.list(&path, dl)?.is_empty() => {
+                return Err(errno(libc::ENOTEMPTY));
             }
             _ => {}
         }
