@@ -143,26 +143,35 @@ pub async fn remove(storage: &Storage, key: &str) -> Result<(), UnpackError> {
     }
 }
 
-/// The directory to write a layer into directly, if the mounts name one for `mode`.
-fn direct_dir(mounts: &[Mount], mode: ApplyMode) -> Option<PathBuf> {
-    if mode == ApplyMode::Mounted {
-        return None;
-    }
+/// The directory to write a layer into directly, and how, if the mounts name one: a writable
+/// bind mount shows its source as it is, so the layer goes there as through a mount (whiteouts
+/// delete; for the aufs plugin that source is its union, which makes the whiteouts); an overlay
+/// upper dir or an aufs rw branch takes the layer in the driver's own whiteout form.
+fn direct_dir(mounts: &[Mount], mode: ApplyMode) -> Option<(PathBuf, ApplyMode)> {
     let [m] = mounts else { return None };
     let opt = |prefix: &str| {
         m.options
             .iter()
             .find_map(|o| o.strip_prefix(prefix).map(str::to_string))
     };
-    if m.r#type == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") {
-        return Some(PathBuf::from(&m.source));
+    let bind = m.r#type == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+    if bind {
+        if m.options.iter().any(|o| o == "ro") {
+            return None;
+        }
+        return Some((PathBuf::from(&m.source), ApplyMode::Mounted));
     }
     match (mode, m.r#type.as_str()) {
-        (ApplyMode::OverlayUpper, "overlay") => opt("upperdir=").map(PathBuf::from),
+        (ApplyMode::OverlayUpper, "overlay") => {
+            opt("upperdir=").map(|d| (PathBuf::from(d), ApplyMode::OverlayUpper))
+        }
         (ApplyMode::AufsBranch, "aufs") => {
             let br = opt("br:").or_else(|| opt("br="))?;
             let first = br.split(':').next()?;
-            Some(PathBuf::from(first.split('=').next()?))
+            Some((
+                PathBuf::from(first.split('=').next()?),
+                ApplyMode::AufsBranch,
+            ))
         }
         _ => None,
     }
@@ -181,8 +190,8 @@ fn apply_into(
         blob: blob.clone(),
         source,
     };
-    if let Some(dir) = direct_dir(mounts, mode) {
-        return apply::apply_layer(reader, &dir, mode).map_err(wrap);
+    if let Some((dir, how)) = direct_dir(mounts, mode) {
+        return apply::apply_layer(reader, &dir, how).map_err(wrap);
     }
     let target = tmp.join(format!("apply-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&target).map_err(|source| UnpackError::Io {
@@ -376,43 +385,40 @@ mod tests {
             &["workdir=/w", "upperdir=/s/2/fs", "lowerdir=/s/1/fs"],
         );
         let bind = m("bind", "/s/1/fs", &["rw", "rbind"]);
+        let ro = m("bind", "/s/1/fs", &["ro", "rbind"]);
         let aufs = m("aufs", "none", &["br:/b/rw=rw:/b/1=ro+wh"]);
+        let one = |x: &Mount, mode| direct_dir(std::slice::from_ref(x), mode);
+        use ApplyMode::*;
         assert_eq!(
-            direct_dir(std::slice::from_ref(&ov), ApplyMode::OverlayUpper),
-            Some("/s/2/fs".into())
+            one(&ov, OverlayUpper),
+            Some(("/s/2/fs".into(), OverlayUpper))
         );
-        assert_eq!(
-            direct_dir(std::slice::from_ref(&bind), ApplyMode::OverlayUpper),
-            Some("/s/1/fs".into())
-        );
-        assert_eq!(
-            direct_dir(std::slice::from_ref(&aufs), ApplyMode::AufsBranch),
-            Some("/b/rw".into())
-        );
-        assert_eq!(
-            direct_dir(std::slice::from_ref(&ov), ApplyMode::Mounted),
-            None
-        );
-        assert_eq!(
-            direct_dir(&[ov.clone(), bind], ApplyMode::OverlayUpper),
-            None
-        );
-        assert_eq!(
-            direct_dir(&[m("ext4", "/dev/x", &[])], ApplyMode::OverlayUpper),
-            None
-        );
+        assert_eq!(one(&bind, OverlayUpper), Some(("/s/1/fs".into(), Mounted)));
+        assert_eq!(one(&bind, AufsBranch), Some(("/s/1/fs".into(), Mounted)));
+        assert_eq!(one(&bind, Mounted), Some(("/s/1/fs".into(), Mounted)));
+        assert_eq!(one(&aufs, AufsBranch), Some(("/b/rw".into(), AufsBranch)));
+        assert_eq!(one(&ro, Mounted), None);
+        assert_eq!(one(&ov, Mounted), None);
+        assert_eq!(direct_dir(&[ov.clone(), bind], OverlayUpper), None);
+        assert_eq!(one(&m("ext4", "/dev/x", &[]), OverlayUpper), None);
     }
 
-    /// The MOUNTED path: the snapshot's mounts (here a bind) are mounted on a temporary
-    /// directory, the layer applied through them with real deletions, and unmounted again.
-    /// Needs root (it mounts).
+    /// The MOUNTED path: the snapshot's mounts (here an overlay of a lower with `etc/gone`) are
+    /// mounted on a temporary directory, the layer applied through them with real deletions
+    /// (which overlay records as its own whiteouts), and unmounted again. Needs root.
     #[test]
     fn sudo_mounted_apply_goes_through_a_temporary_mount() {
         let dir = tempfile::tempdir().unwrap();
         let content = ContentStore::open(&dir.path().join("engine")).unwrap();
-        let snap = dir.path().join("snap");
-        std::fs::create_dir_all(snap.join("etc")).unwrap();
-        std::fs::write(snap.join("etc/gone"), b"x").unwrap();
+        let (lower, upper, work) = (
+            dir.path().join("lower"),
+            dir.path().join("upper"),
+            dir.path().join("work"),
+        );
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::write(lower.join("etc/gone"), b"x").unwrap();
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
         let mut b = tar::Builder::new(Vec::new());
         for (path, data) in [("etc/new", &b"n"[..]), ("etc/.wh.gone", &b""[..])] {
             let mut h = tar::Header::new_gnu();
@@ -429,11 +435,23 @@ mod tests {
         let (blob, _) = content.write(&tar[..], None).unwrap();
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        let mounts = [m("bind", &snap.to_string_lossy(), &["rw", "rbind"])];
+        let opts = [
+            format!("workdir={}", work.display()),
+            format!("upperdir={}", upper.display()),
+            format!("lowerdir={}", lower.display()),
+        ];
+        let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+        let mounts = [m("overlay", "overlay", &opts)];
         let applied = apply_into(&content, &blob, &mounts, ApplyMode::Mounted, &tmp).unwrap();
         assert_eq!(applied.diff_id, Digest::of(&tar));
-        assert_eq!(std::fs::read(snap.join("etc/new")).unwrap(), b"n");
-        assert!(!snap.join("etc/gone").exists() && !snap.join("etc/.wh.gone").exists());
+        assert_eq!(std::fs::read(upper.join("etc/new")).unwrap(), b"n");
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let wh = std::fs::symlink_metadata(upper.join("etc/gone")).unwrap();
+        assert!(
+            wh.file_type().is_char_device() && wh.rdev() == 0,
+            "overlay's whiteout"
+        );
+        assert!(!upper.join("etc/.wh.gone").exists());
         assert_eq!(
             std::fs::read_dir(&tmp).unwrap().count(),
             0,
