@@ -581,6 +581,29 @@ fn engine_images_import_makes_a_runnable_image() {
         ensure!(e.ok(&["run", "--rm", "imported:1", "/bin/cat", "/etc/motd"])? == "imported\n");
         let hist = e.ok(&["history", "imported:1"])?;
         ensure!(hist.contains("Imported from tarball"), "{hist}");
+        // Not a tar, or a tar that leaves the rootfs: one line, nothing kept.
+        let before = blobs(&e);
+        let garbage = dir.join("garbage.tar");
+        fs::write(&garbage, vec![7u8; 5000])?;
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(
+            &mut b,
+            tar::EntryType::Regular,
+            "../../../../../../tmp/strata-import-evil",
+            "",
+            b"x",
+            None,
+        );
+        let evil = dir.join("evil.tar");
+        fs::write(&evil, b.into_inner()?)?;
+        for f in [&garbage, &evil] {
+            let (code, err) = e.fails(&["import", &f.to_string_lossy(), "bad:1"])?;
+            ensure!(code != 0 && err.trim().lines().count() == 1, "{err:?}");
+            ensure!(blobs(&e) == before, "{}: blobs left behind", f.display());
+        }
+        ensure!(!Path::new("/tmp/strata-import-evil").exists());
+        let (_, err) = e.fails(&["history", "bad:1"])?;
+        ensure!(err.contains("no such image"), "{err}");
         Ok(())
     })());
 }
