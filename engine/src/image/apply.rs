@@ -108,14 +108,17 @@ pub enum ApplyError {
 /// Hashes and counts what is read through it.
 struct HashingReader<R> {
     inner: R,
-    hash: Sha256,
+    /// None when the digest is already known.
+    hash: Option<Sha256>,
     size: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -123,12 +126,17 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Opens a maybe-gzipped stream as the uncompressed tar.
 pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(open_tar(reader)?.0)
+}
+
+/// The uncompressed tar of a maybe-gzipped stream, and whether it was gzipped.
+fn open_tar<'a, R: Read + 'a>(reader: R) -> io::Result<(Box<dyn Read + 'a>, bool)> {
     let mut buf = BufReader::with_capacity(256 * 1024, reader);
     let head = buf.fill_buf()?;
     if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(buf)))
+        Ok((Box::new(flate2::read::MultiGzDecoder::new(buf)), true))
     } else {
-        Ok(Box::new(buf))
+        Ok((Box::new(buf), false))
     }
 }
 
@@ -136,20 +144,32 @@ pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a
 pub fn diff_id(reader: impl Read) -> Result<(Digest, u64), ApplyError> {
     let mut r = HashingReader {
         inner: decompressed(reader).map_err(ApplyError::Read)?,
-        hash: Sha256::new(),
+        hash: Some(Sha256::new()),
         size: 0,
     };
     io::copy(&mut r, &mut io::sink()).map_err(ApplyError::Read)?;
-    let d = Digest::parse(&format!("sha256:{}", hex::encode(r.hash.finalize())))
-        .map_err(|e| ApplyError::Read(io::Error::other(e)))?;
-    Ok((d, r.size))
+    Ok((finish(r.hash.unwrap_or_default())?, r.size))
 }
 
 /// Applies the layer in `reader` to `root`.
 pub fn apply_layer(reader: impl Read, root: &Path, mode: ApplyMode) -> Result<Applied, ApplyError> {
+    apply_layer_known(reader, root, mode, None)
+}
+
+/// Applies a layer whose diff id is already known (an uncompressed blob, verified by digest when
+/// it was stored), without hashing it again.
+pub fn apply_layer_known(
+    reader: impl Read,
+    root: &Path,
+    mode: ApplyMode,
+    diff_id: Option<&Digest>,
+) -> Result<Applied, ApplyError> {
+    let (inner, gzipped) = open_tar(reader).map_err(ApplyError::Read)?;
+    // A compressed blob's digest is not its diff id: hash it whatever the caller knows.
+    let diff_id = diff_id.filter(|_| !gzipped);
     let mut hashing = HashingReader {
-        inner: decompressed(reader).map_err(ApplyError::Read)?,
-        hash: Sha256::new(),
+        inner,
+        hash: diff_id.is_none().then(Sha256::new),
         size: 0,
     };
     let mut applier = Applier {
@@ -176,14 +196,20 @@ pub fn apply_layer(reader: impl Read, root: &Path, mode: ApplyMode) -> Result<Ap
             source,
         })?;
     }
-    let hex = hex::encode(hashing.hash.finalize());
-    let diff_id = Digest::parse(&format!("sha256:{hex}"))
-        .map_err(|e| ApplyError::Read(io::Error::other(e)))?;
+    let diff_id = match (diff_id, hashing.hash) {
+        (Some(d), _) => d.clone(),
+        (None, h) => finish(h.unwrap_or_default())?,
+    };
     Ok(Applied {
         diff_id,
         tar_size: hashing.size,
         content_size: applier.content_size,
     })
+}
+
+fn finish(h: Sha256) -> Result<Digest, ApplyError> {
+    Digest::parse(&format!("sha256:{}", hex::encode(h.finalize())))
+        .map_err(|e| ApplyError::Read(io::Error::other(e)))
 }
 
 /// An entry's path split into normal components; refuses absolute paths and `..`.

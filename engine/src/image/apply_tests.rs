@@ -421,3 +421,20 @@ fn mutated_layers_never_panic_or_escape() {
         s.untouched();
     }
 }
+
+/// A known diff id skips hashing an uncompressed tar, but never a gzipped one.
+#[test]
+fn known_diff_ids_only_for_uncompressed_tars() {
+    let mut l = Layer::new();
+    l.file("f", b"x");
+    let tar = l.bytes();
+    let claimed = Digest::of(b"claimed");
+    let s = Sandbox::new();
+    let a = apply_layer_known(&tar[..], &s.root(), ApplyMode::Mounted, Some(&claimed)).unwrap();
+    assert_eq!((a.diff_id, a.tar_size), (claimed.clone(), tar.len() as u64));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let a = apply_layer_known(&gz[..], &s.root(), ApplyMode::Mounted, Some(&claimed)).unwrap();
+    assert_eq!(a.diff_id, Digest::of(&tar));
+}

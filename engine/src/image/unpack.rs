@@ -181,17 +181,21 @@ fn direct_dir(mounts: &[Mount], mode: ApplyMode) -> Option<(PathBuf, ApplyMode)>
 fn apply_into(
     content: &ContentStore,
     blob: &Digest,
+    diff_id: Option<&Digest>,
     mounts: &[Mount],
     mode: ApplyMode,
     tmp: &Path,
 ) -> Result<Applied, UnpackError> {
     let reader = content.open_blob(blob)?;
+    // An uncompressed blob was verified against its digest when it was stored: if that is the
+    // diff id the config names, the tar need not be hashed again.
+    let known = (Some(blob) == diff_id).then_some(blob);
     let wrap = |source| UnpackError::Apply {
         blob: blob.clone(),
         source,
     };
     if let Some((dir, how)) = direct_dir(mounts, mode) {
-        return apply::apply_layer(reader, &dir, how).map_err(wrap);
+        return apply::apply_layer_known(reader, &dir, how, known).map_err(wrap);
     }
     let target = tmp.join(format!("apply-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&target).map_err(|source| UnpackError::Io {
@@ -205,7 +209,8 @@ fn apply_into(
             source: Box::new(source),
         })
         .and_then(|()| {
-            let r = apply::apply_layer(reader, &target, ApplyMode::Mounted).map_err(wrap);
+            let r = apply::apply_layer_known(reader, &target, ApplyMode::Mounted, known)
+                .map_err(wrap);
             if let Err(e) = strata_snapshotter::mount::unmount_all(&target) {
                 tracing::warn!(%e, target = %target.display(), "unmounting a layer's apply mount failed");
             }
@@ -275,10 +280,13 @@ async fn unpack_inner(
             Err(s) => return Err(storage_err("prepare", &key)(s)),
         };
         let (c, blob, t) = (content.clone(), layer.blob.clone(), tmp.to_path_buf());
-        let applied = tokio::task::spawn_blocking(move || apply_into(&c, &blob, &mounts, mode, &t))
-            .await
-            .map_err(|e| UnpackError::Task(e.to_string()))
-            .and_then(|r| r);
+        let diff = layer.diff_id.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            apply_into(&c, &blob, Some(&diff), &mounts, mode, &t)
+        })
+        .await
+        .map_err(|e| UnpackError::Task(e.to_string()))
+        .and_then(|r| r);
         let applied = match applied {
             Ok(a) if a.diff_id == layer.diff_id => a,
             Ok(a) => {
@@ -442,7 +450,7 @@ mod tests {
         ];
         let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
         let mounts = [m("overlay", "overlay", &opts)];
-        let applied = apply_into(&content, &blob, &mounts, ApplyMode::Mounted, &tmp).unwrap();
+        let applied = apply_into(&content, &blob, None, &mounts, ApplyMode::Mounted, &tmp).unwrap();
         assert_eq!(applied.diff_id, Digest::of(&tar));
         assert_eq!(std::fs::read(upper.join("etc/new")).unwrap(), b"n");
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
