@@ -137,8 +137,10 @@ impl Images {
         reader: impl Read + Send + 'static,
     ) -> Result<Vec<ImageSummary>, ImageError> {
         let _guard = self.lock.lock().await;
+        let started = std::time::Instant::now();
         let content = self.content.clone();
         let read = blocking(move || Ok(archive::read_archive(reader, &content)?)).await?;
+        let read_ms = started.elapsed().as_millis() as u64;
         let mut made: Vec<String> = Vec::new();
         let mut created: Vec<String> = Vec::new();
         let mut out = Vec::new();
@@ -150,6 +152,7 @@ impl Images {
                     if !existed {
                         created.push(rec.id.clone());
                     }
+                    tracing::info!(id = rec.id, tags = ?rec.tags, "image loaded");
                     out.push(ImageSummary::from(&rec));
                 }
                 Err(e) => {
@@ -169,6 +172,12 @@ impl Images {
                 }
             }
         }
+        tracing::info!(
+            images = out.len(),
+            read_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "load done"
+        );
         Ok(out)
     }
 
