@@ -34,9 +34,16 @@ pub fn upload<M: Send + 'static>(
             Box::new(std::io::stdin())
         }
     };
+    // Progress on a terminal: bytes sent (of the file's size, when it is a file).
+    let total = path
+        .filter(|p| p.is_file())
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len());
+    let progress = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
     let (tx, rx) = mpsc::channel(8);
     std::thread::spawn(move || {
         let mut first = Some(first);
+        let mut sent = 0u64;
         loop {
             let mut buf = vec![0u8; CHUNK];
             let mut n = 0;
@@ -54,7 +61,17 @@ pub fn upload<M: Send + 'static>(
                 }
             }
             buf.truncate(n);
+            sent += n as u64;
             let done = n == 0;
+            if progress {
+                let of = total
+                    .map(|t| format!("/{}", human_size(t as i64)))
+                    .unwrap_or_default();
+                eprint!("\rSending {}{of}   ", human_size(sent as i64));
+                if done {
+                    eprint!("\r\x1b[K");
+                }
+            }
             if done && first.is_none() {
                 return;
             }

@@ -52,10 +52,20 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         }
         None => (Box::new(std::io::stdout().lock()), None),
     };
+    // Progress on a terminal when the archive goes to a file.
+    let progress = a.output.is_some() && nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
     let result: CmdResult<()> = async {
+        let mut got = 0u64;
         while let Some(chunk) = stream.message().await? {
             out.write_all(&chunk.data)
                 .map_err(|e| Failure::new(format!("write the archive: {e}")))?;
+            got += chunk.data.len() as u64;
+            if progress {
+                eprint!("\rWriting {}   ", super::image_util::human_size(got as i64));
+            }
+        }
+        if progress {
+            eprint!("\r\x1b[K");
         }
         out.flush()
             .map_err(|e| Failure::new(format!("write the archive: {e}")))?;
