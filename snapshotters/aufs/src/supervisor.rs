@@ -5,7 +5,7 @@
 //! a plugin restart (containers keep their root filesystem) and a signal to the plugin's group
 //! does not reach it. The supervisor starts them, adopts the ones an earlier run left, and
 //! watches them: when one dies under a mount (killed, crashed), the kernel fails every call on
-//! that mount at once with ENOTCONN (nothing hangs), and the supervisor logs the failure,
+//! that mount at once with ENOTCONN (ECONNABORTED for calls already queued; nothing hangs), and the supervisor logs the failure,
 //! counts it in Status and mounts the snapshot again, so the next mount of it works.
 //!
 //! A server's stderr is relayed into the plugin's log while the plugin that started it runs;

@@ -40,7 +40,8 @@ pub struct UnionFs {
     root_layers: Vec<usize>,
     nodes: Mutex<Nodes>,
     files: Mutex<HashMap<u64, Arc<File>>>,
-    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Open directories: the node, and its listing once the kernel asked for it.
+    dirs: Mutex<HashMap<u64, (u64, Option<Arc<Listing>>)>>,
     next_fh: AtomicU64,
 }
 

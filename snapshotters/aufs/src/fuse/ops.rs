@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use super::nodes::{Key, Nodes, Place};
 use super::union::{is_reserved, Found};
-use super::{attr, errno, kind, sys, UnionFs, TTL};
+use super::{attr, errno, kind, sys, Listing, UnionFs, TTL};
 
 fn err(e: io::Error) -> Errno {
     Errno::from(e)
@@ -235,24 +236,47 @@ impl UnionFs {
     }
 
     fn do_opendir(&self, id: u64) -> io::Result<u64> {
-        let nodes = self.nodes();
-        let (dir, layers) = Self::dir_of(&nodes, id)?;
+        // Only checked here; the listing is made when the kernel reads it (with a cached
+        // listing, it never does).
+        Self::dir_of(&self.nodes(), id)?;
+        let fh = self.new_fh();
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, (id, None));
+        Ok(fh)
+    }
+
+    /// The listing of open directory `fh`, made on the first read (and again on a rewind).
+    fn listing(&self, fh: u64, offset: u64) -> io::Result<Arc<Listing>> {
+        let (id, cached) = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| errno(libc::EBADF))?;
+        if let (Some(l), false) = (cached, offset == 0) {
+            return Ok(l);
+        }
+        let (dir, layers) = Self::dir_of(&self.nodes(), id)?;
         let mut entries = vec![
             (".".into(), FileType::Directory, id),
             ("..".into(), FileType::Directory, id),
         ];
         for e in self.br.list(&dir, &layers)? {
-            let ino = fs::symlink_metadata(self.br.real(e.branch, &dir.join(&e.name)))
-                .map(|m| m.ino())
-                .unwrap_or(u64::MAX);
-            entries.push((e.name, kind(e.kind), ino));
+            entries.push((e.name, kind(e.kind), e.ino.max(1)));
         }
-        let fh = self.new_fh();
-        self.dirs
+        let entries = Arc::new(entries);
+        if let Some(slot) = self
+            .dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(entries));
-        Ok(fh)
+            .get_mut(&fh)
+        {
+            slot.1 = Some(entries.clone());
+        }
+        Ok(entries)
     }
 
     fn do_unlink(&self, parent: u64, name: &OsStr, dir_wanted: bool) -> io::Result<()> {
@@ -415,6 +439,14 @@ fn reply_xattr(reply: ReplyXattr, data: io::Result<Vec<u8>>, size: u32) {
 }
 
 impl Filesystem for UnionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Lookups in one directory may run in parallel; symlink targets never change in place.
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
@@ -669,7 +701,12 @@ impl Filesystem for UnionFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.do_opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may keep listings: every change to a directory goes through this
+            // mount, and the kernel drops its cached listing when it makes one.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -682,14 +719,9 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned();
-        let Some(entries) = entries else {
-            return reply.error(Errno::from_i32(libc::EBADF));
+        let entries = match self.listing(fh.0, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(err(e)),
         };
         for (i, (name, kind, ino)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {

@@ -7,7 +7,9 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{
+    DirBuilderExt, DirEntryExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,6 +66,8 @@ pub struct DirEntry {
     pub kind: fs::FileType,
     /// The branch it is shown from.
     pub branch: usize,
+    /// Its inode number there (d_ino).
+    pub ino: u64,
 }
 
 /// The branches of one union.
@@ -229,6 +233,7 @@ impl Branches {
                     name,
                     kind,
                     branch: b,
+                    ino: entry.ino(),
                 });
             }
             hidden.extend(whiteouts);
