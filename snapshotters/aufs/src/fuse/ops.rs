@@ -126,9 +126,13 @@ impl UnionFs {
         if self.br.resolve(&dir, &layers, name)?.is_some() {
             return Err(errno(libc::EEXIST));
         }
-        self.copy_up_dir(nodes, &dir)?;
-        let had_whiteout = self.br.clear_whiteout(&dir, name)?;
-        let opaque = had_whiteout || self.br.lower_has(&dir, &layers, name)?;
+        if layers.first() != Some(&0) {
+            self.copy_up_dir(nodes, &dir)?;
+        }
+        // The name resolved to nothing: a lower entry of that name is hidden by a whiteout
+        // (replaced here by the new entry, which, as a directory, must hide it too) or by one
+        // further down (which keeps hiding it).
+        let opaque = self.br.clear_whiteout(&dir, name)?;
         let pmeta = fs::symlink_metadata(self.br.real(0, &dir))?;
         let setgid = pmeta.mode() & libc::S_ISGID != 0;
         let gid = if setgid { pmeta.gid() } else { req.gid() };
@@ -198,11 +202,14 @@ impl UnionFs {
             .create_new(true)
             .mode(perm)
             .open(&real)?;
-        std::os::unix::fs::lchown(&real, Some(uid), Some(gid))?;
-        if perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
-            fs::set_permissions(&real, fs::Permissions::from_mode(perm))?;
+        let mut meta = file.metadata()?;
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            std::os::unix::fs::lchown(&real, Some(uid), Some(gid))?;
+            if perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                fs::set_permissions(&real, fs::Permissions::from_mode(perm))?;
+            }
+            meta = file.metadata()?;
         }
-        let meta = file.metadata()?;
         let (_, a) = Self::found(&mut nodes, path, Found::Other { branch: 0, meta });
         let fh = self.new_fh();
         self.files
