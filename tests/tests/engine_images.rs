@@ -782,6 +782,15 @@ fn engine_images_mounted_apply_on_containerd_snapshotters() {
                 "{kind}: a whiteout file is visible: {out:?}"
             );
             ensure!(inspect(&e, "app:1")?["GraphDriver"]["Name"] == "external");
+            // `run --rm` may return a moment before its container's record is gone.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !e.ok(&["ps", "-aq"])?.is_empty() {
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the --rm container stayed"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             e.ok(&["rmi", "app:1"])?;
             ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "ok"])? == "ok\n");
             Ok(())

@@ -265,41 +265,51 @@ impl Images {
         Ok(d)
     }
 
-    /// Stores a layer tar (gzip or not) as a blob; returns it as a layer and whether it is new.
+    /// Stores a layer tar (gzip or not) as a blob and returns it as a layer, with the blobs to
+    /// delete if the image is not made (the layer's, unless another image uses it).
     async fn store_layer(
         &self,
         reader: impl Read + Send + 'static,
-    ) -> Result<(ArchiveLayer, bool), ImageError> {
+    ) -> Result<(ArchiveLayer, Vec<Digest>), ImageError> {
         let content = self.content.clone();
-        blocking(move || {
-            let (d, size) = content.write(reader, None)?;
-            let layer = (|| {
-                let (diff_id, _) = apply::diff_id(content.open_blob(&d)?)?;
-                let mut head = [0u8; 2];
-                let n = content.open_blob(&d)?.read(&mut head).unwrap_or(0);
-                let media_type = if n == 2 && head == [0x1f, 0x8b] {
+        let (d, size) = blocking(move || Ok(content.write(reader, None)?)).await?;
+        let new_blobs = if self.blob_in_use(&d)? {
+            Vec::new()
+        } else {
+            vec![d.clone()]
+        };
+        let content = self.content.clone();
+        let blob = d.clone();
+        let layer = blocking(move || {
+            let mut head = [0u8; 2];
+            let n = content.open_blob(&blob)?.read(&mut head).unwrap_or(0);
+            let gzip = n == 2 && head == [0x1f, 0x8b];
+            // An uncompressed tar's digest is its diff id.
+            let diff_id = if gzip {
+                apply::diff_id(content.open_blob(&blob)?)?.0
+            } else {
+                blob.clone()
+            };
+            Ok(ArchiveLayer {
+                digest: blob,
+                media_type: if gzip {
                     media::OCI_LAYER_GZIP
                 } else {
                     media::OCI_LAYER
-                };
-                Ok::<_, ImageError>(ArchiveLayer {
-                    digest: d.clone(),
-                    media_type: media_type.into(),
-                    size,
-                    diff_id,
-                })
-            })();
-            // Whether it is new cannot be told after the write; a layer blob that another image
-            // uses is kept by `remove`'s reference check, so only a failed import deletes it.
-            match layer {
-                Ok(l) => Ok((l, true)),
-                Err(e) => {
-                    let _ = content.delete(&d);
-                    Err(e)
                 }
-            }
+                .into(),
+                size,
+                diff_id,
+            })
         })
-        .await
+        .await;
+        match layer {
+            Ok(l) => Ok((l, new_blobs)),
+            Err(e) => {
+                self.delete_blobs(&new_blobs);
+                Err(e)
+            }
+        }
     }
 
     /// Makes a one-layer image from a flat root filesystem tar (`strata import`).
@@ -313,13 +323,8 @@ impl Images {
             .map(Reference::parse)
             .transpose()?;
         let _guard = self.lock.lock().await;
-        let (layer, new) = self.store_layer(reader).await?;
+        let (layer, new_blobs) = self.store_layer(reader).await?;
         let cfg = config::import_config(&layer.diff_id, config::now());
-        let new_blobs = if new && !self.blob_in_use(&layer.digest)? {
-            vec![layer.digest.clone()]
-        } else {
-            vec![]
-        };
         self.make_image(&cfg, vec![layer], reference, new_blobs)
             .await
     }
@@ -341,7 +346,7 @@ impl Images {
         let prec = self.resolve(parent)?;
         let pcfg = self.config_json(&prec)?;
         let _guard = self.lock.lock().await;
-        let (layer, new) = self.store_layer(layer_tar).await?;
+        let (layer, new_blobs) = self.store_layer(layer_tar).await?;
         let cfg = config::commit_config(&pcfg, &layer.diff_id, config::now(), comment, author);
         let mut layers: Vec<ArchiveLayer> = Vec::new();
         for l in &prec.layers {
@@ -352,11 +357,6 @@ impl Images {
                 diff_id: Digest::parse(&l.diff_id)?,
             });
         }
-        let new_blobs = if new && !self.blob_in_use(&layer.digest)? {
-            vec![layer.digest.clone()]
-        } else {
-            vec![]
-        };
         layers.push(layer);
         self.make_image(&cfg, layers, reference, new_blobs).await
     }

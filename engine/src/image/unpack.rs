@@ -340,14 +340,18 @@ pub async fn remove_leftovers(storage: &Storage, tmp: &Path) -> Result<usize, Un
         snapshotter: storage.driver().to_string(),
         filters: Vec::new(),
     };
-    let mut stream = storage
-        .snapshots()
-        .list(req)
-        .await
-        .map_err(storage_err("list", ""))?
-        .into_inner();
+    let mut stream = match storage.snapshots().list(req).await {
+        Ok(r) => r.into_inner(),
+        // containerd's snapshotters answer NotFound while they hold no snapshot at all.
+        Err(s) if s.code() == Code::NotFound => return Ok(0),
+        Err(s) => return Err(storage_err("list", "snapshots")(s)),
+    };
     let mut stale = Vec::new();
-    while let Some(batch) = stream.message().await.map_err(storage_err("list", ""))? {
+    while let Some(batch) = stream
+        .message()
+        .await
+        .map_err(storage_err("list", "snapshots"))?
+    {
         stale.extend(
             batch
                 .info
