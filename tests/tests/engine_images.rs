@@ -802,3 +802,50 @@ fn engine_images_mounted_apply_on_containerd_snapshotters() {
         check(result);
     }
 }
+
+/// An image umoci builds (an OCI layout whose ref name is only a tag, gzip layers, stale blobs
+/// umoci keeps) loads untagged, runs by id, and can be tagged.
+#[test]
+fn engine_images_load_what_umoci_builds() {
+    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
+    check((|| {
+        let dir = e.scratch("umoci")?;
+        let layout = dir.join("layout");
+        let bundle = dir.join("bundle");
+        let image = format!("{}:latest", layout.display());
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout))?;
+        run(Command::new("umoci").args(["new", "--image", &image]))?;
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(&bundle))?;
+        fs::create_dir_all(bundle.join("rootfs/bin"))?;
+        fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox"))?;
+        for applet in ["sh", "echo"] {
+            std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin").join(applet))?;
+        }
+        run(Command::new("umoci")
+            .args(["repack", "--image", &image])
+            .arg(&bundle))?;
+        run(Command::new("umoci").args([
+            "config",
+            "--image",
+            &image,
+            "--config.cmd",
+            "echo",
+            "--config.cmd",
+            "from-umoci",
+        ]))?;
+        let out = e.ok(&["load", "-i", &layout.to_string_lossy()])?;
+        let id = out
+            .trim()
+            .strip_prefix("Loaded image ID: ")
+            .with_context(|| format!("an untagged image: {out}"))?
+            .to_string();
+        ensure!(e.ok(&["run", "--rm", &id])? == "from-umoci\n");
+        e.ok(&["tag", &id, "from/umoci:1"])?;
+        ensure!(e.ok(&["run", "--rm", "from/umoci:1", "echo", "tagged"])? == "tagged\n");
+        Ok(())
+    })());
+}
