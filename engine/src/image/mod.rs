@@ -322,3 +322,7 @@ impl Images {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;
