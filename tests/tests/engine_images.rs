@@ -681,6 +681,39 @@ fn engine_images_restart_removes_interrupted_unpacks() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "ok"])? == "ok\n");
+        // A forced rmi under a container keeps the layer the container sits on; once the
+        // container is gone, the next start removes it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !e.ok(&["ps", "-aq"])?.is_empty() {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the --rm container stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let id = inspect(&e, BUSYBOX)?["Id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        e.ok(&["create", "--name", "sitter", BUSYBOX, "true"])?;
+        let out = e.ok(&["rmi", "-f", &id])?;
+        ensure!(out.contains(&format!("Deleted: {id}")), "{out}");
+        ensure!(
+            snapshots(&e) == 2,
+            "layer and container snapshots: {}",
+            snapshots(&e)
+        );
+        e.ok(&["rm", "sitter"])?;
+        ensure!(snapshots(&e) == 1, "the layer stays until a restart");
+        e.stop()?;
+        e.spawn()?;
+        while snapshots(&e) != 0 {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the orphan layer stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         Ok(())
     })());
 }

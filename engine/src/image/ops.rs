@@ -369,11 +369,17 @@ impl Images {
         }))
     }
 
-    /// Cleans up after a crash: extract snapshots and apply mounts an interrupted unpack left.
-    /// Waits for any image change in progress, so it never touches a live unpack.
+    /// Cleans up after a crash: extract snapshots and apply mounts an interrupted unpack left,
+    /// and layer snapshots no image uses any more (left by a forced `rmi` under a container that
+    /// is gone now). Waits for any image change in progress, so it never touches a live unpack.
     pub async fn recover(&self) -> Result<usize, ImageError> {
         let _guard = self.lock.lock().await;
-        Ok(unpack::remove_leftovers(&self.storage, &self.tmp).await?)
+        let images = self.meta.images()?;
+        let keep: HashSet<String> = images
+            .iter()
+            .flat_map(|i| i.layers.iter().map(|l| l.chain_id.clone()))
+            .collect();
+        Ok(unpack::remove_leftovers(&self.storage, &self.tmp, &keep).await?)
     }
 
     /// The chain id a container's snapshot is prepared on ("" for an image without layers),

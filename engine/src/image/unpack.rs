@@ -9,12 +9,12 @@
 //! extract snapshot is removed, and so are the layers this call committed before it, so a
 //! failed unpack leaves nothing behind. Shared layers exist once: they are skipped by `Stat`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use strata_proto::snapshots::{
-    CommitSnapshotRequest, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
-    StatSnapshotRequest,
+    CommitSnapshotRequest, Kind, ListSnapshotsRequest, PrepareSnapshotRequest,
+    RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use strata_proto::types::Mount;
 use tonic::Code;
@@ -322,9 +322,15 @@ async fn unpack_inner(
     Ok(())
 }
 
-/// Removes what an unpack interrupted by a crash left: `extract-…` snapshots in the driver and
-/// apply mount points under `tmp` (unmounted first). Call it with no unpack running.
-pub async fn remove_leftovers(storage: &Storage, tmp: &Path) -> Result<usize, UnpackError> {
+/// Removes what an unpack interrupted by a crash left — `extract-…` snapshots in the driver and
+/// apply mount points under `tmp` (unmounted first) — and layer snapshots (committed, named by a
+/// chain id) that no image in `keep` uses and nothing sits on: the ones a forced `rmi` had to
+/// leave under a container. Call it with no unpack running. Returns how many it removed.
+pub async fn remove_leftovers(
+    storage: &Storage,
+    tmp: &Path,
+    keep: &HashSet<String>,
+) -> Result<usize, UnpackError> {
     if let Ok(rd) = std::fs::read_dir(tmp) {
         for e in rd.flatten() {
             let p = e.path();
@@ -346,28 +352,54 @@ pub async fn remove_leftovers(storage: &Storage, tmp: &Path) -> Result<usize, Un
         Err(s) if s.code() == Code::NotFound => return Ok(0),
         Err(s) => return Err(storage_err("list", "snapshots")(s)),
     };
-    let mut stale = Vec::new();
+    let mut all: Vec<(String, String, bool)> = Vec::new();
     while let Some(batch) = stream
         .message()
         .await
         .map_err(storage_err("list", "snapshots"))?
     {
-        stale.extend(
-            batch
-                .info
-                .into_iter()
-                .filter(|i| i.name.starts_with("extract-") && i.name.contains(' '))
-                .map(|i| i.name),
-        );
+        all.extend(batch.info.into_iter().map(|i| {
+            let committed = i.kind() == Kind::Committed;
+            (i.name, i.parent, committed)
+        }));
     }
-    for key in &stale {
+    let is_chain = |n: &str| {
+        n.strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let mut removed = 0;
+    for (name, _, _) in all
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("extract-") && n.contains(' '))
+    {
         tracing::info!(
-            key,
+            key = name,
             "removing an extract snapshot an interrupted unpack left"
         );
-        remove(storage, key).await?;
+        remove(storage, name).await?;
+        removed += 1;
     }
-    Ok(stale.len())
+    all.retain(|(n, _, _)| !(n.starts_with("extract-") && n.contains(' ')));
+    // Orphan layers, children first: each round removes those nothing else sits on.
+    loop {
+        let parents: HashSet<&str> = all.iter().map(|(_, p, _)| p.as_str()).collect();
+        let round: Vec<String> = all
+            .iter()
+            .filter(|(n, _, c)| {
+                *c && is_chain(n) && !keep.contains(n) && !parents.contains(n.as_str())
+            })
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        if round.is_empty() {
+            return Ok(removed);
+        }
+        for name in &round {
+            tracing::info!(chain = name, "removing a layer snapshot no image uses");
+            remove(storage, name).await?;
+            removed += 1;
+        }
+        all.retain(|(n, _, _)| !round.contains(n));
+    }
 }
 
 async fn remove_quietly(storage: &Storage, key: &str) {
