@@ -16,7 +16,8 @@
 //! climbs above it; the last component is never followed (files are created `O_EXCL|O_NOFOLLOW`
 //! after removing what was there); hard links must name an existing entry inside the root; device
 //! nodes are refused except 0/0 character devices (overlay whiteouts). Overlay-private xattrs
-//! (`trusted.overlay.*`) in the tar are not copied.
+//! (`trusted.overlay.*`, and `user.overlay.*` which overlay reads with `userxattr`) in the tar are
+//! not copied.
 //!
 //! Returns the diff id (the sha256 of the uncompressed tar) and sizes.
 
@@ -575,7 +576,7 @@ impl Applier {
             ))?;
         }
         for (k, v) in &m.xattrs {
-            if k.starts_with(b"trusted.overlay.") {
+            if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") {
                 tracing::warn!(entry, "not copying an overlay-private xattr from a layer");
                 continue;
             }

@@ -118,8 +118,12 @@ fn applies_files_with_metadata_and_returns_the_diff_id() {
     let s = Sandbox::new();
     let mut l = Layer::new();
     l.dir("a/");
-    l.0.append_pax_extensions([("SCHILY.xattr.user.k", &b"v"[..])])
-        .unwrap();
+    l.0.append_pax_extensions([
+        ("SCHILY.xattr.user.k", &b"v"[..]),
+        ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+        ("SCHILY.xattr.user.overlay.opaque", &b"y"[..]),
+    ])
+    .unwrap();
     let mut h = tar::Header::new_gnu();
     h.set_path("a/f").unwrap();
     h.set_size(2);
@@ -151,6 +155,8 @@ fn applies_files_with_metadata_and_returns_the_diff_id() {
         getxattr(&r.join("a/f"), "user.k").as_deref(),
         Some(&b"v"[..])
     );
+    assert_eq!(getxattr(&r.join("a/f"), "trusted.overlay.redirect"), None);
+    assert_eq!(getxattr(&r.join("a/f"), "user.overlay.opaque"), None);
     assert_eq!(fs::read_link(r.join("a/l")).unwrap(), Path::new("f"));
     assert_eq!(fs::metadata(r.join("a/h")).unwrap().ino(), m.ino());
     assert!(fs::symlink_metadata(r.join("a/p"))
