@@ -90,9 +90,10 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         return Ok(0);
     }
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(10) + 3;
+    let tw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(6) + 3;
     let id_w = if a.no_trunc { 74 } else { 15 };
     println!(
-        "{:<w$}{:<10}{:<id_w$}{:<16}SIZE",
+        "{:<w$}{:<tw$}{:<id_w$}{:<16}SIZE",
         "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
     );
     for (repo, tag, i) in &rows {
@@ -102,7 +103,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             short_id(&i.id)
         };
         println!(
-            "{repo:<w$}{tag:<10}{id:<id_w$}{:<16}{}",
+            "{repo:<w$}{tag:<tw$}{id:<id_w$}{:<16}{}",
             ago(i.created),
             human_size(i.size)
         );
