@@ -33,6 +33,9 @@ const TTL: Duration = Duration::from_secs(1);
 /// A directory listing kept for an open directory: name, type, inode number.
 type Listing = Vec<(OsString, FileType, u64)>;
 
+/// An open directory: its node, and its listing once the kernel read it.
+type OpenDir = (u64, Option<Arc<Listing>>);
+
 /// The filesystem.
 #[derive(Debug)]
 pub struct UnionFs {
@@ -41,7 +44,7 @@ pub struct UnionFs {
     nodes: Mutex<Nodes>,
     files: Mutex<HashMap<u64, Arc<File>>>,
     /// Open directories: the node, and its listing once the kernel asked for it.
-    dirs: Mutex<HashMap<u64, (u64, Option<Arc<Listing>>)>>,
+    dirs: Mutex<HashMap<u64, OpenDir>>,
     next_fh: AtomicU64,
 }
 
@@ -177,7 +180,10 @@ impl UnionFs {
             Place::File(0) => {}
             Place::File(b) => {
                 self.copy_up_dir(nodes, path.parent().unwrap_or(Path::new("")))?;
-                let meta = self.br.copy_up_file(&path, b, truncate)?;
+                let (meta, made) = self.br.copy_up_linked(&path, b, truncate)?;
+                for d in made {
+                    nodes.dir_in_top(&d);
+                }
                 nodes.rekey(id, Key::File(meta.dev(), meta.ino()));
                 if let Some(n) = nodes.get_mut(id) {
                     n.place = Place::File(0);

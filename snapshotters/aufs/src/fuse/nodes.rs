@@ -130,28 +130,20 @@ impl Nodes {
         }
     }
 
-    /// The name `path` is gone: the node it named loses it, and a node with no name left is
-    /// no longer found by key (it lives on while the kernel holds it).
-    pub fn unlinked(&mut self, path: &Path) {
-        let ids: Vec<u64> = self
-            .by_id
-            .iter()
-            .filter(|(_, n)| n.paths.iter().any(|p| p == path))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let Some(n) = self.by_id.get_mut(&id) else {
-                continue;
-            };
-            n.paths.retain(|p| p != path);
-            let dir_key = matches!(n.key, Some(Key::Dir(_)));
-            if n.paths.is_empty() || dir_key {
-                if let Some(k) = n.key.take() {
-                    if self.by_key.get(&k) == Some(&id) {
-                        self.by_key.remove(&k);
-                    }
-                }
-            }
+    /// The name `path` of the entry keyed `key` is gone: its node loses the name, and a node
+    /// with no name left (or a directory) is no longer found by key (it lives on while the
+    /// kernel holds it).
+    pub fn unlinked(&mut self, key: &Key, path: &Path) {
+        let Some(id) = self.by_key.get(key).copied() else {
+            return;
+        };
+        let Some(n) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        n.paths.retain(|p| p != path);
+        if n.paths.is_empty() || matches!(key, Key::Dir(_)) {
+            n.key = None;
+            self.by_key.remove(key);
         }
     }
 

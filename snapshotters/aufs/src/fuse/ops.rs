@@ -55,7 +55,8 @@ impl UnionFs {
             .br
             .resolve(&dir, &layers, name)?
             .ok_or_else(|| errno(libc::ENOENT))?;
-        Ok(Self::found(&mut nodes, dir.join(name), found).1)
+        let path = dir.join(name);
+        Ok(Self::found(&mut nodes, path, found).1)
     }
 
     fn do_getattr(&self, id: u64, fh: Option<u64>) -> io::Result<FileAttr> {
@@ -314,7 +315,7 @@ impl UnionFs {
             self.copy_up_dir(&mut nodes, &dir)?;
             self.br.whiteout(&dir, name)?;
         }
-        nodes.unlinked(&path);
+        nodes.unlinked(&key_of(&found, &path), &path);
         Ok(())
     }
 
@@ -372,7 +373,10 @@ impl UnionFs {
         if let Found::Other { branch, meta } = &src {
             if *branch != 0 {
                 self.copy_up_dir(&mut nodes, &dir)?;
-                let m = self.br.copy_up_file(&from, *branch, false)?;
+                let (m, made) = self.br.copy_up_linked(&from, *branch, false)?;
+                for d in made {
+                    nodes.dir_in_top(&d);
+                }
                 if let Some(id) = nodes.find(&Key::File(meta.dev(), meta.ino())) {
                     nodes.rekey(id, Key::File(m.dev(), m.ino()));
                     if let Some(n) = nodes.get_mut(id) {
@@ -395,7 +399,9 @@ impl UnionFs {
         if self.br.lower_has(&dir, &layers, name)? {
             self.br.whiteout(&dir, name)?;
         }
-        nodes.unlinked(&to);
+        if let Some(d) = &dst {
+            nodes.unlinked(&key_of(d, &to), &to);
+        }
         nodes.renamed(&from, &to);
         if src_is_dir {
             nodes.set_dir_layers(&to, vec![0]);
@@ -433,6 +439,14 @@ impl UnionFs {
             let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
             self.real(n)
         }
+    }
+}
+
+/// The node key of what a lookup of `path` found.
+fn key_of(found: &Found, path: &Path) -> Key {
+    match found {
+        Found::Dir { .. } => Key::Dir(path.to_path_buf()),
+        Found::Other { meta, .. } => Key::File(meta.dev(), meta.ino()),
     }
 }
 

@@ -324,6 +324,79 @@ impl Branches {
         fs::symlink_metadata(self.real(0, rel))
     }
 
+    /// What union path `rel` resolves to, walking down from the root.
+    pub fn resolve_path(&self, rel: &Path) -> io::Result<Option<Found>> {
+        let mut layers = self.root_layers()?;
+        let mut cur = PathBuf::new();
+        let mut comps = rel.components().peekable();
+        while let Some(c) = comps.next() {
+            let found = self.resolve(&cur, &layers, c.as_os_str())?;
+            if comps.peek().is_none() {
+                return Ok(found);
+            }
+            match found {
+                Some(Found::Dir { layers: l, .. }) => layers = l,
+                _ => return Ok(None),
+            }
+            cur.push(c);
+        }
+        Ok(None)
+    }
+
+    /// The other paths of inode `ino` in branch `b` (at most `max`), found by walking it.
+    fn other_links(&self, b: usize, ino: u64, not: &Path, max: usize) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(self.real(b, &dir))? {
+                let entry = entry?;
+                let rel = dir.join(entry.file_name());
+                if entry.file_type()?.is_dir() {
+                    stack.push(rel);
+                } else if entry.ino() == ino && rel != not {
+                    out.push(rel);
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies the non-directory at `rel` from branch `from` into the top, keeping hard links
+    /// within a layer (what aufs' pseudo-links are for): when the lower file has other names
+    /// that the union shows, they are linked to the copy too, so every name keeps showing one
+    /// inode. Returns the copy's metadata and the directories made in the top for those names.
+    pub fn copy_up_linked(
+        &self,
+        rel: &Path,
+        from: usize,
+        truncate: bool,
+    ) -> io::Result<(Metadata, Vec<PathBuf>)> {
+        let src = fs::symlink_metadata(self.real(from, rel))?;
+        let meta = self.copy_up_file(rel, from, truncate)?;
+        let mut made = Vec::new();
+        if src.nlink() < 2 {
+            return Ok((meta, made));
+        }
+        let top = self.real(0, rel);
+        let root_layers = self.root_layers()?;
+        let others = self.other_links(from, src.ino(), rel, src.nlink() as usize - 1)?;
+        for other in others {
+            let shown = matches!(
+                self.resolve_path(&other)?,
+                Some(Found::Other { branch, meta: m }) if branch == from && m.ino() == src.ino()
+            );
+            if !shown {
+                continue;
+            }
+            made.extend(self.copy_up_dirs(other.parent().unwrap_or(Path::new("")), &root_layers)?);
+            fs::hard_link(&top, self.real(0, &other))?;
+        }
+        Ok((fs::symlink_metadata(&top)?, made))
+    }
+
     /// Writes a whiteout for `dir/name` in the top (whose `dir` must exist).
     pub fn whiteout(&self, dir: &Path, name: &OsStr) -> io::Result<()> {
         let path = self.real(0, dir).join(whiteout_name(name));
