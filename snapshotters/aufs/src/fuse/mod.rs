@@ -7,6 +7,7 @@
 
 mod nodes;
 mod ops;
+mod requests;
 pub mod sys;
 pub mod union;
 
