@@ -1,7 +1,8 @@
 //! strata-aufs' FUSE servers under failure: a server killed under a mounted container is
 //! detected, reported in Driver.Status and remounted, and the container's callers get an error
 //! at once instead of hanging; a plugin restart keeps the unions mounted (containers keep their
-//! root filesystem) and still watches them.
+//! root filesystem) and still watches them; a server that stops answering is aborted, so its
+//! callers are released.
 //!
 //! Needs root and the built binaries. Every case cleans up through the harness (plugin stopped,
 //! mounts under the sandbox detached, which ends their servers) even when it fails.
@@ -188,6 +189,61 @@ async fn unions_survive_a_plugin_restart(spec: PluginSpec) -> Result<()> {
     let _ = container.unmount();
     h.check_consistent().await?;
     Ok(())
+}
+
+/// Kills a process on drop (a stopped server must not outlive a failed case).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+async fn hung_server_is_aborted(spec: PluginSpec) -> Result<()> {
+    let h = Harness::start(&spec).await?;
+    h.commit_layer("base", "", &[create_file("/f", "from the base", 0o644)])
+        .await?;
+    let mounts = h.snap.prepare("ctr", "base").await?;
+    let id = mnt_id(&mounts[0].source)?;
+    let container = h.mount(&mounts)?;
+    fs::write(container.path().join("written"), "before the hang")?;
+    let pid = server_pid(h.sandbox.root(), &id)?;
+    let _reaper = KillOnDrop(pid);
+    kill(Pid::from_raw(pid), Signal::SIGSTOP)?;
+    // A caller blocked on the stopped server is released once the plugin gives up on it
+    // (aufs.fuse_timeout=1s here, probed every 0.5 s).
+    let started = Instant::now();
+    let r = read_within(&container.path().join("f"), Duration::from_secs(15)).await?;
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {}
+        other => bail!("a read on the hung union gave {other:?}, want ECONNABORTED"),
+    }
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "released only after {:?}",
+        started.elapsed()
+    );
+    let rows = wait_for_failures(&h, 1).await?;
+    ensure!(
+        rows.iter()
+            .any(|(k, v)| k == "Last FUSE Failure" && v.contains("did not answer")),
+        "the failure says the server hung: {rows:?}"
+    );
+    wait_remounted(&h.sandbox.root().join("mnt").join(&id)).await?;
+    let again = h.mount(&h.snap.mounts("ctr").await?)?;
+    ensure!(fs::read(again.path().join("written"))? == b"before the hang");
+    again.unmount()?;
+    let _ = container.unmount();
+    Ok(())
+}
+
+#[test]
+fn aufs_fuse_hung_server_is_aborted() {
+    run_case(
+        spec().with_storage_opt("aufs.fuse_timeout=1s"),
+        hung_server_is_aborted,
+    );
 }
 
 #[test]

@@ -77,7 +77,17 @@ fn run(args: &[OsString]) -> Result<(), FuseMainError> {
             source,
         })?;
     let mnt = layout.mnt(&id);
-    serve(Branches::new(branches, !read_only), &mnt, || {
+    let branches = Branches::new(branches, !read_only);
+    if !read_only {
+        branches
+            .clear_orphans()
+            .map_err(|source| FuseMainError::Branches {
+                id: id.clone(),
+                root: root.display().to_string(),
+                source,
+            })?;
+    }
+    serve(branches, &mnt, || {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready");
         let _ = out.flush();

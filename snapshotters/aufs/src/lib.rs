@@ -32,6 +32,7 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata_proto::storage::{ApplyMode, CapabilitiesResponse};
 use strata_proto::types::Mount;
@@ -43,8 +44,8 @@ use strata_snapshotter::{Kind, Snap, Snapshotter, Usage};
 use layout::Layout;
 use supervisor::{Mode, Supervisor};
 
-/// The options this driver takes (none: Docker's aufs driver took none either).
-pub const OPTIONS: &[&str] = &[];
+/// The options this driver takes.
+pub const OPTIONS: &[&str] = &["aufs.fuse_timeout"];
 
 /// Parent layers kernel aufs can stack: its default build (CONFIG_AUFS_BRANCH_MAX_127) takes
 /// 127 branches, one of them the snapshot's own.
@@ -87,9 +88,24 @@ fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Er
     move |e| Error::io(op, path, e)
 }
 
+/// `aufs.fuse_timeout`: seconds (`30`, `30s`) or milliseconds (`500ms`), more than zero.
+fn parse_timeout(v: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = match v.strip_suffix("ms") {
+        Some(n) => (n, 1),
+        None => (v.strip_suffix('s').unwrap_or(v), 1000),
+    };
+    match num.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_millis(n * unit)),
+        _ => Err("want a duration such as 30s or 500ms".into()),
+    }
+}
+
 impl Aufs {
     /// Opens the driver in `root` (made if missing).
-    pub fn open(root: &Path, _opts: &mut StorageOpts) -> std::result::Result<Self, OpenError> {
+    pub fn open(root: &Path, opts: &mut StorageOpts) -> std::result::Result<Self, OpenError> {
+        let timeout = opts
+            .take_with("aufs.fuse_timeout", parse_timeout)?
+            .unwrap_or(supervisor::DEFAULT_FUSE_TIMEOUT);
         let layout = Layout::new(root);
         for d in layout.dirs() {
             fs::DirBuilder::new()
@@ -113,7 +129,7 @@ impl Aufs {
             }
             Mode::Fuse
         };
-        let sup = Supervisor::start(layout.clone(), mode)?;
+        let sup = Supervisor::start(layout.clone(), mode, timeout)?;
         Ok(Aufs {
             layout,
             backing_fs: backing,
@@ -207,9 +223,16 @@ impl Snapshotter for Aufs {
         }])
     }
 
-    /// A committed snapshot is only a branch of others: its own union is unmounted.
+    /// A committed snapshot is only a branch of others: its own union is unmounted, and what
+    /// an interrupted copy-up left in its orphan directory removed.
     fn commit(&self, snap: &Snap<'_>) -> Result<()> {
-        self.sup.stop(snap.id)
+        self.sup.stop(snap.id)?;
+        remove_tree(
+            &self
+                .layout
+                .diff(&snap.id.to_string())
+                .join(fuse::union::ORPH),
+        )
     }
 
     fn remove(&self, id: u64) -> Result<()> {
@@ -230,6 +253,17 @@ impl Snapshotter for Aufs {
                     removed += 1;
                 }
                 Err(_) => tracing::warn!(id, "cleanup: not a snapshot of this plugin; left alone"),
+            }
+        }
+        // Parent lists a crash left half written (`layers/.<id>.tmp`).
+        let layers = &self.layout.dirs()[1];
+        for entry in fs::read_dir(layers).ctx("read directory", layers)? {
+            let entry = entry.ctx("read directory", layers)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                fs::remove_file(entry.path()).ctx("remove", entry.path())?;
+                removed += 1;
             }
         }
         if removed > 0 {
@@ -264,6 +298,10 @@ impl Snapshotter for Aufs {
         ];
         if self.mode == Mode::Fuse {
             rows.push(("FUSE Servers".to_string(), self.sup.servers().to_string()));
+            rows.push((
+                "FUSE Timeout".to_string(),
+                format!("{:?}", self.sup.timeout()),
+            ));
             rows.push(("FUSE Failures".to_string(), failures.count.to_string()));
             if let Some(last) = failures.last {
                 rows.push(("Last FUSE Failure".to_string(), last));
@@ -281,5 +319,19 @@ impl Snapshotter for Aufs {
             max_layer_depth: self.max_layers(),
             extra: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_timeout_parses() {
+        assert_eq!(parse_timeout("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_timeout("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_timeout("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("soon").is_err());
     }
 }

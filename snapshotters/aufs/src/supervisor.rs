@@ -8,6 +8,10 @@
 //! that mount at once with ENOTCONN (ECONNABORTED for calls already queued; nothing hangs), and the supervisor logs the failure,
 //! counts it in Status and mounts the snapshot again, so the next mount of it works.
 //!
+//! A server that does not answer within `aufs.fuse_timeout` (stopped, deadlocked) is taken for
+//! hung: a forced unmount aborts its connection, so callers waiting on it get ECONNABORTED
+//! instead of waiting forever, and it is reported and remounted like a dead one.
+//!
 //! A server's stderr is relayed into the plugin's log while the plugin that started it runs;
 //! after a plugin restart, writes to it fail quietly.
 
@@ -16,7 +20,7 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::mount::{umount2, MntFlags};
@@ -31,6 +35,8 @@ const FUSE_MAGIC: u64 = 0x6573_5546;
 const AUFS_MAGIC: u64 = 0x6175_6673;
 /// How often mounts are checked.
 const HEALTH_PERIOD: Duration = Duration::from_millis(500);
+/// How long a FUSE server may take to answer a probe by default (`aufs.fuse_timeout`).
+pub const DEFAULT_FUSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How unions are mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +55,36 @@ pub enum Mode {
 enum Probe {
     Live,
     Dead,
+    /// The server did not answer within the timeout (stopped, deadlocked).
+    Hung,
     Absent,
 }
 
-fn probe(mnt: &Path) -> Probe {
-    match nix::sys::statfs::statfs(mnt) {
+/// statfs of `mnt`, given up after `timeout` (the call itself then stays blocked on a thread
+/// of its own until the connection is aborted).
+fn probe(mnt: &Path, timeout: Duration) -> Probe {
+    let (tx, rx) = mpsc::channel();
+    let path = mnt.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("aufs-probe".into())
+        .spawn(move || {
+            let _ = tx.send(nix::sys::statfs::statfs(&path));
+        });
+    if spawned.is_err() {
+        // No thread to spare: probe inline rather than not at all.
+        return classify(nix::sys::statfs::statfs(mnt));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(r) => classify(r),
+        Err(_) => Probe::Hung,
+    }
+}
+
+fn classify(r: nix::Result<nix::sys::statfs::Statfs>) -> Probe {
+    match r {
         Ok(s) if [FUSE_MAGIC, AUFS_MAGIC].contains(&(s.filesystem_type().0 as u64)) => Probe::Live,
         Ok(_) => Probe::Absent,
-        Err(nix::errno::Errno::ENOTCONN) => Probe::Dead,
+        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED) => Probe::Dead,
         Err(_) => Probe::Absent,
     }
 }
@@ -84,6 +112,8 @@ pub struct Supervisor {
     layout: Layout,
     exe: PathBuf,
     mode: Mode,
+    /// A server that does not answer a probe within this long is taken for hung.
+    timeout: Duration,
     state: Mutex<State>,
     failures: Mutex<Failures>,
 }
@@ -98,13 +128,14 @@ fn driver_err(message: String) -> Error {
 impl Supervisor {
     /// Starts supervising the mounts under `layout`, adopting live ones an earlier run left,
     /// and starts the health thread.
-    pub fn start(layout: Layout, mode: Mode) -> Result<Arc<Self>> {
+    pub fn start(layout: Layout, mode: Mode, timeout: Duration) -> Result<Arc<Self>> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("find the plugin's own binary", "/proc/self/exe", e))?;
         let sup = Arc::new(Supervisor {
             layout,
             exe,
             mode,
+            timeout,
             state: Mutex::new(State::default()),
             failures: Mutex::new(Failures::default()),
         });
@@ -157,6 +188,11 @@ impl Supervisor {
         self.state().servers.len()
     }
 
+    /// How long a server may take to answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The failures seen so far.
     pub fn failures(&self) -> Failures {
         self.failures
@@ -174,9 +210,13 @@ impl Supervisor {
 
     fn mount_locked(self: &Arc<Self>, st: &mut State, id: u64, ro: bool) -> Result<()> {
         let mnt = self.layout.mnt(&id.to_string());
-        match probe(&mnt) {
+        match probe(&mnt, self.timeout) {
             Probe::Live => return Ok(()),
             Probe::Dead => detach(&mnt)?,
+            Probe::Hung => {
+                self.abort(st, id, &mnt);
+                detach(&mnt)?;
+            }
             Probe::Absent => {}
         }
         match self.mode {
@@ -276,7 +316,7 @@ impl Supervisor {
             return;
         };
         let mnt = self.layout.mnt(&id.to_string());
-        if probe(&mnt) != Probe::Dead {
+        if probe(&mnt, self.timeout) != Probe::Dead {
             // It ended because its mount went away cleanly.
             return;
         }
@@ -311,12 +351,29 @@ impl Supervisor {
     }
 
     /// Checks every wanted union; dead ones (also those an earlier run started) are reported
-    /// and mounted again.
+    /// and mounted again, hung ones aborted first. Probes run without the lock, so a hung
+    /// server never holds up Mounts of other snapshots.
     fn check_all(self: &Arc<Self>) {
-        let mut st = self.state();
-        let wanted: Vec<(u64, bool)> = st.wanted.iter().map(|(k, v)| (*k, *v)).collect();
+        let wanted: Vec<(u64, bool)> = self.state().wanted.iter().map(|(k, v)| (*k, *v)).collect();
         for (id, ro) in wanted {
-            if probe(&self.layout.mnt(&id.to_string())) == Probe::Dead {
+            let mnt = self.layout.mnt(&id.to_string());
+            let found = probe(&mnt, self.timeout);
+            if !matches!(found, Probe::Dead | Probe::Hung) {
+                continue;
+            }
+            let mut st = self.state();
+            if st.wanted.get(&id) != Some(&ro) {
+                continue; // unmounted or remounted meanwhile
+            }
+            if found == Probe::Hung {
+                self.abort(&mut st, id, &mnt);
+                let what = format!(
+                    "its FUSE server did not answer within {:?} and was stopped",
+                    self.timeout
+                );
+                self.failed(&mut st, id, ro, &what);
+            } else if probe(&mnt, self.timeout) == Probe::Dead {
+                // Still dead with the lock held: nobody else has remounted it.
                 self.failed(&mut st, id, ro, "its FUSE server is gone");
             }
         }
@@ -329,10 +386,33 @@ impl Supervisor {
         st.wanted.remove(&id);
         st.servers.remove(&id);
         let mnt = self.layout.mnt(&id.to_string());
-        if probe(&mnt) != Probe::Absent {
-            detach(&mnt)?;
+        match probe(&mnt, self.timeout) {
+            Probe::Absent => {}
+            Probe::Hung => {
+                self.abort(&mut st, id, &mnt);
+                detach(&mnt)?;
+            }
+            Probe::Live | Probe::Dead => detach(&mnt)?,
         }
         Ok(())
+    }
+}
+
+impl Supervisor {
+    /// Ends a hung union: a forced unmount aborts the FUSE connection (every call waiting on
+    /// it fails at once), and the server, if this run started it, is killed.
+    fn abort(&self, st: &mut State, id: u64, mnt: &Path) {
+        tracing::error!(id, mnt = %mnt.display(), timeout = ?self.timeout, "FUSE server does not answer; aborting its connection");
+        if let Err(e) = umount2(mnt, MntFlags::MNT_FORCE) {
+            // EBUSY: other mounts of it remain, but the connection is aborted all the same.
+            tracing::debug!(%e, "forced unmount");
+        }
+        if let Some(pid) = st.servers.remove(&id) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

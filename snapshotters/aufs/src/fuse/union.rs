@@ -23,8 +23,12 @@ pub const WH_PREFIX: &str = ".wh.";
 /// Inside a directory, makes it opaque: nothing below shows through.
 pub const OPAQUE: &str = ".wh..wh..opq";
 /// The prefix of aufs' meta names (`.wh..wh.plnk`, `.wh..wh.aufs`, `.wh..wh.orph`, the opaque
-/// marker, our copy-up temporaries): never shown, never whiteouts.
+/// marker): never shown, never whiteouts.
 pub const META_PREFIX: &str = ".wh..wh.";
+
+/// aufs' directory for orphans in the top branch; here, copy-ups in progress (a copy is made
+/// there and renamed into place). Emptied when a server starts and at Commit.
+pub const ORPH: &str = ".wh..wh.orph";
 
 /// Whether a name is reserved by aufs (a whiteout or a meta name): never shown or created.
 pub fn is_reserved(name: &OsStr) -> bool {
@@ -271,11 +275,23 @@ impl Branches {
         Ok(made)
     }
 
-    /// A fresh temporary name in the top directory `dir` (a meta name, so never shown).
-    fn temp_in(&self, dir: &Path) -> PathBuf {
+    /// A fresh temporary name in the top's [`ORPH`] directory (made if missing).
+    fn temp(&self) -> io::Result<PathBuf> {
+        let dir = self.dirs[0].join(ORPH);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
         let n = self.temp.fetch_add(1, Ordering::Relaxed);
-        self.real(0, dir)
-            .join(format!("{META_PREFIX}cpup.{}.{n}", std::process::id()))
+        Ok(dir.join(format!("cpup.{}.{n}", std::process::id())))
+    }
+
+    /// Removes what an interrupted copy-up left in the top's [`ORPH`] directory.
+    pub fn clear_orphans(&self) -> io::Result<()> {
+        match fs::remove_dir_all(self.dirs[0].join(ORPH)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Copies the non-directory at union path `rel` from branch `from` into the top (its parent
@@ -284,8 +300,7 @@ impl Branches {
     pub fn copy_up_file(&self, rel: &Path, from: usize, truncate: bool) -> io::Result<Metadata> {
         let src = self.real(from, rel);
         let meta = fs::symlink_metadata(&src)?;
-        let dir = rel.parent().unwrap_or(Path::new(""));
-        let tmp = self.temp_in(dir);
+        let tmp = self.temp()?;
         let ft = meta.file_type();
         let made = (|| -> io::Result<()> {
             if ft.is_file() {
