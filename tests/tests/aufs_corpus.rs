@@ -243,7 +243,26 @@ fn op_large_copy_up(r: &Path) -> Result<()> {
     Ok(())
 }
 
+fn op_unlinked_but_open(r: &Path) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(r.join("etc/a"))?;
+    fs::remove_file(r.join("etc/a"))?;
+    f.set_len(3)?;
+    f.write_all(b"tail")?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    let m = f.metadata()?;
+    ensure!(
+        m.len() == 4 && m.mode() & 0o777 == 0o600,
+        "fstat after unlink: {m:?}"
+    );
+    ensure!(!r.join("etc/a").exists());
+    Ok(())
+}
+
 const CORPUS: &[(&str, Op)] = &[
+    ("unlinked but open", op_unlinked_but_open),
     ("create", op_create),
     ("overwrite", op_overwrite),
     ("append", op_append),

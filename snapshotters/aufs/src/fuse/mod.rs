@@ -37,13 +37,23 @@ type Listing = Vec<(OsString, FileType, u64)>;
 /// An open directory: its node, and its listing once the kernel read it.
 type OpenDir = (u64, Option<Arc<Listing>>);
 
+/// An open file.
+#[derive(Debug, Clone)]
+struct OpenFile {
+    /// Its node.
+    node: u64,
+    /// Whether it is in the top branch (only those may be changed).
+    top: bool,
+    file: Arc<File>,
+}
+
 /// The filesystem.
 #[derive(Debug)]
 pub struct UnionFs {
     br: Branches,
     root_layers: Vec<usize>,
     nodes: Mutex<Nodes>,
-    files: Mutex<HashMap<u64, Arc<File>>>,
+    files: Mutex<HashMap<u64, OpenFile>>,
     /// Open directories: the node, and its listing once the kernel asked for it.
     dirs: Mutex<HashMap<u64, OpenDir>>,
     next_fh: AtomicU64,
@@ -94,6 +104,17 @@ fn attr(id: u64, m: &Metadata) -> FileAttr {
         blksize: m.blksize() as u32,
         flags: 0,
     }
+}
+
+/// A directory's attributes. A merged directory's link count is 1, "unknown", as overlayfs
+/// reports it: the top branch's count misses the subdirectories of the others, and `find`
+/// would skip them if it trusted it.
+fn dir_attr(id: u64, m: &Metadata, merged: bool) -> FileAttr {
+    let mut a = attr(id, m);
+    if merged {
+        a.nlink = 1;
+    }
+    a
 }
 
 fn errno(e: i32) -> io::Error {
@@ -151,8 +172,9 @@ impl UnionFs {
     fn found(nodes: &mut Nodes, path: PathBuf, found: Found) -> (u64, FileAttr) {
         match found {
             Found::Dir { layers, meta } => {
+                let merged = layers.len() > 1;
                 let id = nodes.looked_up(Key::Dir(path.clone()), path, Place::Dir(layers));
-                (id, attr(id, &meta))
+                (id, dir_attr(id, &meta, merged))
             }
             Found::Other { branch, meta } => {
                 let id =
@@ -203,8 +225,35 @@ impl UnionFs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh)
-            .cloned()
+            .map(|o| o.file.clone())
             .ok_or_else(|| errno(libc::EBADF))
+    }
+
+    /// Registers an open file of node `node`; returns its handle.
+    fn add_file(&self, node: u64, top: bool, file: File) -> u64 {
+        let fh = self.new_fh();
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            fh,
+            OpenFile {
+                node,
+                top,
+                file: Arc::new(file),
+            },
+        );
+        fh
+    }
+
+    /// An open file of node `node` (one in the top branch if there is one): how a node whose
+    /// every name is gone is still reached.
+    fn open_file_of(&self, node: u64) -> Option<(bool, Arc<File>)> {
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut best: Option<&OpenFile> = None;
+        for o in files.values().filter(|o| o.node == node) {
+            if best.is_none_or(|b| !b.top && o.top) {
+                best = Some(o);
+            }
+        }
+        best.map(|o| (o.top, o.file.clone()))
     }
 }
 

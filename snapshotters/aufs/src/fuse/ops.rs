@@ -14,7 +14,7 @@ use nix::sys::time::TimeSpec;
 
 use super::nodes::{Key, Nodes, Place};
 use super::union::{is_reserved, Found};
-use super::{attr, errno, kind, Listing, UnionFs};
+use super::{attr, dir_attr, errno, kind, Listing, UnionFs};
 
 pub(super) fn err(e: io::Error) -> Errno {
     Errno::from(e)
@@ -57,10 +57,64 @@ impl UnionFs {
         let nodes = self.nodes();
         let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
         let meta = match (n.path(), fh) {
+            (Some(_), _) => fs::symlink_metadata(self.real(n)?)?,
             (None, Some(fh)) => self.file(fh)?.metadata()?,
-            _ => fs::symlink_metadata(self.real(n)?)?,
+            (None, None) => self
+                .open_file_of(id)
+                .ok_or_else(|| errno(libc::ENOENT))?
+                .1
+                .metadata()?,
         };
-        Ok(attr(id, &meta))
+        Ok(match &n.place {
+            Place::Dir(layers) => dir_attr(id, &meta, layers.len() > 1),
+            Place::File(_) => attr(id, &meta),
+        })
+    }
+
+    /// setattr of an open file whose every name is gone: through its descriptor.
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_unlinked(
+        &self,
+        id: u64,
+        fh: Option<u64>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+    ) -> io::Result<FileAttr> {
+        // Only a file in the top branch may change; a lower one is read-only.
+        let f = match fh {
+            Some(fh) => match self
+                .files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&fh)
+            {
+                Some(o) if o.top => o.file.clone(),
+                Some(_) => return Err(errno(libc::EROFS)),
+                None => return Err(errno(libc::EBADF)),
+            },
+            None => match self.open_file_of(id) {
+                Some((true, f)) => f,
+                Some((false, _)) => return Err(errno(libc::EROFS)),
+                None => return Err(errno(libc::ENOENT)),
+            },
+        };
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::fchown(&*f, uid, gid)?;
+        }
+        if let Some(mode) = mode {
+            f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        if let Some(size) = size {
+            f.set_len(size)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            nix::sys::stat::futimens(&*f, &timespec(atime), &timespec(mtime))?;
+        }
+        Ok(attr(id, &f.metadata()?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -76,6 +130,10 @@ impl UnionFs {
         fh: Option<u64>,
     ) -> io::Result<FileAttr> {
         let mut nodes = self.nodes();
+        if nodes.get(id).is_some_and(|n| n.path().is_none()) {
+            drop(nodes);
+            return self.setattr_unlinked(id, fh, mode, uid, gid, size, atime, mtime);
+        }
         let truncate = size == Some(0);
         let path = self.copy_up(&mut nodes, id, truncate)?;
         let real = self.br.real(0, &path);
@@ -205,36 +263,30 @@ impl UnionFs {
             }
             meta = file.metadata()?;
         }
-        let (_, a) = Self::found(&mut nodes, path, Found::Other { branch: 0, meta });
-        let fh = self.new_fh();
-        self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(file));
-        Ok((a, fh))
+        let (id, a) = Self::found(&mut nodes, path, Found::Other { branch: 0, meta });
+        Ok((a, self.add_file(id, true, file)))
     }
 
     pub(super) fn do_open(&self, id: u64, flags: i32) -> io::Result<u64> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0;
-        let file = if write || truncate {
+        let (top, file) = if write || truncate {
             let mut nodes = self.nodes();
             let path = self.copy_up(&mut nodes, id, truncate)?;
-            OpenOptions::new()
+            let f = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(self.br.real(0, &path))?
+                .open(self.br.real(0, &path))?;
+            (true, f)
         } else {
             let nodes = self.nodes();
             let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
-            fs::File::open(self.real(n)?)?
+            (
+                matches!(n.place, Place::File(0)),
+                fs::File::open(self.real(n)?)?,
+            )
         };
-        let fh = self.new_fh();
-        self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(file));
-        Ok(fh)
+        Ok(self.add_file(id, top, file))
     }
 
     pub(super) fn do_opendir(&self, id: u64) -> io::Result<u64> {
