@@ -24,12 +24,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, FileType, INodeNo, MountOption, SessionACL};
 
 use nodes::{Key, Node, Nodes, Place};
-use union::{Branches, Found};
+use union::{Branches, Content, Found};
 
 /// How long the kernel may cache entries and attributes. Every change to the branches goes
 /// through this mount (lower layers are immutable), so caching is safe; one second is what
 /// fuse-overlayfs uses.
 const TTL: Duration = Duration::from_secs(1);
+
+/// Lower files at least this large are copied up outside the node table's lock.
+const STAGE_ABOVE: u64 = 1 << 20;
 
 /// A directory listing kept for an open directory: name, type, inode number.
 type Listing = Vec<(OsString, FileType, u64)>;
@@ -195,15 +198,42 @@ impl UnionFs {
     /// Makes sure node `id` is in the top branch (copying it up with its parents); returns its
     /// union path. `truncate`: the content is about to be thrown away, so it is not copied.
     fn copy_up(&self, nodes: &mut Nodes, id: u64, truncate: bool) -> io::Result<PathBuf> {
-        self.check_writable()?;
-        let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
-        let path = n.path().ok_or_else(|| errno(libc::ENOENT))?.to_path_buf();
-        match n.place.clone() {
-            Place::Dir(_) => self.copy_up_dir(nodes, &path)?,
-            Place::File(0) => {}
+        let content = if truncate {
+            Content::Empty
+        } else {
+            Content::Copy
+        };
+        self.copy_up_with(nodes, id, content)
+    }
+
+    /// [`Self::copy_up`], with the content as `content` says (a staged copy that turns out
+    /// not to be needed is removed).
+    fn copy_up_with(&self, nodes: &mut Nodes, id: u64, content: Content) -> io::Result<PathBuf> {
+        let place = (|| {
+            self.check_writable()?;
+            let n = nodes.get(id).ok_or_else(|| errno(libc::ENOENT))?;
+            let path = n.path().ok_or_else(|| errno(libc::ENOENT))?.to_path_buf();
+            Ok((path, n.place.clone()))
+        })();
+        let (path, place) = match place {
+            Ok(p) => p,
+            Err(e) => {
+                content.discard();
+                return Err(e);
+            }
+        };
+        match place {
+            Place::Dir(_) => {
+                content.discard();
+                self.copy_up_dir(nodes, &path)?
+            }
+            Place::File(0) => content.discard(),
             Place::File(b) => {
-                self.copy_up_dir(nodes, path.parent().unwrap_or(Path::new("")))?;
-                let (meta, made) = self.br.copy_up_linked(&path, b, truncate)?;
+                if let Err(e) = self.copy_up_dir(nodes, path.parent().unwrap_or(Path::new(""))) {
+                    content.discard();
+                    return Err(e);
+                }
+                let (meta, made) = self.br.copy_up_linked(&path, b, content)?;
                 for d in made {
                     nodes.dir_in_top(&d);
                 }
@@ -214,6 +244,30 @@ impl UnionFs {
             }
         }
         Ok(path)
+    }
+
+    /// For a write to a large lower file: its content copied to a temporary file without
+    /// holding the node table, so other calls on this union (and the plugin's probe) are not
+    /// held up for the length of the copy. [`Content::Copy`] when there is nothing to stage.
+    fn stage_large(&self, id: u64) -> Content {
+        let (path, b) = {
+            let nodes = self.nodes();
+            match nodes.get(id).map(|n| (n.path(), &n.place)) {
+                Some((Some(p), Place::File(b))) if *b != 0 => (p.to_path_buf(), *b),
+                _ => return Content::Copy,
+            }
+        };
+        match std::fs::symlink_metadata(self.br.real(b, &path)) {
+            Ok(m) if m.is_file() && m.len() >= STAGE_ABOVE => {}
+            _ => return Content::Copy,
+        }
+        match self.br.stage(&path, b) {
+            Ok(tmp) => Content::Staged(tmp),
+            Err(e) => {
+                tracing::warn!(%e, path = %path.display(), "staging a copy-up failed; copying under the lock");
+                Content::Copy
+            }
+        }
     }
 
     fn new_fh(&self) -> u64 {
@@ -272,7 +326,8 @@ pub fn serve(branches: Branches, mountpoint: &Path, ready: impl FnOnce()) -> io:
         if ro { MountOption::RO } else { MountOption::RW },
     ];
     config.acl = SessionACL::All;
-    config.n_threads = Some(2);
+    // Enough that a probe or a lookup finds a free thread while others wait on the disk.
+    config.n_threads = Some(4);
     let session = fuser::Session::new(fs, mountpoint, &config)?;
     ready();
     session.run()

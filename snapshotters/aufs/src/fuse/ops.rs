@@ -13,7 +13,7 @@ use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use super::nodes::{Key, Nodes, Place};
-use super::union::{is_reserved, Found};
+use super::union::{is_reserved, Content, Found};
 use super::{attr, dir_attr, errno, kind, Listing, UnionFs};
 
 pub(super) fn err(e: io::Error) -> Errno {
@@ -271,8 +271,13 @@ impl UnionFs {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0;
         let (top, file) = if write || truncate {
+            let content = if truncate {
+                Content::Empty
+            } else {
+                self.stage_large(id)
+            };
             let mut nodes = self.nodes();
-            let path = self.copy_up(&mut nodes, id, truncate)?;
+            let path = self.copy_up_with(&mut nodes, id, content)?;
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -419,7 +424,7 @@ impl UnionFs {
         if let Found::Other { branch, meta } = &src {
             if *branch != 0 {
                 self.copy_up_dir(&mut nodes, &dir)?;
-                let (m, made) = self.br.copy_up_linked(&from, *branch, false)?;
+                let (m, made) = self.br.copy_up_linked(&from, *branch, Content::Copy)?;
                 for d in made {
                     nodes.dir_in_top(&d);
                 }

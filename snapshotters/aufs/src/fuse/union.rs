@@ -61,6 +61,26 @@ pub enum Found {
     },
 }
 
+/// What a copy-up puts in the copy of a regular file.
+#[derive(Debug)]
+pub enum Content {
+    /// The lower file's content.
+    Copy,
+    /// Nothing: it is about to be truncated.
+    Empty,
+    /// The content, already copied to this temporary file by [`Branches::stage`].
+    Staged(PathBuf),
+}
+
+impl Content {
+    /// Removes a staged copy that is not used.
+    pub fn discard(&self) {
+        if let Content::Staged(t) = self {
+            let _ = fs::remove_file(t);
+        }
+    }
+}
+
 /// One entry of a merged listing.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
@@ -294,22 +314,58 @@ impl Branches {
         }
     }
 
-    /// Copies the non-directory at union path `rel` from branch `from` into the top (its parent
-    /// must already be there): content (unless `truncate`), owner, mode, xattrs and times. The
-    /// copy is made under a temporary name and renamed into place.
-    pub fn copy_up_file(&self, rel: &Path, from: usize, truncate: bool) -> io::Result<Metadata> {
-        let src = self.real(from, rel);
-        let meta = fs::symlink_metadata(&src)?;
+    /// Copies the content of regular file `rel` of branch `from` into a temporary file in the
+    /// top's [`ORPH`] directory, for [`Content::Staged`]. Needs no lock: lower files never change.
+    pub fn stage(&self, rel: &Path, from: usize) -> io::Result<PathBuf> {
         let tmp = self.temp()?;
+        let copied = (|| -> io::Result<()> {
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            io::copy(&mut File::open(self.real(from, rel))?, &mut out)?;
+            Ok(())
+        })();
+        match copied {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the non-directory at union path `rel` from branch `from` into the top (its parent
+    /// must already be there): content (as `content` says), owner, mode, xattrs and times. The
+    /// copy is made under a temporary name and renamed into place.
+    pub fn copy_up_file(&self, rel: &Path, from: usize, content: Content) -> io::Result<Metadata> {
+        let src = self.real(from, rel);
+        let meta = match fs::symlink_metadata(&src) {
+            Ok(m) => m,
+            Err(e) => {
+                content.discard();
+                return Err(e);
+            }
+        };
         let ft = meta.file_type();
+        let tmp = match (&content, ft.is_file()) {
+            (Content::Staged(t), true) => t.clone(),
+            _ => {
+                content.discard();
+                self.temp()?
+            }
+        };
         let made = (|| -> io::Result<()> {
-            if ft.is_file() {
+            if let Content::Staged(_) = content {
+                // Already there, with the content.
+            } else if ft.is_file() {
                 let mut out = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(&tmp)?;
-                if !truncate {
+                if let Content::Copy = content {
                     let mut input = File::open(&src)?;
                     io::copy(&mut input, &mut out)?;
                 }
@@ -387,10 +443,16 @@ impl Branches {
         &self,
         rel: &Path,
         from: usize,
-        truncate: bool,
+        content: Content,
     ) -> io::Result<(Metadata, Vec<PathBuf>)> {
-        let src = fs::symlink_metadata(self.real(from, rel))?;
-        let meta = self.copy_up_file(rel, from, truncate)?;
+        let src = match fs::symlink_metadata(self.real(from, rel)) {
+            Ok(m) => m,
+            Err(e) => {
+                content.discard();
+                return Err(e);
+            }
+        };
+        let meta = self.copy_up_file(rel, from, content)?;
         let mut made = Vec::new();
         if src.nlink() < 2 {
             return Ok((meta, made));
@@ -535,7 +597,9 @@ mod tests {
             fs::metadata(top.join("etc")).unwrap().mode() & 0o7777,
             0o750
         );
-        let m = u.copy_up_file(Path::new("etc/sub/f"), 1, false).unwrap();
+        let m = u
+            .copy_up_file(Path::new("etc/sub/f"), 1, Content::Copy)
+            .unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4711, 5, 6));
         assert_eq!(fs::read(top.join("etc/sub/f")).unwrap(), b"content");
         assert!(u
