@@ -149,11 +149,12 @@ pub fn write_archive(
             });
             if let Some(r) = r {
                 let mut ann = json!({ ANNOTATION_IMAGE_NAME: r.to_string() });
-                ann[ANNOTATION_REF_NAME] = match format {
-                    Format::Docker => json!(r.tag().unwrap_or("latest")),
+                match (format, r.tag()) {
+                    (Format::Docker, Some(t)) => ann[ANNOTATION_REF_NAME] = json!(t),
                     // skopeo and umoci look images up by this name; keep it unique per reference.
-                    Format::Oci => json!(r.familiar()),
-                };
+                    (Format::Oci, _) => ann[ANNOTATION_REF_NAME] = json!(r.familiar()),
+                    (Format::Docker, None) => {}
+                }
                 d["annotations"] = ann;
             }
             d
