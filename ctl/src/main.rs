@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod table;
 mod units;
 
 use std::path::PathBuf;

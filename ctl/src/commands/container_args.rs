@@ -29,10 +29,10 @@ pub struct ContainerArgs {
     #[arg(long)]
     pub entrypoint: Option<String>,
     /// Memory limit (e.g. 64m, 1g)
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, allow_negative_numbers = true)]
     pub memory: Option<String>,
     /// Number of CPUs (e.g. 0.5)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cpus: Option<String>,
     /// CPUs in which to allow execution (0-3, 0,1)
     #[arg(long = "cpuset-cpus")]

@@ -64,10 +64,15 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         }
         return Ok(0);
     }
-    println!(
-        "{:<14}{:<22}{:<24}{:<18}{:<28}NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
-    );
+    let mut rows = vec![[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]
+    .map(String::from)];
     for c in &list {
         let mut cmd = format!("\"{}\"", c.command);
         if !a.no_trunc && cmd.chars().count() > 22 {
@@ -78,15 +83,15 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         } else {
             c.id.chars().take(12).collect()
         };
-        println!(
-            "{:<14}{:<22}{:<24}{:<18}{:<28}{}",
+        rows.push([
             id,
-            c.image,
+            c.image.clone(),
             cmd,
             ago(c.created),
-            c.status,
-            c.name
-        );
+            c.status.clone(),
+            c.name.clone(),
+        ]);
     }
+    print!("{}", crate::table::render(&rows));
     Ok(0)
 }

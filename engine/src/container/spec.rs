@@ -89,7 +89,8 @@ pub fn environment(img: &ImageDefaults, s: &Settings) -> Result<Vec<String>, Spe
     Ok(env)
 }
 
-/// All capabilities the kernel knows, by Docker's names (without the CAP_ prefix).
+/// All capabilities the kernel knows, by Docker's names (without the CAP_ prefix); the index
+/// is the capability's kernel number.
 const ALL_CAPS: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
@@ -162,11 +163,31 @@ fn cap_name(c: &str) -> Result<String, SpecError> {
     }
 }
 
+/// The engine's own capability bounding set (all bits when it cannot be read).
+fn bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// The capability set: Docker's defaults, then `--cap-add`, then `--cap-drop` (`ALL` works in
 /// both), or everything with `--privileged`.
 pub fn capabilities(s: &Settings) -> Result<Vec<String>, SpecError> {
     if s.privileged {
-        return Ok(ALL_CAPS.iter().map(|c| format!("CAP_{c}")).collect());
+        // Every capability the engine itself may hand on (its bounding set): a kernel or a
+        // sandbox without some of them would make the container fail to start otherwise.
+        let bounding = bounding_set();
+        return Ok(ALL_CAPS
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+            .map(|(_, c)| format!("CAP_{c}"))
+            .collect());
     }
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     let adds = s
