@@ -54,7 +54,7 @@ impl Images {
             .collect();
         let (committed, sizes) =
             unpack::unpack(&self.storage, &self.content, &self.tmp, &ulayers).await?;
-        match self.record_image(img, &ulayers, &chains, &sizes).await {
+        match self.record_image(img, &ulayers, &sizes).await {
             Ok(rec) => Ok((rec, committed)),
             Err(e) => {
                 self.remove_chains(&committed).await;
@@ -68,7 +68,6 @@ impl Images {
         &self,
         img: &ArchiveImage,
         ulayers: &[UnpackLayer],
-        chains: &[String],
         sizes: &HashMap<String, u64>,
     ) -> Result<ImageRecord, ImageError> {
         let bytes = self.content.read(&img.config_digest)?;
@@ -116,9 +115,8 @@ impl Images {
             tags: Vec::new(),
         };
         let tags: Vec<String> = img.tags.iter().map(|t| t.to_string()).collect();
-        self.meta.put_image(&rec, &records, &tags)?;
         self.meta
-            .set_unpacked(self.storage.driver(), chains, true)?;
+            .put_image_unpacked(&rec, &records, &tags, Some(self.storage.driver()))?;
         Ok(self.meta.image(&rec.id)?.unwrap_or(rec))
     }
 

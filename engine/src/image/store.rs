@@ -208,22 +208,38 @@ impl MetaStore {
         layers: &[LayerRecord],
         tags: &[String],
     ) -> Result<(), StoreError> {
-        let r = (&self.images, &self.tags, &self.layers).transaction(|(i, t, l)| {
-            for layer in layers {
-                if l.get(layer.chain_id.as_bytes())?.is_none() {
-                    l.insert(layer.chain_id.as_bytes(), encode(layer))?;
+        self.put_image_unpacked(rec, layers, tags, None)
+    }
+
+    /// [`MetaStore::put_image`], recording in the same transaction that the image's layers are
+    /// unpacked in `driver`.
+    pub fn put_image_unpacked(
+        &self,
+        rec: &ImageRecord,
+        layers: &[LayerRecord],
+        tags: &[String],
+        driver: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let r =
+            (&self.images, &self.tags, &self.layers, &self.unpacked).transaction(|(i, t, l, u)| {
+                for layer in layers {
+                    if l.get(layer.chain_id.as_bytes())?.is_none() {
+                        l.insert(layer.chain_id.as_bytes(), encode(layer))?;
+                    }
+                    if let Some(d) = driver {
+                        u.insert(unpacked_key(d, &layer.chain_id), &b"1"[..])?;
+                    }
                 }
-            }
-            let mut new = rec.clone();
-            if let Some(old) = tx_get_image(i, &rec.id)? {
-                new.tags = old.tags;
-            }
-            i.insert(rec.id.as_bytes(), encode(&new))?;
-            for tag in tags {
-                tx_tag(i, t, &rec.id, tag)?;
-            }
-            Ok(())
-        });
+                let mut new = rec.clone();
+                if let Some(old) = tx_get_image(i, &rec.id)? {
+                    new.tags = old.tags;
+                }
+                i.insert(rec.id.as_bytes(), encode(&new))?;
+                for tag in tags {
+                    tx_tag(i, t, &rec.id, tag)?;
+                }
+                Ok(())
+            });
         flatten(r)?;
         self.flush()
     }
@@ -405,7 +421,19 @@ mod tests {
         assert!(!s.is_unpacked("overlay2", "c1").unwrap());
         drop(s);
         drop(db);
-        let db = sled::open(dir.path().join("db")).unwrap();
+        // sled's flusher thread lets go of the database's lock a moment after the last handle.
+        let mut tries = 0;
+        let db = loop {
+            match sled::open(dir.path().join("db")) {
+                Ok(db) => break db,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         let s = MetaStore::open(&db).unwrap();
         assert_eq!(s.images().unwrap().len(), 1);
     }
