@@ -27,9 +27,10 @@ use nodes::{Key, Node, Nodes, Place};
 use union::{Branches, Content, Found};
 
 /// How long the kernel may cache entries and attributes. Every change to the branches goes
-/// through this mount (lower layers are immutable), so caching is safe; one second is what
-/// fuse-overlayfs uses.
-const TTL: Duration = Duration::from_secs(1);
+/// through this mount (lower layers are immutable, the top is written only by this server),
+/// and the kernel updates or drops what it cached when it makes a change, so caching is safe;
+/// fuse-overlayfs, on the same assumption, caches for 10^9 s.
+const TTL: Duration = Duration::from_secs(60);
 
 /// Lower files at least this large are copied up outside the node table's lock.
 const STAGE_ABOVE: u64 = 1 << 20;
