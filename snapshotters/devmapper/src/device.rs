@@ -176,8 +176,13 @@ impl Devices {
     /// pool, or leaves it for the deferred-deletion worker. The caller holds the lock.
     pub fn delete(&self, snap: Option<u64>, rec: DeviceRec) -> DevResult<()> {
         let n = self.name(rec.thin);
-        let busy = self.dm.info(&n)?.is_some_and(|i| i.open_count() > 0);
+        let info = self.dm.info(&n)?;
+        let busy = info.as_ref().is_some_and(|i| i.open_count() > 0);
         if self.cfg.blkdiscard && !busy {
+            // A view's device is read-only: make it writable to discard its blocks.
+            if info.is_some_and(|i| i.flags().contains(devicemapper::DmFlags::DM_READONLY)) {
+                self.dm.deactivate(&n, false)?;
+            }
             let node = self.activate(&rec, false)?;
             if let Err(e) = dm::discard(&node, rec.size) {
                 tracing::warn!(%e, device = n, "discarding the blocks of a removed device failed");

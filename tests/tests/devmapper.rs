@@ -1,0 +1,98 @@
+//! The snapshotter suite against the devicemapper plugin (`strata-devmapper`), inside
+//! User-Mode Linux: the host kernel has no device-mapper (shared/ENVIRONMENT.md), so each test
+//! boots UML once and runs many cases in it. Outside UML a test fails unless the inner run
+//! passed; it never skips.
+//!
+//! Needs root, `user-mode-linux`, `dmsetup`, `thin-provisioning-tools`, `xfsprogs` and the built
+//! binaries (`cargo build -p strata-devmapper`). Run one boot with e.g.
+//! `cargo test -p strata-tests --test devmapper devmapper_uml_ext4 -- --nocapture`; the cases
+//! inside one boot can be narrowed with `STRATA_DM_CASES=basic,usage`.
+
+#[path = "dm/support.rs"]
+mod support_dm;
+
+use strata_tests::{concurrency, conformance, crash, errors, plugin, uml};
+use support_dm::{run_cases, spec, Case};
+
+macro_rules! cases {
+    ($($name:literal => $case:path),* $(,)?) => {
+        &[$(($name, (|s| Box::pin($case(s))) as Case)),*]
+    };
+}
+
+const CONFORMANCE: &[(&str, Case)] = cases![
+    "basic" => conformance::basic,
+    "stat_active" => conformance::stat_active,
+    "stat_committed" => conformance::stat_committed,
+    "transitivity" => conformance::transitivity,
+    "prepare_view_failing" => conformance::prepare_view_failing,
+    "update" => conformance::update,
+    "remove" => conformance::remove,
+    "walk" => conformance::walk,
+    "layer_file_update" => conformance::layer_file_update,
+    "remove_directory_in_lower_layer" => conformance::remove_directory_in_lower_layer,
+    "chown" => conformance::chown,
+    "directory_permission_on_commit" => conformance::directory_permission_on_commit,
+    "remove_intermediate_snapshot" => conformance::remove_intermediate_snapshot,
+    "deleted_files_in_child_snapshot" => conformance::deleted_files_in_child_snapshot,
+    "move_file_from_lower_layer" => conformance::move_file_from_lower_layer,
+    "view_readonly" => conformance::view_readonly,
+    "stat_in_walk" => conformance::stat_in_walk,
+    "close_twice" => conformance::close_twice,
+    "root_permission" => conformance::root_permission,
+    "rename" => conformance::rename,
+    "128_layers_mount" => conformance::layers_128_mount,
+    "commit_info" => conformance::commit_info,
+    "usage" => conformance::usage,
+    "xattrs" => conformance::xattrs,
+    "special_files" => conformance::special_files,
+    "type_changes" => conformance::type_changes,
+    "cleanup_keeps_live" => conformance::cleanup_keeps_live,
+    "list_large" => conformance::list_large,
+];
+
+const ERRORS_CRASH_PLUGIN: &[(&str, Case)] = cases![
+    "errors_unknown_key" => errors::unknown_key,
+    "errors_duplicate_key" => errors::duplicate_key,
+    "errors_uncommitted_parent" => errors::uncommitted_parent,
+    "errors_missing_parent" => errors::missing_parent,
+    "errors_commit_not_active" => errors::commit_not_active,
+    "errors_mounts_committed" => errors::mounts_committed,
+    "errors_remove_with_children" => errors::remove_with_children,
+    "errors_bad_filter" => errors::bad_filter,
+    "errors_immutable_update" => errors::immutable_update,
+    "errors_label_too_long" => errors::label_too_long,
+    "errors_containerd_keys" => errors::containerd_keys,
+    "errors_odd_keys" => errors::odd_keys,
+    "crash_prepare_after_create" => crash::prepare_after_create,
+    "crash_prepare_after_metadata" => crash::prepare_after_metadata,
+    "crash_commit_before_metadata" => crash::commit_before_metadata,
+    "crash_commit_after_metadata" => crash::commit_after_metadata,
+    "crash_remove_after_metadata" => crash::remove_after_metadata,
+    "crash_restart_keeps_store" => crash::restart_keeps_store,
+    "crash_kill_during_workload" => crash::kill_during_workload,
+    "concurrency_clients" => concurrency::concurrent_clients,
+    "concurrency_remove_prepare_race" => concurrency::remove_prepare_race,
+    "plugin_socket_mode" => plugin::socket_mode,
+    "plugin_bad_storage_opt_refused" => plugin::bad_storage_opt_refused,
+    "plugin_sigterm_during_calls" => plugin::sigterm_during_calls,
+    "plugin_driver_service" => plugin::driver_service,
+];
+
+/// The conformance suite, errors, crashes and plugin behaviour on ext4.
+#[test]
+fn devmapper_uml_ext4() {
+    uml::in_uml("devmapper_uml_ext4", &uml::DM_MODULES, || {
+        let mut all = CONFORMANCE.to_vec();
+        all.extend_from_slice(ERRORS_CRASH_PLUGIN);
+        run_cases(spec("ext4"), &all)
+    });
+}
+
+/// The conformance suite on xfs.
+#[test]
+fn devmapper_uml_xfs() {
+    uml::in_uml("devmapper_uml_xfs", &uml::DM_MODULES, || {
+        run_cases(spec("xfs"), CONFORMANCE)
+    });
+}
