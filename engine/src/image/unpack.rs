@@ -43,7 +43,7 @@ pub struct UnpackLayer {
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// The snapshotter refused or is unavailable.
-    #[error("storage driver: {op} {key}: {status}", status = .status.message())]
+    #[error("{}", storage_message(op, key, status))]
     Storage {
         /// The call.
         op: &'static str,
@@ -94,6 +94,16 @@ pub enum UnpackError {
     /// The blocking apply task died.
     #[error("the layer apply task failed: {0}")]
     Task(String),
+}
+
+/// One line for a snapshotter failure; an unreachable plugin is named as such (not by the
+/// transport's words, which a client would take for the engine being unreachable).
+fn storage_message(op: &str, key: &str, status: &tonic::Status) -> String {
+    if status.code() == Code::Unavailable {
+        format!("storage driver unavailable ({op} {key}): it is restarting or stopped; try again")
+    } else {
+        format!("storage driver: {op} {key}: {}", status.message())
+    }
 }
 
 impl UnpackError {
@@ -419,6 +429,23 @@ mod tests {
             options: opts.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_unreachable_driver_is_named_as_such() {
+        let e = storage_err("stat", "sha256:x")(tonic::Status::unavailable("transport error"));
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("storage driver unavailable (stat sha256:x)"),
+            "{msg}"
+        );
+        assert!(!msg.contains("transport"), "{msg}");
+        assert_eq!(
+            e.storage_status().map(|s| s.code()),
+            Some(Code::Unavailable)
+        );
+        let e = storage_err("prepare", "k")(tonic::Status::failed_precondition("no parent"));
+        assert_eq!(e.to_string(), "storage driver: prepare k: no parent");
     }
 
     #[test]
