@@ -1,77 +1,21 @@
 //! End-to-end: the image verbs of `strata` against a real `stratad` — save/load round trips with
-//! identical digests, skopeo and umoci reading our archives and us loading theirs, shared layers
-//! unpacked once, `rmi` semantics, and bad archives and malicious layers refused with one clear
-//! line, nothing written outside the rootfs and nothing left behind.
+//! identical digests, shared layers unpacked once, `rmi` semantics, commit, crash cleanup, and
+//! bad archives and malicious layers refused with one clear line, nothing written outside the
+//! rootfs and nothing left behind. Interoperability with skopeo, umoci and containerd is in
+//! `engine_images_interop.rs`.
 
-use std::collections::BTreeSet;
+mod images_support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Context, Result};
+use images_support::*;
 use serde_json::Value;
 use strata_tests::engine::{Engine, BUSYBOX};
 use strata_tests::harness::{find_binary, unique_name};
-use strata_tests::image::{busybox_layer, docker_archive, layer, Entry};
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn inspect(e: &Engine, image: &str) -> Result<Value> {
-    let out = e.ok(&["inspect", "--type", "image", image])?;
-    let v: Value = serde_json::from_str(&out)?;
-    Ok(v[0].clone())
-}
-
-fn blobs(e: &Engine) -> BTreeSet<String> {
-    fs::read_dir(e.root.join("content/blobs/sha256"))
-        .map(|rd| {
-            rd.filter_map(|x| x.ok()?.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Committed and active snapshots the overlay2 plugin holds.
-fn snapshots(e: &Engine) -> usize {
-    fs::read_dir(e.root.join("storage/overlay2/snapshots"))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A two-layer image on the busybox base: `/app/msg` and a deleted `/etc/gone`.
-fn app_archive(e: &Engine, name: &str) -> Result<PathBuf> {
-    let path = e
-        .scratch("images")?
-        .join(format!("{}.tar", name.replace([':', '/'], "_")));
-    let base = busybox_layer(vec![Entry::File("etc/gone".into(), b"x".to_vec(), 0o644)])?;
-    let top = layer(&[
-        Entry::Dir("app", 0o755),
-        Entry::File("app/msg".into(), b"from the app layer\n".to_vec(), 0o644),
-        Entry::File("etc/.wh.gone".into(), Vec::new(), 0o644),
-    ])?;
-    docker_archive(&path, name, &[base, top], &["cat", "/app/msg"])?;
-    Ok(path)
-}
+use strata_tests::image::{busybox_layer, docker_archive, Entry};
 
 #[test]
 fn engine_images_save_load_round_trip_keeps_digests() {
@@ -198,108 +142,6 @@ fn engine_images_shared_layers_are_unpacked_once() {
         Ok(())
     })());
 }
-
-#[test]
-fn engine_images_skopeo_and_umoci_interop() {
-    let e = engine();
-    check((|| {
-        let dir = e.scratch("interop")?;
-        let docker = dir.join("docker.tar");
-        let oci = dir.join("oci.tar");
-        e.ok(&["save", "-o", &docker.to_string_lossy(), BUSYBOX])?;
-        e.ok(&[
-            "save",
-            "--format",
-            "oci",
-            "-o",
-            &oci.to_string_lossy(),
-            BUSYBOX,
-        ])?;
-        let id = inspect(&e, BUSYBOX)?["Id"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let cfg = run(Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("docker-archive:{}", docker.display())))?;
-        ensure!(cfg.contains("\"sh\""), "{cfg}");
-        let raw = run(Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci-archive:{}", oci.display())))?;
-        ensure!(
-            raw.contains(&id),
-            "the OCI manifest does not name config {id}: {raw}"
-        );
-        let layout = dir.join("layout");
-        fs::create_dir_all(&layout)?;
-        run(Command::new("tar")
-            .arg("-xf")
-            .arg(&oci)
-            .arg("-C")
-            .arg(&layout))?;
-        let tags = run(Command::new("umoci").args(["ls", "--layout"]).arg(&layout))?;
-        ensure!(tags.contains("busybox:latest"), "{tags}");
-        let bundle = dir.join("bundle");
-        run(Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:busybox:latest", layout.display()))
-            .arg(&bundle))?;
-        ensure!(bundle.join("rootfs/bin/busybox").is_file());
-        // An OCI image layout directory loads as it is.
-        e.ok(&["tag", BUSYBOX, "kept:1"])?;
-        e.ok(&["rmi", BUSYBOX])?;
-        let out = e.ok(&["load", "-i", &layout.to_string_lossy()])?;
-        ensure!(out.contains("Loaded image: busybox:latest"), "{out}");
-        ensure!(inspect(&e, BUSYBOX)?["Id"] == id.as_str());
-        // What skopeo writes, we load and run.
-        for (dest, file, name) in [
-            ("docker-archive", "sk-docker.tar", "skopeo/docker:1"),
-            ("oci-archive", "sk-oci.tar", "skopeo/oci:1"),
-        ] {
-            let path = dir.join(file);
-            run(Command::new("skopeo")
-                .args(["copy", "--quiet"])
-                .arg(format!("docker-archive:{}", docker.display()))
-                .arg(format!("{dest}:{}:{name}", path.display())))?;
-            let out = e.ok(&["load", "-i", &path.to_string_lossy()])?;
-            ensure!(
-                out.contains(&format!("Loaded image: {name}")),
-                "{dest}: {out}"
-            );
-            ensure!(e.ok(&["run", "--rm", name, "echo", "hi"])? == "hi\n");
-        }
-        Ok(())
-    })());
-}
-
-/// A raw tar entry (names and link targets as given, so `..` and `/` get in).
-fn raw_entry(
-    b: &mut tar::Builder<Vec<u8>>,
-    kind: tar::EntryType,
-    path: &str,
-    link: &str,
-    data: &[u8],
-    dev: Option<(u32, u32)>,
-) {
-    let mut h = tar::Header::new_gnu();
-    h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    h.set_entry_type(kind);
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    if let Some((ma, mi)) = dev {
-        let _ = h.set_device_major(ma);
-        let _ = h.set_device_minor(mi);
-    }
-    h.set_cksum();
-    let _ = b.append(&h, data);
-}
-
-/// Adds a layer's entries.
-type Build<'a> = Box<dyn Fn(&mut tar::Builder<Vec<u8>>) + 'a>;
 
 #[test]
 fn engine_images_malicious_layers_are_refused_and_write_nothing_outside() {
@@ -608,44 +450,6 @@ fn engine_images_import_makes_a_runnable_image() {
     })());
 }
 
-/// A gRPC channel on a unix socket.
-async fn unix_channel(socket: PathBuf) -> Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await?)
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
-}
-
-/// Calls the Commit RPC (the `strata commit` verb's) on the engine's socket.
-fn commit_rpc(e: &Engine, container: &str, reference: &str) -> Result<String> {
-    use strata_proto::engine::images_client::ImagesClient;
-    use strata_proto::engine::CommitRequest;
-    block_on(async {
-        let r = ImagesClient::new(unix_channel(e.address.clone()).await?)
-            .commit(CommitRequest {
-                container: container.into(),
-                reference: reference.into(),
-                comment: "a test commit".into(),
-                author: "tester".into(),
-            })
-            .await?;
-        Ok(r.into_inner().id)
-    })
-}
-
 /// An extract snapshot left by an unpack that a crash interrupted is removed at the next start.
 #[test]
 fn engine_images_restart_removes_interrupted_unpacks() {
@@ -758,127 +562,6 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
         fresh.ok(&["load", "-i", &f.to_string_lossy()])?;
         ensure!(inspect(&fresh, "committed:1")?["Id"] == id.as_str());
         ensure!(fresh.ok(&["run", "--rm", "committed:1", "cat", "/etc/new"])? == "changed\n");
-        Ok(())
-    })());
-}
-
-/// The MOUNTED apply mode end to end: the engine on containerd's own native and overlayfs
-/// snapshotters (served by `strataref`, which has no Strata capabilities, so layers are applied
-/// through a temporary mount of the snapshot), where a whiteout must really delete.
-#[test]
-fn engine_images_mounted_apply_on_containerd_snapshotters() {
-    let reference = strata_tests::harness::containerd_reference_binary();
-    for kind in ["native", "overlayfs"] {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let socket = PathBuf::from("/run")
-            .join(unique_name("sref-"))
-            .with_extension("sock");
-        let mut child = Command::new(&reference)
-            .args(["-kind", kind, "-root"])
-            .arg(dir.path().join("snap"))
-            .arg("-socket")
-            .arg(&socket)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start strataref: {e}"));
-        let result = (|| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while !socket.exists() {
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "strataref did not start"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let config = dir.path().join("config.toml");
-            fs::write(
-                &config,
-                format!("[storage]\naddress = \"{}\"\n", socket.display()),
-            )?;
-            let e = Engine::start(&["--config", &config.to_string_lossy()])?;
-            e.load_busybox()?;
-            let app = app_archive(&e, "app:1")?;
-            e.ok(&["load", "-i", &app.to_string_lossy()])?;
-            let out = e.ok(&[
-                "run",
-                "--rm",
-                "app:1",
-                "sh",
-                "-c",
-                "cat /app/msg; test -e /etc/gone && echo present || echo deleted; ls -a /etc",
-            ])?;
-            ensure!(
-                out.starts_with("from the app layer\ndeleted\n"),
-                "{kind}: {out:?}"
-            );
-            ensure!(
-                !out.contains(".wh."),
-                "{kind}: a whiteout file is visible: {out:?}"
-            );
-            ensure!(inspect(&e, "app:1")?["GraphDriver"]["Name"] == "external");
-            // `run --rm` may return a moment before its container's record is gone.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !e.ok(&["ps", "-aq"])?.is_empty() {
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "the --rm container stayed"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            e.ok(&["rmi", "app:1"])?;
-            ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "ok"])? == "ok\n");
-            Ok(())
-        })();
-        let _ = child.kill();
-        let _ = child.wait();
-        strata_tests::mounts::unmount_all_under(dir.path());
-        let _ = fs::remove_file(&socket);
-        check(result);
-    }
-}
-
-/// An image umoci builds (an OCI layout whose ref name is only a tag, gzip layers, stale blobs
-/// umoci keeps) loads untagged, runs by id, and can be tagged.
-#[test]
-fn engine_images_load_what_umoci_builds() {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    check((|| {
-        let dir = e.scratch("umoci")?;
-        let layout = dir.join("layout");
-        let bundle = dir.join("bundle");
-        let image = format!("{}:latest", layout.display());
-        run(Command::new("umoci")
-            .args(["init", "--layout"])
-            .arg(&layout))?;
-        run(Command::new("umoci").args(["new", "--image", &image]))?;
-        run(Command::new("umoci")
-            .args(["unpack", "--image", &image])
-            .arg(&bundle))?;
-        fs::create_dir_all(bundle.join("rootfs/bin"))?;
-        fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox"))?;
-        for applet in ["sh", "echo"] {
-            std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin").join(applet))?;
-        }
-        run(Command::new("umoci")
-            .args(["repack", "--image", &image])
-            .arg(&bundle))?;
-        run(Command::new("umoci").args([
-            "config",
-            "--image",
-            &image,
-            "--config.cmd",
-            "echo",
-            "--config.cmd",
-            "from-umoci",
-        ]))?;
-        let out = e.ok(&["load", "-i", &layout.to_string_lossy()])?;
-        let id = out
-            .trim()
-            .strip_prefix("Loaded image ID: ")
-            .with_context(|| format!("an untagged image: {out}"))?
-            .to_string();
-        ensure!(e.ok(&["run", "--rm", &id])? == "from-umoci\n");
-        e.ok(&["tag", &id, "from/umoci:1"])?;
-        ensure!(e.ok(&["run", "--rm", "from/umoci:1", "echo", "tagged"])? == "tagged\n");
         Ok(())
     })());
 }
