@@ -1,8 +1,10 @@
 //! End-to-end interoperability of the engine's images: skopeo and umoci read what `strata save`
 //! writes and `strata load` reads what they write (and what umoci builds); the engine on
-//! containerd's own snapshotters (the MOUNTED apply path).
+//! containerd's own snapshotters (the MOUNTED apply path); containerd importing our saves, and us
+//! loading its exports.
 
 mod images_support;
+mod support;
 
 use std::fs;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use anyhow::{ensure, Context};
 use images_support::*;
 use strata_tests::engine::{Engine, BUSYBOX};
 use strata_tests::harness::unique_name;
+use support::containerd::Containerd;
 
 #[test]
 fn engine_images_skopeo_and_umoci_interop() {
@@ -205,4 +208,74 @@ fn engine_images_load_what_umoci_builds() {
         ensure!(e.ok(&["run", "--rm", "from/umoci:1", "echo", "tagged"])? == "tagged\n");
         Ok(())
     })());
+}
+
+/// containerd imports what `strata save` writes (both formats) and runs it; `strata load` reads
+/// what `ctr images export` writes, with the same image id. containerd gets its own overlay2
+/// plugin: its garbage collector removes every snapshot it did not make.
+#[test]
+fn engine_images_containerd_imports_our_saves_and_we_load_its_exports() {
+    use strata_tests::{layouts, PluginProcess, PluginSpec, Sandbox};
+    let e = engine();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{err}"));
+    check(rt.block_on(async {
+        let sandbox = Sandbox::new()?;
+        let spec = PluginSpec::new("strata-overlay2", layouts::overlay2_storage_count);
+        let plugin = PluginProcess::start(&spec, &sandbox).await?;
+        let containerd =
+            Containerd::start(&sandbox.new_dir("containerd")?, "strata", plugin.socket())?;
+        let app = app_archive(&e, "ctr/app:1")?;
+        e.ok(&["load", "-i", &app.to_string_lossy()])?;
+        let id = inspect(&e, "ctr/app:1")?["Id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let dir = e.scratch("ctr")?;
+        for format in ["docker", "oci"] {
+            let f = dir.join(format!("{format}.tar"));
+            e.ok(&[
+                "save",
+                "--format",
+                format,
+                "-o",
+                &f.to_string_lossy(),
+                "ctr/app:1",
+            ])?;
+            let f = f.to_string_lossy().into_owned();
+            containerd.ctr_ok(&["images", "import", "--snapshotter", "strata", &f])?;
+            let out = containerd.ctr_ok(&[
+                "run",
+                "--rm",
+                "--snapshotter",
+                "strata",
+                "docker.io/ctr/app:1",
+                &unique_name("c"),
+                "sh",
+                "-c",
+                "cat /app/msg; test -e /etc/gone || echo deleted",
+            ])?;
+            ensure!(
+                out.replace("\r\n", "\n") == "from the app layer\ndeleted\n",
+                "{format}: {out:?}"
+            );
+            let listed = containerd.ctr_ok(&["images", "ls", "-q"])?;
+            ensure!(listed.contains("docker.io/ctr/app:1"), "{format}: {listed}");
+            if format == "docker" {
+                let export = dir.join("exported.tar").to_string_lossy().into_owned();
+                containerd.ctr_ok(&["images", "export", &export, "docker.io/ctr/app:1"])?;
+                let fresh = Engine::start(&[])?;
+                let out = fresh.ok(&["load", "-i", &export])?;
+                ensure!(out.contains("Loaded image: ctr/app:1"), "{out}");
+                ensure!(inspect(&fresh, "ctr/app:1")?["Id"] == id.as_str());
+                ensure!(fresh.ok(&["run", "--rm", "ctr/app:1"])? == "from the app layer\n");
+            }
+            containerd.ctr_ok(&["images", "rm", "--sync", "docker.io/ctr/app:1"])?;
+        }
+        drop(containerd);
+        drop(plugin);
+        Ok(())
+    }));
 }
