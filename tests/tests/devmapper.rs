@@ -96,3 +96,25 @@ fn devmapper_uml_xfs() {
         run_cases(spec("xfs"), CONFORMANCE)
     });
 }
+
+#[path = "dm/cases.rs"]
+mod dm_cases;
+
+/// The plugin's own cases: refusals, pool modes, base growth, a full pool, SIGKILL in device
+/// transactions, busy devices.
+#[test]
+fn devmapper_uml_pool() {
+    uml::in_uml("devmapper_uml_pool", &uml::DM_MODULES, || {
+        run_cases(
+            spec("ext4"),
+            cases![
+                "refusals" => dm_cases::refusals,
+                "pool_modes" => dm_cases::pool_modes,
+                "basesize_grows" => dm_cases::basesize_grows,
+                "fill_pool" => dm_cases::fill_pool,
+                "sigkill_in_transactions" => dm_cases::sigkill_in_transactions,
+                "busy_device" => dm_cases::busy_device,
+            ],
+        )
+    });
+}
