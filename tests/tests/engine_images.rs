@@ -565,3 +565,34 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
         Ok(())
     })());
 }
+
+/// `strata save IMAGE | strata load` between two engines, as Docker users pipe it.
+#[test]
+fn engine_images_save_to_stdout_piped_into_load() {
+    let e = engine();
+    let e2 = Engine::start(&[]).unwrap_or_else(|err| panic!("{err:?}"));
+    check((|| {
+        let mut save = Command::new(find_binary("strata"))
+            .arg("--address")
+            .arg(&e.address)
+            .args(["save", BUSYBOX])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let out = save.stdout.take().context("no stdout")?;
+        let load = Command::new(find_binary("strata"))
+            .arg("--address")
+            .arg(&e2.address)
+            .arg("load")
+            .stdin(Stdio::from(out))
+            .output()?;
+        ensure!(save.wait()?.success(), "save failed");
+        ensure!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        ensure!(String::from_utf8_lossy(&load.stdout).contains("Loaded image: busybox:latest"));
+        ensure!(inspect(&e, BUSYBOX)?["Id"] == inspect(&e2, BUSYBOX)?["Id"]);
+        Ok(())
+    })());
+}
