@@ -535,7 +535,18 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
             "-c",
             "echo changed > /etc/new; rm /bin/ls; mkdir -p /data; echo d > /data/f",
         ])?;
-        let id = commit_rpc(&e, "changer", "committed:1")?;
+        let id = e
+            .ok(&[
+                "commit",
+                "-a",
+                "tester",
+                "-m",
+                "a test commit",
+                "changer",
+                "committed:1",
+            ])?
+            .trim()
+            .to_string();
         ensure!(id.starts_with("sha256:"), "{id}");
         let out = e.ok(&[
             "run",

@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+mod commit;
 mod container_args;
 mod create;
 mod history;
@@ -64,6 +65,8 @@ pub enum Command {
     Tag(tag::Args),
     /// Show the history of an image
     History(history::Args),
+    /// Make an image from a container's changes
+    Commit(commit::Args),
     /// Show engine and storage information
     Info(info::Args),
     /// Show the client's and the engine's versions
@@ -94,6 +97,7 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Rmi(a) => rmi::run(a, &client).await,
         Command::Tag(a) => tag::run(a, &client).await,
         Command::History(a) => history::run(a, &client).await,
+        Command::Commit(a) => commit::run(a, &client).await,
         Command::Info(a) => info::run(a, &client).await,
         Command::Version(_) => Ok(0),
     }
