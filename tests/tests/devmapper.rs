@@ -11,7 +11,7 @@
 #[path = "dm/support.rs"]
 mod support_dm;
 
-use strata_tests::{concurrency, conformance, crash, errors, plugin, uml};
+use strata_tests::{concurrency, conformance, crash, errors, plugin};
 use support_dm::{run_cases, spec, Case};
 
 macro_rules! cases {
@@ -82,7 +82,7 @@ const ERRORS_CRASH_PLUGIN: &[(&str, Case)] = cases![
 /// The conformance suite, errors, crashes and plugin behaviour on ext4.
 #[test]
 fn devmapper_uml_ext4() {
-    uml::in_uml("devmapper_uml_ext4", &uml::DM_MODULES, || {
+    support_dm::in_uml("devmapper_uml_ext4", || {
         let mut all = CONFORMANCE.to_vec();
         all.extend_from_slice(ERRORS_CRASH_PLUGIN);
         run_cases(spec("ext4"), &all)
@@ -92,9 +92,7 @@ fn devmapper_uml_ext4() {
 /// The conformance suite on xfs.
 #[test]
 fn devmapper_uml_xfs() {
-    uml::in_uml("devmapper_uml_xfs", &uml::DM_MODULES, || {
-        run_cases(spec("xfs"), CONFORMANCE)
-    });
+    support_dm::in_uml("devmapper_uml_xfs", || run_cases(spec("xfs"), CONFORMANCE));
 }
 
 #[path = "dm/cases.rs"]
@@ -104,7 +102,7 @@ mod dm_cases;
 /// transactions, busy devices.
 #[test]
 fn devmapper_uml_pool() {
-    uml::in_uml("devmapper_uml_pool", &uml::DM_MODULES, || {
+    support_dm::in_uml("devmapper_uml_pool", || {
         run_cases(
             spec("ext4"),
             cases![
@@ -117,4 +115,16 @@ fn devmapper_uml_pool() {
             ],
         )
     });
+}
+
+#[path = "dm/bench.rs"]
+mod dm_bench;
+
+/// Performance beside containerd's devmapper snapshotter (shared/tools/snapbench built in
+/// `$STRATA_DM_BENCH_TOOLS`, default /tmp/snapbench). Not part of the normal run:
+/// `cargo test -p strata-tests --test devmapper devmapper_uml_bench -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it with --ignored"]
+fn devmapper_uml_bench() {
+    support_dm::in_uml("devmapper_uml_bench", dm_bench::run);
 }

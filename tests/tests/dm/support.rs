@@ -108,7 +108,11 @@ pub fn pool_thin_ids(pool: &str) -> Result<Vec<u32>> {
     sh("dmsetup", &["message", pool, "0", "release_metadata_snap"])?;
     let mut ids = Vec::new();
     for l in listed?.lines().filter(|l| !l.trim().is_empty()) {
-        ids.push(l.trim().parse().with_context(|| format!("thin_ls line {l:?}"))?);
+        ids.push(
+            l.trim()
+                .parse()
+                .with_context(|| format!("thin_ls line {l:?}"))?,
+        );
     }
     Ok(ids)
 }
@@ -179,7 +183,10 @@ const SCRATCH_IMG: &str = "/run/strata-dm-img";
 pub fn scratch() -> Result<ScratchGuard> {
     std::fs::create_dir_all(SCRATCH)?;
     std::fs::create_dir_all(SCRATCH_IMG)?;
-    sh("mount", &["-t", "tmpfs", "-o", "size=1400M", "tmpfs", SCRATCH_IMG])?;
+    sh(
+        "mount",
+        &["-t", "tmpfs", "-o", "size=1400M", "tmpfs", SCRATCH_IMG],
+    )?;
     let guard = ScratchGuard;
     let img = format!("{SCRATCH_IMG}/scratch.img");
     std::fs::File::create(&img)?.set_len(1350 << 20)?;
@@ -240,4 +247,51 @@ pub fn run_cases(spec: PluginSpec, cases: &[(&str, Case)]) -> Result<()> {
         bail!("{} case(s) failed: {}", failed.len(), failed.join(", "));
     }
     Ok(())
+}
+
+/// Like `uml::in_uml` with the device-mapper modules, but also passes `STRATA_DM_CASES` (and
+/// `STRATA_DM_BENCH_*`) into the boot.
+pub fn in_uml(name: &str, body: impl FnOnce() -> Result<()>) {
+    use strata_tests::uml;
+    if uml::inside() {
+        if let Err(e) = body() {
+            panic!("{e:?}");
+        }
+        return;
+    }
+    let result = (|| -> Result<()> {
+        let exe = std::env::current_exe().context("find the test binary")?;
+        let argv = vec![
+            exe.to_string_lossy().into_owned(),
+            "--exact".into(),
+            name.into(),
+            "--test-threads=1".into(),
+            "--nocapture".into(),
+        ];
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| {
+                matches!(k.as_str(), "STRATA_BIN_DIR" | "RUST_BACKTRACE" | "RUST_LOG")
+                    || k.starts_with("STRATA_DM_")
+            })
+            .collect();
+        let out = uml::run(
+            &argv,
+            &env,
+            &uml::DM_MODULES,
+            std::time::Duration::from_secs(1500),
+        )?;
+        // The inner cases' lines (and a benchmark's results) are wanted either way.
+        println!("{}", out.stdout);
+        ensure!(
+            out.status == 0 && out.stdout.contains("1 passed"),
+            "{name} failed inside UML (exit {}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        Ok(())
+    })();
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
 }
