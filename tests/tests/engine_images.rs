@@ -530,6 +530,10 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
             "run",
             "--name",
             "changer",
+            "-e",
+            "COMMITTED=yes",
+            "-w",
+            "/tmp",
             BUSYBOX,
             "sh",
             "-c",
@@ -563,7 +567,26 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
             "{doc}"
         );
         ensure!(doc["RootFS"]["Layers"].as_array().map(Vec::len) == Some(2));
-        ensure!(doc["Config"] == inspect(&e, BUSYBOX)?["Config"]);
+        // As Docker's commit: the container's command, environment and working directory.
+        let cfg = &doc["Config"];
+        ensure!(cfg["Cmd"][0] == "sh" && cfg["Cmd"][1] == "-c", "{cfg}");
+        ensure!(cfg["WorkingDir"] == "/tmp", "{cfg}");
+        let env = cfg["Env"].as_array().cloned().unwrap_or_default();
+        ensure!(env.contains(&Value::from("COMMITTED=yes")), "{cfg}");
+        ensure!(
+            env.iter()
+                .any(|v| v.as_str().is_some_and(|s| s.starts_with("PATH="))),
+            "{cfg}"
+        );
+        let out = e.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "echo $COMMITTED $(pwd)",
+        ])?;
+        ensure!(out == "yes /tmp\n", "{out:?}");
         let hist = e.ok(&["history", "committed:1"])?;
         ensure!(hist.contains("strata commit"), "{hist}");
         // Save and load it elsewhere: the same image.

@@ -337,6 +337,21 @@ impl Images {
         comment: &str,
         author: &str,
     ) -> Result<ImageSummary, ImageError> {
+        self.add_layer_image_with(parent, layer_tar, reference, comment, author, None)
+            .await
+    }
+
+    /// [`Images::add_layer_image`] with fields of the image config's `config` object replaced
+    /// (`Env`, `Cmd`, `Entrypoint`, …: Docker's commit records the container's).
+    pub async fn add_layer_image_with(
+        &self,
+        parent: &str,
+        layer_tar: impl Read + Send + 'static,
+        reference: Option<&str>,
+        comment: &str,
+        author: &str,
+        config_changes: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<ImageSummary, ImageError> {
         let reference = reference
             .filter(|r| !r.is_empty())
             .map(Reference::parse)
@@ -345,7 +360,15 @@ impl Images {
         let pcfg = self.config_json(&prec)?;
         let _guard = self.lock.lock().await;
         let (layer, new_blobs) = self.store_layer(layer_tar).await?;
-        let cfg = config::commit_config(&pcfg, &layer.diff_id, config::now(), comment, author);
+        let mut cfg = config::commit_config(&pcfg, &layer.diff_id, config::now(), comment, author);
+        if let Some(changes) = config_changes {
+            if !cfg["config"].is_object() {
+                cfg["config"] = Value::Object(Default::default());
+            }
+            for (k, v) in changes {
+                cfg["config"][k] = v.clone();
+            }
+        }
         let mut layers: Vec<ArchiveLayer> = Vec::new();
         for l in &prec.layers {
             layers.push(ArchiveLayer {

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Config;
+use crate::container::record::Settings;
 use crate::container::spec::ImageDefaults;
 use crate::container::{Containers, ResolvedImage};
 use crate::content::ContentStore;
@@ -303,19 +304,53 @@ impl ImagesApi for ImageService {
             .diff_tar(&r.container)
             .await
             .map_err(|e| e.to_status())?;
+        let changes = committed_config(&rec.settings);
         let s = self
             .images
-            .add_layer_image(
+            .add_layer_image_with(
                 &rec.image_id,
                 layer,
                 Some(&r.reference),
                 &r.comment,
                 &r.author,
+                Some(&changes),
             )
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(CommitResponse { id: s.id }))
     }
+}
+
+/// What Docker's commit records of a container in the new image's config: its environment
+/// (the image's merged with `-e`), command, entrypoint, working directory and user.
+fn committed_config(s: &Settings) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Value};
+    let mut c = serde_json::Map::new();
+    if !s.env.is_empty() {
+        c.insert("Env".into(), json!(s.env));
+    }
+    if let Some(ep) = &s.entrypoint {
+        c.insert(
+            "Entrypoint".into(),
+            if ep.is_empty() {
+                Value::Null
+            } else {
+                json!(ep)
+            },
+        );
+        // A new entrypoint drops the image's CMD.
+        c.insert("Cmd".into(), Value::Null);
+    }
+    if !s.cmd.is_empty() {
+        c.insert("Cmd".into(), json!(s.cmd));
+    }
+    if !s.working_dir.is_empty() {
+        c.insert("WorkingDir".into(), json!(s.working_dir));
+    }
+    if !s.user.is_empty() {
+        c.insert("User".into(), json!(s.user));
+    }
+    c
 }
 
 /// Resolves images for new containers, unpacking them into the current driver.
