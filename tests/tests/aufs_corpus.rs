@@ -119,6 +119,20 @@ fn base_layer(dir: &Path) -> Result<()> {
     write(&dir.join("etc/shadow"), b"root:*:::::::\n", 0o640)?;
     write(&dir.join("etc/a"), b"file a\n", 0o644)?;
     write(&dir.join("etc/b"), b"file b\n", 0o600)?;
+    {
+        let c = std::ffi::CString::new(dir.join("etc/b").as_os_str().as_encoded_bytes())?;
+        // SAFETY: NUL-terminated strings and a value slice that outlive the call.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                c"user.base".as_ptr(),
+                b"1".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        ensure!(rc == 0, "setxattr: {}", std::io::Error::last_os_error());
+    }
     write(&dir.join("home/user/file"), b"mine\n", 0o644)?;
     write(&dir.join("dir/x"), b"x\n", 0o644)?;
     write(&dir.join("dir/sub/y"), b"y\n", 0o644)?;
@@ -261,7 +275,56 @@ fn op_unlinked_but_open(r: &Path) -> Result<()> {
     Ok(())
 }
 
+fn op_rename_lower_dir(r: &Path) -> Result<()> {
+    // Both refuse to move a directory with lower parts (aufs without dirren, overlayfs without
+    // redirect_dir); what mv then does is a copy and a removal.
+    match fs::rename(r.join("dir"), r.join("moved")) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+        other => bail!("rename of a lower directory gave {other:?}, want EXDEV"),
+    }
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(r.join("dir"))
+        .arg(r.join("moved"))
+        .status()?;
+    ensure!(status.success(), "cp -a: {status}");
+    fs::remove_dir_all(r.join("dir"))?;
+    Ok(())
+}
+
+fn op_xattrs(r: &Path) -> Result<()> {
+    let set = |p: &Path, name: &str, value: &[u8]| -> Result<()> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())?;
+        let n = std::ffi::CString::new(name)?;
+        // SAFETY: NUL-terminated strings and a value slice that outlive the call.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        ensure!(
+            rc == 0,
+            "setxattr {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    };
+    set(&r.join("etc/b"), "user.added", b"in the top")?;
+    set(&r.join("dir/sub"), "trusted.dir", b"on a copied-up dir")?;
+    let c = std::ffi::CString::new(r.join("etc/b").as_os_str().as_encoded_bytes())?;
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::lremovexattr(c.as_ptr(), c"user.base".as_ptr()) };
+    ensure!(rc == 0, "removexattr: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
 const CORPUS: &[(&str, Op)] = &[
+    ("rename lower dir", op_rename_lower_dir),
+    ("xattrs of lower entries", op_xattrs),
     ("unlinked but open", op_unlinked_but_open),
     ("create", op_create),
     ("overwrite", op_overwrite),
