@@ -228,3 +228,51 @@ impl Nodes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_share_a_node_and_names_come_and_go() {
+        let mut n = Nodes::new(vec![0, 1]);
+        let a = n.looked_up(Key::File(1, 10), "a".into(), Place::File(1));
+        let b = n.looked_up(Key::File(1, 10), "d/b".into(), Place::File(1));
+        assert_eq!(a, b, "two names of one inode are one node");
+        assert_eq!(n.get(a).unwrap().path(), Some(Path::new("d/b")));
+        assert_eq!(n.get(a).unwrap().nlookup, 2);
+        // A copy-up moves the node to a new key.
+        n.rekey(a, Key::File(1, 99));
+        assert_eq!(n.find(&Key::File(1, 10)), None);
+        assert_eq!(n.find(&Key::File(1, 99)), Some(a));
+        n.unlinked(&Key::File(1, 99), Path::new("d/b"));
+        assert_eq!(n.get(a).unwrap().path(), Some(Path::new("a")));
+        assert_eq!(n.find(&Key::File(1, 99)), Some(a), "still named a");
+        n.unlinked(&Key::File(1, 99), Path::new("a"));
+        assert_eq!(n.get(a).unwrap().path(), None);
+        assert_eq!(n.find(&Key::File(1, 99)), None, "nameless: no longer found");
+        assert!(n.get(a).is_some(), "but alive while the kernel holds it");
+        n.forget(a, 2);
+        assert!(n.get(a).is_none());
+    }
+
+    #[test]
+    fn renaming_a_directory_renames_and_rekeys_what_is_under_it() {
+        let mut n = Nodes::new(vec![0]);
+        let d = n.looked_up(Key::Dir("x".into()), "x".into(), Place::Dir(vec![0]));
+        let sub = n.looked_up(Key::Dir("x/s".into()), "x/s".into(), Place::Dir(vec![0]));
+        let f = n.looked_up(Key::File(1, 5), "x/s/f".into(), Place::File(0));
+        let other = n.looked_up(Key::Dir("xy".into()), "xy".into(), Place::Dir(vec![0]));
+        n.renamed(Path::new("x"), Path::new("y/z"));
+        assert_eq!(n.find(&Key::Dir("y/z".into())), Some(d));
+        assert_eq!(n.find(&Key::Dir("y/z/s".into())), Some(sub));
+        assert_eq!(n.find(&Key::Dir("x".into())), None);
+        assert_eq!(n.get(f).unwrap().path(), Some(Path::new("y/z/s/f")));
+        // A sibling whose name merely starts the same is untouched.
+        assert_eq!(n.get(other).unwrap().path(), Some(Path::new("xy")));
+        n.dir_in_top(Path::new("y/z"));
+        assert!(matches!(&n.get(d).unwrap().place, Place::Dir(l) if l == &vec![0]));
+        n.forget(ROOT, 100);
+        assert!(n.get(ROOT).is_some(), "the root is never forgotten");
+    }
+}
