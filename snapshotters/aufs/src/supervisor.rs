@@ -167,7 +167,8 @@ impl Supervisor {
         for line in info.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             let Some(point) = fields.get(4) else { continue };
-            let point = Path::new(point);
+            let point = PathBuf::from(unescape(point));
+            let point = point.as_path();
             let Ok(rest) = point.strip_prefix(&mnt_dir) else {
                 continue;
             };
@@ -416,9 +417,46 @@ impl Supervisor {
     }
 }
 
+/// A mountinfo path with its octal escapes (`\040` for a space, …) undone.
+fn unescape(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 fn detach(mnt: &Path) -> Result<()> {
     match umount2(mnt, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(Error::io("unmount", mnt, e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape("/var/lib/a\\040b/mnt/7"), "/var/lib/a b/mnt/7");
+        assert_eq!(unescape("/x\\011y\\134z"), "/x\ty\\z");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/odd\\9"), "/odd\\9");
     }
 }
