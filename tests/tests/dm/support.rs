@@ -267,6 +267,8 @@ pub fn in_uml(name: &str, body: impl FnOnce() -> Result<()>) {
             name.into(),
             "--test-threads=1".into(),
             "--nocapture".into(),
+            // The benchmark is an ignored test; what runs inside is what was asked outside.
+            "--include-ignored".into(),
         ];
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
