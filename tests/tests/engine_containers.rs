@@ -65,7 +65,7 @@ fn engine_run_flags_are_seen_inside() {
             "--env-file",
             &envf.to_string_lossy(),
             "-w",
-            "/tmp",
+            "/work/dir",
             "-u",
             "1000:1000",
             "--hostname",
@@ -81,7 +81,7 @@ fn engine_run_flags_are_seen_inside() {
         ])?;
         for want in [
             "env=hi,yes",
-            "cwd=/tmp",
+            "cwd=/work/dir",
             "id=1000:1000",
             "host=box",
             "from host",
@@ -340,7 +340,7 @@ fn engine_logs_follow_tail_and_timestamps() {
             BUSYBOX,
             "sh",
             "-c",
-            "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2",
+            "for i in 1 2 3 4 5; do echo line$i; done; sleep 0.2; echo oops >&2",
         ])?;
         e.ok(&["wait", "talker"])?;
         let all = e.strata(&["logs", "talker"])?;

@@ -47,9 +47,14 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         .into_inner();
     let mut waiter = client.containers();
     let wait_id = id.clone();
+    // With --rm, wait for the removal too, so the container is gone when `run` returns.
+    let condition = if a.c.rm { "removed" } else { "next-exit" }.to_string();
     let wait = tokio::spawn(async move {
         waiter
-            .wait(WaitContainerRequest { container: wait_id })
+            .wait(WaitContainerRequest {
+                container: wait_id,
+                condition,
+            })
             .await
     });
     if let Err(s) = client

@@ -15,7 +15,10 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
     for c in a.containers {
         match client
             .containers()
-            .wait(WaitContainerRequest { container: c })
+            .wait(WaitContainerRequest {
+                container: c,
+                condition: String::new(),
+            })
             .await
         {
             Ok(r) => println!("{}", r.into_inner().exit_code),

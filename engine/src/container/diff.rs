@@ -14,6 +14,18 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
+/// The header of an empty marker file (`.wh.<name>`, `.wh..wh..opq`).
+fn marker_header() -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(0);
+    h
+}
+
 /// Whether a directory is marked opaque in an overlay upper dir.
 fn is_opaque(dir: &Path) -> bool {
     nix_getxattr(dir, "trusted.overlay.opaque").is_some_and(|v| v == b"y")
@@ -60,10 +72,7 @@ impl<W: io::Write> Writer<W> {
             .map(|n| format!(".wh.{}", n.to_string_lossy()))
             .unwrap_or_default();
         let path = rel.parent().unwrap_or(Path::new("")).join(name);
-        let mut h = Header::new_gnu();
-        h.set_entry_type(EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(0);
+        let mut h = marker_header();
         self.tar.append_data(&mut h, path, io::empty())
     }
 

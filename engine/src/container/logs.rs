@@ -43,22 +43,27 @@ pub fn tail(path: &Path, n: i64) -> std::io::Result<(Vec<LogEntry>, u64)> {
     Ok((entries, offset))
 }
 
-/// Sends the lines written after `offset` until `done` says the container has stopped (and
-/// everything it wrote has been read) or the receiver goes away. The file is opened once, so
+/// Sends the lines written after `offset` until the container has stopped (a created one:
+/// until it has run and stopped) and everything it wrote has been read, or the receiver goes
+/// away. The file is opened once, so
 /// a log removed with its container (`--rm`) is still read to its end.
 pub async fn follow(
     path: std::path::PathBuf,
     offset: u64,
     tx: mpsc::Sender<Result<LogEntry, tonic::Status>>,
-    mut done: impl FnMut() -> bool + Send,
+    mut state: tokio::sync::watch::Receiver<super::record::State>,
 ) {
+    use super::record::Status;
     let opened =
         std::fs::File::open(&path).and_then(|mut f| f.seek(SeekFrom::Start(offset)).map(|_| f));
     let Ok(file) = opened else { return };
     let mut reader = Some(BufReader::new(file));
     let mut partial: Vec<u8> = Vec::new();
     loop {
-        let finished = done();
+        let finished = matches!(
+            state.borrow_and_update().status,
+            Status::Exited | Status::Dead
+        );
         let Some(mut r) = reader.take() else { return };
         let mut carry = std::mem::take(&mut partial);
         let read = tokio::task::spawn_blocking(move || {
@@ -92,6 +97,10 @@ pub async fn follow(
         if finished || tx.is_closed() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // New output is polled for; a change of state (the exit) wakes the loop at once.
+        tokio::select! {
+            _ = state.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
     }
 }

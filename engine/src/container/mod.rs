@@ -405,6 +405,11 @@ impl Containers {
         // The process, environment, working dir and user were resolved against the image at
         // create; the spec is built from the record alone.
         let user = user::resolve(&rec.settings.user, rootfs).map_err(start_err)?;
+        if !rec.settings.working_dir.is_empty() {
+            // Docker makes a missing working directory.
+            make_dir_in(rootfs, &rec.settings.working_dir, user.uid, user.gid)
+                .map_err(start_err)?;
+        }
         let defaults = ImageDefaults {
             entrypoint: std::iter::once(rec.path.clone())
                 .chain(rec.args.iter().cloned())
@@ -561,6 +566,25 @@ impl Containers {
             }
             if rx.changed().await.is_err() {
                 return st;
+            }
+        }
+    }
+
+    /// Waits until the container has exited and been removed; returns its last state.
+    pub async fn wait_removed(&self, rec: &Record) -> State {
+        let exited = self.wait_exit(rec).await;
+        let mut rx = self.subscribe(rec);
+        loop {
+            let st = rx.borrow_and_update().clone();
+            if st.status == Status::Dead || self.records.get(&rec.id).ok().flatten().is_none() {
+                return if st.status == Status::Dead {
+                    st
+                } else {
+                    exited
+                };
+            }
+            if rx.changed().await.is_err() {
+                return exited;
             }
         }
     }
@@ -780,6 +804,40 @@ impl Containers {
         }
         result
     }
+}
+
+/// Makes `path` (absolute, inside the container) under `rootfs`, never following a symlink:
+/// an existing component that is not a directory is refused.
+fn make_dir_in(rootfs: &Path, path: &str, uid: u32, gid: u32) -> std::result::Result<(), String> {
+    let mut at = rootfs.to_path_buf();
+    for c in Path::new(path).components() {
+        match c {
+            std::path::Component::Normal(n) => at.push(n),
+            std::path::Component::RootDir | std::path::Component::CurDir => continue,
+            _ => {
+                return Err(format!(
+                    "working directory {path:?} must not contain \"..\""
+                ))
+            }
+        }
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            // Resolved by the container's own chdir, inside its root.
+            Ok(m) if m.file_type().is_symlink() => return Ok(()),
+            Ok(_) => {
+                return Err(format!(
+                    "working directory {path:?}: {} is not a directory",
+                    at.display()
+                ))
+            }
+            Err(_) => {
+                std::fs::create_dir(&at)
+                    .map_err(|e| format!("create working directory {path:?}: {e}"))?;
+                let _ = std::os::unix::fs::chown(&at, Some(uid), Some(gid));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A descriptor that becomes readable when process `pid` exits (pidfd_open(2)).

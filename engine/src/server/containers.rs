@@ -263,11 +263,20 @@ impl ContainersApi for ContainerService {
         &self,
         req: Request<WaitContainerRequest>,
     ) -> Result<Response<WaitContainerResponse>, Status> {
+        let r = req.into_inner();
         let rec = self
             .containers
-            .resolve(&req.into_inner().container)
+            .resolve(&r.container)
             .map_err(|e| e.to_status())?;
-        let st = self.containers.wait_exit(&rec).await;
+        let st = match r.condition.as_str() {
+            "" | "next-exit" => self.containers.wait_exit(&rec).await,
+            "removed" => self.containers.wait_removed(&rec).await,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid wait condition {other:?}: use next-exit or removed"
+                )))
+            }
+        };
         Ok(Response::new(WaitContainerResponse {
             exit_code: st.exit_code,
             oom_killed: st.oom_killed,
@@ -288,7 +297,7 @@ impl ContainersApi for ContainerService {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let strip = !r.timestamps;
         let follow = r.follow;
-        let mut state = self.containers.subscribe(&rec);
+        let state = self.containers.subscribe(&rec);
         tokio::spawn(async move {
             for e in entries {
                 if tx.send(Ok(e)).await.is_err() {
@@ -296,14 +305,7 @@ impl ContainersApi for ContainerService {
                 }
             }
             if follow {
-                // Until the container has stopped (a created one: until it has run and stopped).
-                logs::follow(path, offset, tx, move || {
-                    matches!(
-                        state.borrow_and_update().status,
-                        CStatus::Exited | CStatus::Dead
-                    )
-                })
-                .await;
+                logs::follow(path, offset, tx, state).await;
             }
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
