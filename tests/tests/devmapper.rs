@@ -128,3 +128,74 @@ mod dm_bench;
 fn devmapper_uml_bench() {
     support_dm::in_uml("devmapper_uml_bench", dm_bench::run);
 }
+
+/// End to end: `stratad --storage-driver devicemapper` runs containers on thin devices, each
+/// with its own writable device, and `strata commit` makes an image of a change.
+#[test]
+fn devmapper_uml_engine() {
+    support_dm::in_uml("devmapper_uml_engine", || {
+        use anyhow::ensure;
+        use strata_tests::engine::{Engine, BUSYBOX};
+        let _scratch = support_dm::scratch()?;
+        let r = (|| {
+            let e = Engine::start(&[
+                "--storage-driver",
+                "devicemapper",
+                "--storage-opt",
+                "dm.loopdatasize=2G",
+                "--storage-opt",
+                "dm.basesize=128M",
+                "--storage-opt",
+                "dm.fs=ext4",
+            ])?;
+            e.load_busybox()?;
+            let out = e.ok(&[
+                "run",
+                "--rm",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "echo written > /x && cat /x && rm /bin/ls && test ! -e /bin/ls && echo removed",
+            ])?;
+            ensure!(out == "written\nremoved\n", "output {out:?}");
+            let out = e.ok(&[
+                "run",
+                "--rm",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "test -e /bin/ls && test ! -e /x && echo clean",
+            ])?;
+            ensure!(out == "clean\n", "the image's device is untouched: {out:?}");
+            e.ok(&[
+                "run",
+                "--name",
+                "changed",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "echo committed > /hello && rm /bin/ls",
+            ])?;
+            e.ok(&["commit", "changed", "changed:v1"])?;
+            let out = e.ok(&[
+                "run",
+                "--rm",
+                "changed:v1",
+                "sh",
+                "-c",
+                "cat /hello && test ! -e /bin/ls && echo gone",
+            ])?;
+            ensure!(out == "committed\ngone\n", "the committed image: {out:?}");
+            let info = e.ok(&["info"])?;
+            ensure!(
+                info.contains("devicemapper") && info.contains("Pool Name"),
+                "strata info shows the driver's rows:\n{info}"
+            );
+            Ok(())
+        })();
+        if let Err(err) = support_dm::remove_all_devices() {
+            eprintln!("cleanup: {err:#}");
+        }
+        r
+    });
+}
