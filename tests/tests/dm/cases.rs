@@ -365,3 +365,69 @@ pub async fn busy_device(spec: PluginSpec) -> Result<()> {
     }
     Ok(())
 }
+
+/// dm.mountopt and dm.mkfsarg reach the mounts and the filesystem; dm.blkdiscard gives a
+/// removed device's blocks back to the loop file; dm.xfs_nospace_max_retries is set on a
+/// mounted xfs.
+pub async fn options_applied(spec: PluginSpec) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let s = with_opts(
+        &spec,
+        &[
+            "dm.fs=ext4",
+            "dm.mountopt=noatime",
+            "dm.mkfsarg=-L stratabase",
+            "dm.blkdiscard=true",
+            "dm.basesize=128M",
+        ],
+    );
+    let h = Harness::start(&s).await?;
+    let m = h.snap.prepare("a", "").await?;
+    ensure!(
+        m[0].r#type == "ext4" && m[0].options.iter().any(|o| o == "noatime"),
+        "mounts {m:?}"
+    );
+    let label = sh("e2label", &[&m[0].source])?;
+    ensure!(label.trim() == "stratabase", "label {label:?}");
+    let g = h.mount(&m)?;
+    fs::write(g.path().join("big"), vec![7u8; 64 << 20])?;
+    g.unmount()?;
+    let data = h.sandbox.root().join("devicemapper/data");
+    let before = fs::metadata(&data)?.blocks() * 512;
+    h.snap.remove("a").await?;
+    let after = fs::metadata(&data)?.blocks() * 512;
+    ensure!(
+        before - after.min(before) >= 60 << 20,
+        "dm.blkdiscard must return the 64 MiB to the data file: {before} bytes allocated before the Remove, {after} after"
+    );
+    drop(h);
+    crate::support_dm::remove_all_devices()?;
+
+    let x = with_opts(
+        &spec,
+        &["dm.fs=xfs", "dm.basesize=320M", "dm.xfs_nospace_max_retries=3"],
+    );
+    let h = Harness::start(&x).await?;
+    let m = h.snap.prepare("x", "").await?;
+    ensure!(
+        m[0].options.iter().any(|o| o == "nouuid"),
+        "xfs mounts carry nouuid: {m:?}"
+    );
+    let g = h.mount(&m)?;
+    let minor = nix::sys::stat::minor(fs::metadata(&m[0].source)?.rdev());
+    let knob = format!("/sys/fs/xfs/dm-{minor}/error/metadata/ENOSPC/max_retries");
+    let mut waited = 0;
+    loop {
+        let v = fs::read_to_string(&knob).with_context(|| format!("read {knob}"))?;
+        if v.trim() == "3" {
+            break;
+        }
+        if waited > 50 {
+            bail!("{knob} is {v:?} 5 s after the mount, want 3");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    g.unmount()?;
+    Ok(())
+}
