@@ -113,6 +113,7 @@ fn devmapper_uml_pool() {
                 "sigkill_in_transactions" => dm_cases::sigkill_in_transactions,
                 "busy_device" => dm_cases::busy_device,
                 "options_applied" => dm_cases::options_applied,
+                "pool_full" => dm_cases::pool_full,
             ],
         )
     });

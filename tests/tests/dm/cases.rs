@@ -431,3 +431,59 @@ pub async fn options_applied(spec: PluginSpec) -> Result<()> {
     g.unmount()?;
     Ok(())
 }
+
+/// Writing until the pool itself is full: the writes fail (the pool errors instead of
+/// queueing, so nothing hangs), the plugin refuses new devices, and after a Remove the pool
+/// works again.
+pub async fn pool_full(spec: PluginSpec) -> Result<()> {
+    let spec = with_opts(
+        &spec,
+        &[
+            "dm.fs=ext4",
+            "dm.loopdatasize=128M",
+            "dm.basesize=512M",
+            "dm.min_free_space=5%",
+        ],
+    );
+    let h = Harness::start(&spec).await?;
+    let m = h.snap.prepare("container", "").await?;
+    let g = h.mount(&m)?;
+    let path = g.path().join("big");
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        use std::io::Write;
+        let chunk = vec![0xa5u8; 1 << 20];
+        let mut f = fs::File::create(&path)?;
+        let mut written = 0;
+        loop {
+            f.write_all(&chunk)?;
+            written += 1;
+            if written % 16 == 0 {
+                f.sync_data()?;
+            }
+            if written > 400 {
+                return Ok(written);
+            }
+        }
+    });
+    let r = tokio::time::timeout(Duration::from_secs(120), writer)
+        .await
+        .context("writing into a full pool must fail, not hang")??;
+    ensure!(r.is_err(), "400 MiB fit into a 128 MiB pool: {r:?}");
+    g.unmount().context("unmount after the pool filled")?;
+    let e = expect_code(
+        h.snap.try_prepare("next", "", Default::default()).await,
+        Code::FailedPrecondition,
+        "Prepare on a full pool",
+    )?;
+    ensure!(e.message().contains("bytes free"), "{}", e.message());
+    h.snap.remove("container").await?;
+    let m = h
+        .snap
+        .prepare("next", "")
+        .await
+        .context("after a Remove the pool takes new devices again")?;
+    let g = h.mount(&m)?;
+    fs::write(g.path().join("small"), b"ok")?;
+    g.unmount()?;
+    Ok(())
+}
