@@ -114,6 +114,7 @@ fn devmapper_uml_pool() {
                 "busy_device" => dm_cases::busy_device,
                 "options_applied" => dm_cases::options_applied,
                 "pool_full" => dm_cases::pool_full,
+                "survives_reboot" => dm_cases::survives_reboot,
             ],
         )
     });

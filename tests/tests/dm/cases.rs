@@ -487,3 +487,26 @@ pub async fn pool_full(spec: PluginSpec) -> Result<()> {
     g.unmount()?;
     Ok(())
 }
+
+/// A reboot (every device gone, the pool's files and the stores kept): the plugin builds the
+/// pool again from its files, and every snapshot mounts with its data.
+pub async fn survives_reboot(spec: PluginSpec) -> Result<()> {
+    let mut h = Harness::start(&spec).await?;
+    h.commit_layer("base", "", &[]).await?;
+    let m = h.snap.prepare("active", "base").await?;
+    let g = h.mount(&m)?;
+    fs::write(g.path().join("kept"), b"across the reboot")?;
+    g.unmount()?;
+    h.snap.view("view", "base").await?;
+    h.plugin.stop()?;
+    crate::support_dm::remove_all_devices()?;
+    h.start_again(&[]).await?;
+    let g = h.mount(&h.snap.mounts("active").await?)?;
+    ensure!(fs::read(g.path().join("kept"))? == b"across the reboot");
+    g.unmount()?;
+    let g = h.mount(&h.snap.mounts("view").await?)?;
+    g.unmount()?;
+    h.check_consistent().await?;
+    h.snap.prepare("after", "base").await?;
+    Ok(())
+}
