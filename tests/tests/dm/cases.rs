@@ -405,7 +405,11 @@ pub async fn options_applied(spec: PluginSpec) -> Result<()> {
 
     let x = with_opts(
         &spec,
-        &["dm.fs=xfs", "dm.basesize=320M", "dm.xfs_nospace_max_retries=3"],
+        &[
+            "dm.fs=xfs",
+            "dm.basesize=320M",
+            "dm.xfs_nospace_max_retries=3",
+        ],
     );
     let h = Harness::start(&x).await?;
     let m = h.snap.prepare("x", "").await?;
