@@ -322,7 +322,26 @@ fn op_xattrs(r: &Path) -> Result<()> {
     Ok(())
 }
 
+fn op_non_root_creates(r: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::os::unix::fs::chown(r.join("home/user"), Some(1000), Some(1000))?;
+    std::os::unix::fs::chown(r.join("dir/sub"), Some(0), Some(50))?;
+    fs::set_permissions(r.join("dir/sub"), fs::Permissions::from_mode(0o2777))?;
+    let script = "umask 022 && cd \"$1\" && echo x > home/user/new && mkdir home/user/d && \
+                  ln -s new home/user/l && mkfifo home/user/p && mkdir dir/sub/sg && \
+                  echo f > dir/sub/sg/f && ! touch etc/denied 2>/dev/null";
+    let status = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(r)
+        .uid(1000)
+        .gid(1000)
+        .status()?;
+    ensure!(status.success(), "the unprivileged script failed: {status}");
+    Ok(())
+}
+
 const CORPUS: &[(&str, Op)] = &[
+    ("non-root creates", op_non_root_creates),
     ("rename lower dir", op_rename_lower_dir),
     ("xattrs of lower entries", op_xattrs),
     ("unlinked but open", op_unlinked_but_open),

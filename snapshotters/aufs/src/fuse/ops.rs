@@ -34,6 +34,16 @@ fn timespec(t: Option<TimeOrNow>) -> TimeSpec {
     }
 }
 
+/// Who a new entry belongs to, when the caller is not root.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Owner {
+    uid: u32,
+    gid: u32,
+    /// The parent directory is setgid: the group is the parent's, a new directory inherits
+    /// the bit.
+    setgid: bool,
+}
+
 /// What a new entry is.
 pub(super) enum NewKind<'a> {
     Dir,
@@ -161,24 +171,24 @@ impl UnionFs {
         Ok(attr(id, &fs::symlink_metadata(&real)?))
     }
 
-    /// Checks and prepares a new entry `name` in directory node `parent`: the parent is copied
-    /// up and a whiteout of the name removed. Returns the new entry's union path, whether it
-    /// must be opaque (a directory over a lower entry), and the owner it gets.
+    /// Prepares a new entry `name` in directory node `parent` (which the kernel has just
+    /// looked up and found absent, holding the directory's lock): the parent is copied up and
+    /// a whiteout of the name removed. Returns the new entry's union path, whether it must be
+    /// opaque (a directory over a lower entry), and the owner to give it — None when the caller
+    /// is root:root, as this server is, so the filesystem's own choice (including a setgid
+    /// parent's group) is already right.
     fn prepare_new(
         &self,
         nodes: &mut Nodes,
         req: &Request,
         parent: u64,
         name: &OsStr,
-    ) -> io::Result<(PathBuf, bool, u32, u32, bool)> {
+    ) -> io::Result<(PathBuf, bool, Option<Owner>)> {
         self.check_writable()?;
         if is_reserved(name) {
             return Err(errno(libc::EPERM));
         }
         let (dir, layers) = Self::dir_of(nodes, parent)?;
-        if self.br.resolve(&dir, &layers, name)?.is_some() {
-            return Err(errno(libc::EEXIST));
-        }
         if layers.first() != Some(&0) {
             self.copy_up_dir(nodes, &dir)?;
         }
@@ -186,10 +196,18 @@ impl UnionFs {
         // (replaced here by the new entry, which, as a directory, must hide it too) or by one
         // further down (which keeps hiding it).
         let opaque = self.br.clear_whiteout(&dir, name)?;
-        let pmeta = fs::symlink_metadata(self.br.real(0, &dir))?;
-        let setgid = pmeta.mode() & libc::S_ISGID != 0;
-        let gid = if setgid { pmeta.gid() } else { req.gid() };
-        Ok((dir.join(name), opaque, req.uid(), gid, setgid))
+        let owner = if (req.uid(), req.gid()) == (0, 0) {
+            None
+        } else {
+            let pmeta = fs::symlink_metadata(self.br.real(0, &dir))?;
+            let setgid = pmeta.mode() & libc::S_ISGID != 0;
+            Some(Owner {
+                uid: req.uid(),
+                gid: if setgid { pmeta.gid() } else { req.gid() },
+                setgid,
+            })
+        };
+        Ok((dir.join(name), opaque, owner))
     }
 
     pub(super) fn do_new(
@@ -202,12 +220,12 @@ impl UnionFs {
         what: NewKind<'_>,
     ) -> io::Result<FileAttr> {
         let mut nodes = self.nodes();
-        let (path, opaque, uid, gid, setgid) = self.prepare_new(&mut nodes, req, parent, name)?;
+        let (path, opaque, owner) = self.prepare_new(&mut nodes, req, parent, name)?;
         let real = self.br.real(0, &path);
         let mut perm = mode & !umask & 0o7777;
         match what {
             NewKind::Dir => {
-                if setgid {
+                if owner.as_ref().is_some_and(|o| o.setgid) {
                     perm |= libc::S_ISGID;
                 }
                 fs::DirBuilder::new().mode(perm).create(&real)?;
@@ -220,10 +238,12 @@ impl UnionFs {
             }
             NewKind::Symlink(target) => std::os::unix::fs::symlink(target, &real)?,
         }
-        std::os::unix::fs::lchown(&real, Some(uid), Some(gid))?;
-        if !matches!(what, NewKind::Symlink(_)) {
-            // chown may clear setgid; the mode asked for wins.
-            fs::set_permissions(&real, fs::Permissions::from_mode(perm))?;
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(&real, Some(o.uid), Some(o.gid))?;
+            if !matches!(what, NewKind::Symlink(_)) {
+                // chown may clear setgid; the mode asked for wins.
+                fs::set_permissions(&real, fs::Permissions::from_mode(perm))?;
+            }
         }
         let meta = fs::symlink_metadata(&real)?;
         let found = if meta.is_dir() {
@@ -246,7 +266,7 @@ impl UnionFs {
         umask: u32,
     ) -> io::Result<(FileAttr, u64)> {
         let mut nodes = self.nodes();
-        let (path, _, uid, gid, _) = self.prepare_new(&mut nodes, req, parent, name)?;
+        let (path, _, owner) = self.prepare_new(&mut nodes, req, parent, name)?;
         let real = self.br.real(0, &path);
         let perm = mode & !umask & 0o7777;
         let file = OpenOptions::new()
@@ -256,7 +276,9 @@ impl UnionFs {
             .mode(perm)
             .open(&real)?;
         let mut meta = file.metadata()?;
-        if (meta.uid(), meta.gid()) != (uid, gid) {
+        if let Some(Owner { uid, gid, .. }) =
+            owner.filter(|o| (meta.uid(), meta.gid()) != (o.uid, o.gid))
+        {
             std::os::unix::fs::lchown(&real, Some(uid), Some(gid))?;
             if perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
                 fs::set_permissions(&real, fs::Permissions::from_mode(perm))?;
