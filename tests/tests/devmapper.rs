@@ -71,6 +71,7 @@ const ERRORS_CRASH_PLUGIN: &[(&str, Case)] = cases![
     "crash_remove_after_metadata" => crash::remove_after_metadata,
     "crash_restart_keeps_store" => crash::restart_keeps_store,
     "crash_kill_during_workload" => crash::kill_during_workload,
+    "crash_kill_during_startup" => crash::kill_during_startup,
     "concurrency_clients" => concurrency::concurrent_clients,
     "concurrency_remove_prepare_race" => concurrency::remove_prepare_race,
     "plugin_socket_mode" => plugin::socket_mode,
@@ -115,6 +116,7 @@ fn devmapper_uml_pool() {
                 "options_applied" => dm_cases::options_applied,
                 "pool_full" => dm_cases::pool_full,
                 "survives_reboot" => dm_cases::survives_reboot,
+                "first_start_killed" => dm_cases::first_start_killed,
             ],
         )
     });

@@ -153,7 +153,7 @@ impl Devices {
     /// Activates thin device `rec` (if it is not active) and returns its node.
     pub fn activate(&self, rec: &DeviceRec, read_only: bool) -> DevResult<PathBuf> {
         let n = self.name(rec.thin);
-        let dev = match self.dm.info(&n)? {
+        let dev = match self.dm.live(&n)? {
             Some(info) => info.device(),
             None => self.dm.create(
                 &n,

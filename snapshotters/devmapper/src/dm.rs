@@ -148,6 +148,29 @@ impl Dm {
         }
     }
 
+    /// The device's info when it exists with a live table. A device left without one (a
+    /// crash between its create and its table load) is removed, so it can be made again.
+    pub fn live(&self, n: &str) -> DevResult<Option<DeviceInfo>> {
+        match self.info(n)? {
+            Some(i) if i.flags().contains(DmFlags::DM_ACTIVE_PRESENT) => Ok(Some(i)),
+            Some(_) => {
+                tracing::warn!(
+                    device = n,
+                    "removing a device that has no table (an interrupted create)"
+                );
+                self.dm
+                    .device_remove(&DevId::Name(name(n)?), DmOptions::default())
+                    .map_err(|source| DevError::Dm {
+                        op: "remove",
+                        target: n.to_string(),
+                        source,
+                    })?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The names and numbers of the active devices whose name starts with `prefix`.
     pub fn list(&self, prefix: &str) -> DevResult<Vec<(String, Device)>> {
         let all = self.dm.list_devices().map_err(|source| DevError::Dm {

@@ -135,7 +135,7 @@ impl Pool {
                     data: data.display().to_string(),
                     metadata: metadata.display().to_string(),
                 };
-                if let Some(info) = dm.info(name)? {
+                if let Some(info) = dm.live(name)? {
                     pool.dev = info.device();
                     pool.check_block_size(dm, cfg)?;
                     return Ok(pool);
@@ -156,7 +156,7 @@ impl Pool {
                     data: data.display().to_string(),
                     metadata: metadata.display().to_string(),
                 };
-                if let Some(info) = dm.info(name)? {
+                if let Some(info) = dm.live(name)? {
                     pool.dev = info.device();
                     pool.check_block_size(dm, cfg)?;
                     return Ok(pool);

@@ -514,3 +514,34 @@ pub async fn survives_reboot(spec: PluginSpec) -> Result<()> {
     h.snap.prepare("after", "base").await?;
     Ok(())
 }
+
+/// SIGKILL again and again during the first start (pool creation, base mkfs), then a start:
+/// the plugin comes up, works, and no device or thin id is left over.
+pub async fn first_start_killed(spec: PluginSpec) -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    for ms in [0u64, 30, 80, 150, 300, 600] {
+        strata_tests::harness::start_and_kill(&spec, &sandbox, Duration::from_millis(ms)).await?;
+    }
+    let plugin = strata_tests::PluginProcess::start(&spec, &sandbox)
+        .await
+        .context("start after being killed during the first start")?;
+    let snap = strata_tests::Snap::new(plugin.snapshots());
+    let m = snap.prepare("a", "").await?;
+    let target = sandbox.new_dir("m")?;
+    let g = MountGuard::mount(&m, &target)?;
+    let entries = fs::read_dir(g.path())?.count();
+    ensure!(
+        entries == 0,
+        "a new snapshot is empty, found {entries} entries"
+    );
+    g.unmount()?;
+    let pool = crate::support_dm::pool_name(sandbox.root())?;
+    let ids = pool_thin_ids(&pool)?;
+    ensure!(
+        ids.len() == 2,
+        "the base and one snapshot, got thin ids {ids:?}"
+    );
+    drop(plugin);
+    crate::support_dm::remove_all_devices()?;
+    Ok(())
+}
