@@ -14,6 +14,9 @@ use crate::options::Config;
 use crate::pool::Pool;
 use crate::store::{DeviceRec, Finish, Op, Store, Txn};
 
+/// The kernel's largest thin device id (24 bits).
+const MAX_THIN_ID: u32 = (1 << 24) - 1;
+
 /// The thin devices of one pool.
 #[derive(Debug)]
 pub struct Devices {
@@ -56,6 +59,13 @@ impl Devices {
     /// Refuses when the pool's free data or metadata is below `dm.min_free_space`.
     pub fn check_space(&self) -> DevResult<()> {
         let s = self.dm.pool_status(&self.pool.name)?;
+        if s.read_only || s.needs_check {
+            return Err(DevError::Pool {
+                pool: self.pool.name.clone(),
+                reason: "the pool is read-only (its metadata failed or needs thin_check):                          stop the plugin, deactivate the pool and repair it with thin_check                          and thin_repair"
+                    .into(),
+            });
+        }
         let min = self.cfg.min_free_space;
         for (what, used, total, unit) in [
             ("data", s.data_used, s.data_total, self.pool.block_size),
@@ -99,6 +109,12 @@ impl Devices {
     ) -> DevResult<DeviceRec> {
         self.check_space()?;
         let thin = self.store.next_thin()?;
+        if thin > MAX_THIN_ID {
+            return Err(DevError::Pool {
+                pool: self.pool.name.clone(),
+                reason: format!("all {MAX_THIN_ID} thin ids have been used; move to a new pool"),
+            });
+        }
         let tid = self.store.tid()?;
         self.store.begin(&Txn {
             op: Op::Create { snap, thin, origin },
