@@ -212,7 +212,7 @@ async fn hung_server_is_aborted(spec: PluginSpec) -> Result<()> {
     let _reaper = KillOnDrop(pid);
     kill(Pid::from_raw(pid), Signal::SIGSTOP)?;
     // A caller blocked on the stopped server is released once the plugin gives up on it
-    // (aufs.fuse_timeout=1s here, probed every 0.5 s).
+    // (aufs.fuse_timeout=2s here, probed every 0.5 s).
     let started = Instant::now();
     let r = read_within(&container.path().join("f"), Duration::from_secs(15)).await?;
     match r {
@@ -241,7 +241,7 @@ async fn hung_server_is_aborted(spec: PluginSpec) -> Result<()> {
 #[test]
 fn aufs_fuse_hung_server_is_aborted() {
     run_case(
-        spec().with_storage_opt("aufs.fuse_timeout=1s"),
+        spec().with_storage_opt("aufs.fuse_timeout=2s"),
         hung_server_is_aborted,
     );
 }
