@@ -274,19 +274,30 @@ impl Supervisor {
                     }
                 });
         }
-        let mut line = String::new();
+        // Its "ready", read on a thread so that a server stuck before mounting cannot hold
+        // Mounts up for longer than the timeout.
+        let (tx, rx) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = std::thread::Builder::new()
+                .name(format!("aufs-fuse-{id}-ready"))
+                .spawn(move || {
+                    let mut line = String::new();
+                    let _ = BufReader::new(out).read_line(&mut line);
+                    let _ = tx.send(line);
+                });
         }
+        let line = rx.recv_timeout(self.timeout).unwrap_or_default();
         if line.trim() != "ready" {
+            let _ = child.kill();
             let status = child.wait();
             return Err(driver_err(format!(
-                "the FUSE server for snapshot {id} failed to mount {} ({}); see the plugin log",
+                "the FUSE server for snapshot {id} did not mount {} ({}; it has {:?} to); see the plugin log",
                 mnt.display(),
                 match status {
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
-                }
+                },
+                self.timeout,
             )));
         }
         let pid = child.id();
