@@ -3,6 +3,7 @@
 //! transaction id is moved on after it. [`Devices::recover`] finishes what a crash interrupted:
 //! a create is rolled back (the device is deleted), a delete is rolled forward.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
@@ -31,6 +32,9 @@ pub struct Devices {
     /// Device names are `<prefix>-<thin id>`.
     pub prefix: String,
     lock: Mutex<()>,
+    /// The nodes of the devices this process activated (Mounts answers from here without a
+    /// syscall); an entry goes when the driver deactivates the device.
+    active: Mutex<HashMap<u32, PathBuf>>,
 }
 
 impl Devices {
@@ -43,6 +47,7 @@ impl Devices {
             pool,
             prefix,
             lock: Mutex::new(()),
+            active: Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,8 +171,26 @@ impl Devices {
         }
     }
 
+    fn active(&self) -> MutexGuard<'_, HashMap<u32, PathBuf>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node of a device this process activated, if it still is.
+    pub fn cached_node(&self, thin: u32) -> Option<PathBuf> {
+        self.active().get(&thin).cloned()
+    }
+
+    /// Deactivates thin device `thin` (see [`Dm::deactivate`]).
+    pub fn deactivate(&self, thin: u32, deferred: bool) -> DevResult<Deactivated> {
+        self.active().remove(&thin);
+        self.dm.deactivate(&self.name(thin), deferred)
+    }
+
     /// Activates thin device `rec` (if it is not active) and returns its node.
     pub fn activate(&self, rec: &DeviceRec, read_only: bool) -> DevResult<PathBuf> {
+        if let Some(node) = self.active().get(&rec.thin) {
+            return Ok(node.clone());
+        }
         let n = self.name(rec.thin);
         let dev = match self.dm.live(&n)? {
             Some(info) => info.device(),
@@ -179,7 +202,9 @@ impl Devices {
                 read_only,
             )?,
         };
-        dm::make_node(&n, dev)
+        let node = dm::make_node(&n, dev)?;
+        self.active().insert(rec.thin, node.clone());
+        Ok(node)
     }
 
     /// Bytes mapped by an active thin device.
@@ -197,7 +222,7 @@ impl Devices {
         if self.cfg.blkdiscard && !busy {
             // A view's device is read-only: make it writable to discard its blocks.
             if info.is_some_and(|i| i.flags().contains(devicemapper::DmFlags::DM_READONLY)) {
-                self.dm.deactivate(&n, false)?;
+                self.deactivate(rec.thin, false)?;
             }
             let node = self.activate(&rec, false)?;
             if let Err(e) = dm::discard(&node, rec.size) {
@@ -220,7 +245,7 @@ impl Devices {
     fn finish_delete(&self, snap: Option<u64>, rec: DeviceRec, tid: u64) -> DevResult<()> {
         let n = self.name(rec.thin);
         let deferred_ok = self.cfg.deferred_removal && self.cfg.deferred_deletion;
-        let gone = match self.dm.deactivate(&n, self.cfg.deferred_removal) {
+        let gone = match self.deactivate(rec.thin, self.cfg.deferred_removal) {
             Ok(Deactivated::Deferred) => false,
             Ok(_) => true,
             Err(DevError::Busy { .. }) if deferred_ok => false,
@@ -307,8 +332,7 @@ impl Devices {
         match txn.op {
             Op::Create { snap, thin, .. } => {
                 tracing::warn!(?snap, thin, "rolling back an interrupted device create");
-                let n = self.name(thin);
-                self.dm.deactivate(&n, false)?;
+                self.deactivate(thin, false)?;
                 match self.dm.message(&self.pool.name, &format!("delete {thin}")) {
                     Ok(()) => {}
                     Err(e) if e.errno() == Some(nix::errno::Errno::ENODATA) => {}
@@ -351,7 +375,7 @@ impl Devices {
             };
             if !known.contains(&thin) {
                 tracing::warn!(device = n, "removing a device no snapshot owns");
-                self.dm.deactivate(&n, self.cfg.deferred_removal)?;
+                self.deactivate(thin, self.cfg.deferred_removal)?;
             }
         }
         Ok(())

@@ -156,7 +156,7 @@ impl Devmapper {
                 let node = d.activate(&rec, false)?;
                 fs::mkfs(cfg.fs, &node, &cfg.mkfs_args)?;
                 fs::prepare_base(cfg.fs, &node, &self.mnt)?;
-                d.dm.deactivate(&d.name(rec.thin), false)?;
+                d.deactivate(rec.thin, false)?;
                 d.store.set_fs(cfg.fs.name())?;
                 return Ok(());
             }
@@ -182,10 +182,10 @@ impl Devmapper {
                 size: cfg.base_size,
                 ..base
             };
-            d.dm.deactivate(&d.name(base.thin), false)?;
+            d.deactivate(base.thin, false)?;
             let node = d.activate(&grown, false)?;
             let r = fs::grow(cfg.fs, &node, &self.mnt);
-            d.dm.deactivate(&d.name(base.thin), false)?;
+            d.deactivate(base.thin, false)?;
             r?;
             d.store.put_base(&grown)?;
         }
@@ -262,9 +262,12 @@ impl Snapshotter for Devmapper {
         }
         let rec = self.device(snap.id)?;
         let d = &self.devices;
-        let node = {
-            let _g = d.locked();
-            d.activate(&rec, snap.kind == Kind::View)?
+        let node = match d.cached_node(rec.thin) {
+            Some(node) => node,
+            None => {
+                let _g = d.locked();
+                d.activate(&rec, snap.kind == Kind::View)?
+            }
         };
         let mut options = Vec::with_capacity(d.cfg.mount_opts.len() + 2);
         options.push(if snap.kind == Kind::View { "ro" } else { "rw" }.to_string());
@@ -291,7 +294,7 @@ impl Snapshotter for Devmapper {
             rec.inodes = fs::used_inodes(d.cfg.fs, &dm::node_path(&n)).unwrap_or(0);
             d.store.put_device(snap.id, &rec)?;
         }
-        d.dm.deactivate(&n, d.cfg.deferred_removal)?;
+        d.deactivate(rec.thin, d.cfg.deferred_removal)?;
         Ok(())
     }
 
