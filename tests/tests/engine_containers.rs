@@ -483,3 +483,54 @@ fn engine_bad_input_gets_one_clear_line() {
         Ok(())
     })());
 }
+
+#[test]
+fn engine_pause_unpause_rename_restart() {
+    let e = engine();
+    check((|| {
+        // A counter that ticks every 50 ms into a file.
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "counter",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+        ])?;
+        std::thread::sleep(Duration::from_millis(300));
+        let root = e.containers_dir();
+        let id = e.ok(&["ps", "-q", "--no-trunc"])?.trim().to_string();
+        let counter = root.join(&id).join("rootfs/tmp/n");
+        let read = || fs::read_to_string(&counter).map(|s| s.trim().parse::<u64>().unwrap_or(0));
+        e.ok(&["pause", "counter"])?;
+        ensure!(e.ok(&["ps"])?.contains("(Paused)"), "ps shows the pause");
+        let frozen = read()?;
+        std::thread::sleep(Duration::from_millis(400));
+        ensure!(read()? == frozen, "the counter moved while paused");
+        let (_, err) = e.fails(&["pause", "counter"])?;
+        ensure!(err.contains("paused"), "pausing twice: {err}");
+        e.ok(&["unpause", "counter"])?;
+        std::thread::sleep(Duration::from_millis(400));
+        ensure!(read()? > frozen, "the counter did not move after unpause");
+        e.ok(&["rename", "counter", "ticker"])?;
+        ensure!(e.ok(&["ps"])?.contains("ticker"));
+        let (_, err) = e.fails(&["rename", "ticker", "bad/name"])?;
+        ensure!(err.contains("bad/name"), "{err}");
+        e.ok(&["restart", "-t", "1", "ticker"])?;
+        let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", "ticker"])?)?;
+        ensure!(
+            doc[0]["State"]["Running"] == true,
+            "running again after restart: {}",
+            doc[0]["State"]
+        );
+        e.ok(&["pause", "ticker"])?;
+        e.ok(&["rm", "-f", "ticker"])?;
+        ensure!(
+            e.ok(&["ps", "-aq"])?.trim().is_empty(),
+            "a paused container is removed with -f"
+        );
+        Ok(())
+    })());
+}

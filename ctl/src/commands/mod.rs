@@ -12,7 +12,10 @@ mod inspect;
 mod kill;
 mod load;
 mod logs;
+mod pause;
 mod ps;
+mod rename;
+mod restart;
 mod rm;
 mod rmi;
 mod run;
@@ -43,6 +46,14 @@ pub enum Command {
     Kill(kill::Args),
     /// Remove containers
     Rm(rm::Args),
+    /// Stop and start containers again
+    Restart(restart::Args),
+    /// Freeze all processes of containers
+    Pause(pause::Args),
+    /// Thaw paused containers
+    Unpause(pause::Args),
+    /// Rename a container
+    Rename(rename::Args),
     /// List containers
     Ps(ps::Args),
     /// Show a container's output
@@ -86,6 +97,10 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Stop(a) => stop::run(a, &client).await,
         Command::Kill(a) => kill::run(a, &client).await,
         Command::Rm(a) => rm::run(a, &client).await,
+        Command::Restart(a) => restart::run(a, &client).await,
+        Command::Pause(a) => pause::pause(a, &client).await,
+        Command::Unpause(a) => pause::unpause(a, &client).await,
+        Command::Rename(a) => rename::run(a, &client).await,
         Command::Ps(a) => ps::run(a, &client).await,
         Command::Logs(a) => logs::run(a, &client).await,
         Command::Wait(a) => wait::run(a, &client).await,

@@ -525,12 +525,23 @@ impl Containers {
         }
     }
 
-    /// Sends a signal to the container's processes.
+    /// Sends a signal to the container's processes (a paused one is thawed after SIGTERM or
+    /// SIGKILL, so that it can act on it).
     pub fn signal(&self, rec: &Record, sig: nix::sys::signal::Signal, all: bool) -> Result<()> {
         let mut c = strata_runtime::Container::load(&self.runtime_root, &rec.id)
             .map_err(|e| ContainerError::Runtime(e.to_string()))?;
         c.kill(sig, all)
-            .map_err(|e| ContainerError::Runtime(e.to_string()))
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        let ending = matches!(
+            sig,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGTERM
+        );
+        if ending && rec.state.status == Status::Paused {
+            // Frozen processes act on the signal only once thawed.
+            c.resume()
+                .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Waits (at most `timeout`, if given) until the container is not running; returns its state.
@@ -587,6 +598,56 @@ impl Containers {
                 return exited;
             }
         }
+    }
+
+    /// Freezes (`pause`) or thaws a running container's processes.
+    pub async fn set_paused(&self, query: &str, pause: bool) -> Result<Record> {
+        let rec = self.resolve(query)?;
+        let lock = self.lock(&rec.id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .records
+            .get(&rec.id)?
+            .ok_or_else(|| RecordError::NotFound(query.into()))?;
+        let (want, hint) = if pause {
+            (Status::Running, "only a running container can be paused")
+        } else {
+            (Status::Paused, "only a paused container can be unpaused")
+        };
+        if rec.state.status != want {
+            return Err(ContainerError::State {
+                name: rec.name,
+                status: rec.state.status.as_str(),
+                hint,
+            });
+        }
+        let mut c = strata_runtime::Container::load(&self.runtime_root, &rec.id)
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        if pause { c.pause() } else { c.resume() }
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+        rec.state.status = if pause {
+            Status::Paused
+        } else {
+            Status::Running
+        };
+        self.records.update(&rec)?;
+        self.notify(&rec);
+        Ok(rec)
+    }
+
+    /// Gives a container another name.
+    pub async fn rename(&self, query: &str, new_name: &str) -> Result<()> {
+        if !valid_name(new_name) {
+            return Err(ContainerError::InvalidName(new_name.to_string()));
+        }
+        let rec = self.resolve(query)?;
+        let lock = self.lock(&rec.id);
+        let _g = lock.lock().await;
+        let rec = self
+            .records
+            .get(&rec.id)?
+            .ok_or_else(|| RecordError::NotFound(query.into()))?;
+        Ok(self.records.rename(&rec, new_name)?)
     }
 
     /// SIGTERM, then SIGKILL after `timeout`.

@@ -283,6 +283,57 @@ impl ContainersApi for ContainerService {
         }))
     }
 
+    async fn pause(
+        &self,
+        req: Request<PauseContainerRequest>,
+    ) -> Result<Response<PauseContainerResponse>, Status> {
+        self.containers
+            .set_paused(&req.into_inner().container, true)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(PauseContainerResponse {}))
+    }
+
+    async fn unpause(
+        &self,
+        req: Request<UnpauseContainerRequest>,
+    ) -> Result<Response<UnpauseContainerResponse>, Status> {
+        self.containers
+            .set_paused(&req.into_inner().container, false)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(UnpauseContainerResponse {}))
+    }
+
+    async fn rename(
+        &self,
+        req: Request<RenameContainerRequest>,
+    ) -> Result<Response<RenameContainerResponse>, Status> {
+        let r = req.into_inner();
+        self.containers
+            .rename(&r.container, &r.new_name)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(RenameContainerResponse {}))
+    }
+
+    async fn restart(
+        &self,
+        req: Request<RestartContainerRequest>,
+    ) -> Result<Response<RestartContainerResponse>, Status> {
+        let r = req.into_inner();
+        let t = if r.timeout < 0 { 10 } else { r.timeout as u64 };
+        self.containers
+            .stop(&r.container, Duration::from_secs(t))
+            .await
+            .map_err(|e| e.to_status())?;
+        self.containers
+            .start(&r.container)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(RestartContainerResponse {}))
+    }
+
     type LogsStream = LogStream;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
