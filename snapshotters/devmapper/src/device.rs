@@ -13,6 +13,7 @@ use crate::dm::{self, Deactivated, Dm, META_BLOCK, SECTOR};
 use crate::error::{DevError, DevResult};
 use crate::options::Config;
 use crate::pool::Pool;
+use crate::recovery::{self, Plan};
 use crate::store::{DeviceRec, Finish, Op, Store, Txn};
 
 /// The kernel's largest thin device id (24 bits).
@@ -302,46 +303,29 @@ impl Devices {
 
     /// Finishes an interrupted transaction and checks that the pool and the store agree.
     pub fn recover(&self) -> DevResult<()> {
-        let status = self.dm.pool_status(&self.pool.name)?;
-        let pool_tid = status.transaction_id;
-        let Some(txn) = self.store.txn()? else {
-            let tid = self.store.tid()?;
-            if pool_tid != tid {
-                return Err(DevError::Pool {
+        let pool_tid = self.dm.pool_status(&self.pool.name)?.transaction_id;
+        let plan =
+            recovery::plan(self.store.txn()?, self.store.tid()?, pool_tid).map_err(|reason| {
+                DevError::Pool {
                     pool: self.pool.name.clone(),
-                    reason: format!(
-                        "its transaction id is {pool_tid} but strata-devmapper's store expects \
-                         {tid}: another program changed the pool; restore it or start on an \
-                         empty pool"
-                    ),
-                });
-            }
-            return Ok(());
-        };
-        if pool_tid != txn.tid && pool_tid != txn.tid + 1 {
-            return Err(DevError::Pool {
-                pool: self.pool.name.clone(),
-                reason: format!(
-                    "an interrupted change expected transaction id {} or {}, the pool has \
-                     {pool_tid}: another program changed the pool",
-                    txn.tid,
-                    txn.tid + 1
-                ),
-            });
-        }
-        match txn.op {
-            Op::Create { snap, thin, .. } => {
+                    reason,
+                }
+            })?;
+        match plan {
+            Plan::Agree => Ok(()),
+            Plan::RollBack { snap, thin } => {
                 tracing::warn!(?snap, thin, "rolling back an interrupted device create");
                 self.deactivate(thin, false)?;
                 match self.dm.message(&self.pool.name, &format!("delete {thin}")) {
                     Ok(()) => {}
+                    // ENODATA: the crash came before the device was made.
                     Err(e) if e.errno() == Some(nix::errno::Errno::ENODATA) => {}
                     Err(e) => return Err(e),
                 }
                 let new_tid = self.set_tid(pool_tid)?;
                 self.store.finish(new_tid, Finish::Nothing)
             }
-            Op::Delete { snap, thin } => {
+            Plan::RollForward { snap, thin } => {
                 tracing::warn!(?snap, thin, "completing an interrupted device delete");
                 let rec = match snap {
                     Some(s) => self.store.device(s)?,

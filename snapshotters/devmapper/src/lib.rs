@@ -22,6 +22,7 @@ mod error;
 mod fs;
 pub mod options;
 mod pool;
+mod recovery;
 mod status;
 mod store;
 
