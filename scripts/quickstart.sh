@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --workspace --bins
 bin=$PWD/target/release
-install -m 0755 "$bin/stratad" "$bin/strata" "$bin/strata-monitor" "$bin/strata-overlay2" /usr/local/bin/ 2>/dev/null \
+install -m 0755 "$bin/stratad" "$bin/strata" "$bin/strata-monitor" "$bin/strata-runtime" "$bin/strata-overlay2" "$bin/strata-aufs" /usr/local/bin/ 2>/dev/null \
     || echo "(could not install into /usr/local/bin; using $bin)"
 export PATH="$bin:$PATH"
 

@@ -534,3 +534,54 @@ fn engine_pause_unpause_rename_restart() {
         Ok(())
     })());
 }
+
+#[test]
+fn engine_exec_runs_in_the_container() {
+    let e = engine();
+    check((|| {
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "host",
+            "--hostname",
+            "inside",
+            BUSYBOX,
+            "sleep",
+            "1000",
+        ])?;
+        ensure!(
+            e.ok(&["exec", "host", "hostname"])? == "inside\n",
+            "exec sees the container's hostname"
+        );
+        let out = e.ok(&[
+            "exec",
+            "-e",
+            "X=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000",
+            "host",
+            "sh",
+            "-c",
+            "echo $X $(pwd) $(id -u)",
+        ])?;
+        ensure!(out == "1 /tmp 1000\n", "{out:?}");
+        let o = e.strata(&["exec", "host", "sh", "-c", "echo err >&2; exit 5"])?;
+        ensure!(
+            o.status.code() == Some(5) && String::from_utf8_lossy(&o.stderr) == "err\n",
+            "{o:?}"
+        );
+        e.ok(&["exec", "-d", "host", "sh", "-c", "echo detached > /tmp/d"])?;
+        std::thread::sleep(Duration::from_millis(300));
+        ensure!(e.ok(&["exec", "host", "cat", "/tmp/d"])? == "detached\n");
+        e.ok(&["stop", "-t", "0", "host"])?;
+        let (_, err) = e.fails(&["exec", "host", "true"])?;
+        ensure!(
+            err.contains("host") && err.contains("exited"),
+            "exec into a stopped container: {err}"
+        );
+        Ok(())
+    })());
+}

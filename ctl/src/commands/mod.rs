@@ -3,6 +3,7 @@
 mod commit;
 mod container_args;
 mod create;
+mod exec;
 mod history;
 mod image_util;
 mod images;
@@ -46,6 +47,8 @@ pub enum Command {
     Kill(kill::Args),
     /// Remove containers
     Rm(rm::Args),
+    /// Run a command in a running container
+    Exec(exec::Args),
     /// Stop and start containers again
     Restart(restart::Args),
     /// Freeze all processes of containers
@@ -97,6 +100,7 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Stop(a) => stop::run(a, &client).await,
         Command::Kill(a) => kill::run(a, &client).await,
         Command::Rm(a) => rm::run(a, &client).await,
+        Command::Exec(a) => exec::run(a, &client).await,
         Command::Restart(a) => restart::run(a, &client).await,
         Command::Pause(a) => pause::pause(a, &client).await,
         Command::Unpause(a) => pause::unpause(a, &client).await,

@@ -7,6 +7,7 @@
 //! active snapshot `strata/container/<id>` on the image's top layer.
 
 pub mod diff;
+pub mod exec;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
@@ -766,16 +767,35 @@ impl Containers {
             tempfile::tempfile_in(&bundle).map_err(io("create a temporary file in", &bundle))?;
         let out = tmp.try_clone().map_err(io("dup", &bundle))?;
         let native = self.storage.capabilities().await.native_diff;
+        let parent = self
+            .storage
+            .snapshots()
+            .stat(strata_proto::snapshots::StatSnapshotRequest {
+                key: rec.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| storage_err(&self.storage, "stat the root filesystem", e))?
+            .into_inner()
+            .info
+            .map(|i| i.parent)
+            .unwrap_or_default();
+        // Only two mounts name a directory that holds exactly the container's changes: an
+        // overlay's upper dir (when the driver's diff is native) and a writable bind of a
+        // snapshot with no parent. Anything else (e.g. aufs's bind of its union) is compared
+        // against the parent's tree.
         let upper = mounts.first().and_then(|m| match m.r#type.as_str() {
-            "overlay" => m
+            "overlay" if native => m
                 .options
                 .iter()
                 .find_map(|o| o.strip_prefix("upperdir="))
                 .map(PathBuf::from),
-            "bind" if !m.options.iter().any(|o| o == "ro") => Some(PathBuf::from(&m.source)),
+            "bind" if parent.is_empty() && !m.options.iter().any(|o| o == "ro") => {
+                Some(PathBuf::from(&m.source))
+            }
             _ => None,
         });
-        match upper.filter(|_| native || mounts[0].r#type == "bind") {
+        match upper {
             Some(upper) => {
                 tokio::task::spawn_blocking(move || {
                     diff::native_diff(&upper, std::io::BufWriter::new(out))

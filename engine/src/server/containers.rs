@@ -334,6 +334,27 @@ impl ContainersApi for ContainerService {
         Ok(Response::new(RestartContainerResponse {}))
     }
 
+    type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send + 'static>>;
+
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        let r = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let spec = crate::container::exec::ExecSpec {
+            cmd: r.cmd,
+            env: r.env,
+            working_dir: r.working_dir,
+            user: r.user,
+            detach: r.detach,
+        };
+        self.containers
+            .exec(&r.container, spec, tx)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     type LogsStream = LogStream;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
