@@ -231,6 +231,22 @@ impl Containers {
             .subscribe()
     }
 
+    /// The mounts of a container's root filesystem, from the storage driver.
+    async fn rootfs_mounts(&self, rec: &Record) -> Result<Vec<strata_proto::types::Mount>> {
+        let req = MountsRequest {
+            key: rec.snapshot.clone(),
+            ..Default::default()
+        };
+        match self.storage.snapshots().mounts(req).await {
+            Ok(r) => Ok(r.into_inner().mounts),
+            Err(e) => Err(storage_err(
+                &self.storage,
+                "mounts of the root filesystem",
+                e,
+            )),
+        }
+    }
+
     /// Finds a container by name or id (prefix).
     pub fn resolve(&self, query: &str) -> Result<Record> {
         Ok(self.records.resolve(query)?)
@@ -346,17 +362,7 @@ impl Containers {
         }
         let bundle = self.bundle(&rec.id);
         let rootfs = bundle.join("rootfs");
-        let mounts = self
-            .storage
-            .snapshots()
-            .mounts(MountsRequest {
-                key: rec.snapshot.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| storage_err(&self.storage, "mounts of the root filesystem", e))?
-            .into_inner()
-            .mounts;
+        let mounts = self.rootfs_mounts(&rec).await?;
         let started = self.launch(&rec, &mounts, &bundle, &rootfs).await;
         match started {
             Ok((pid, child)) => {
@@ -751,17 +757,7 @@ impl Containers {
     /// not in the container's snapshot, so they are never part of it.
     pub async fn diff_tar(&self, query: &str) -> Result<(Record, std::fs::File)> {
         let rec = self.resolve(query)?;
-        let mounts = self
-            .storage
-            .snapshots()
-            .mounts(MountsRequest {
-                key: rec.snapshot.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| storage_err(&self.storage, "mounts of the root filesystem", e))?
-            .into_inner()
-            .mounts;
+        let mounts = self.rootfs_mounts(&rec).await?;
         let bundle = self.bundle(&rec.id);
         let tmp =
             tempfile::tempfile_in(&bundle).map_err(io("create a temporary file in", &bundle))?;
