@@ -3,7 +3,7 @@
 # snapshotter served out of process, measured by the same client (containerd's proxy client, in
 # ../shared/tools/snapbench) in the same run, alternating, on the same disk.
 #
-#   bench/snapshotter.sh [ROUNDS (3)] [N (500)]
+#   [BENCH_DIR=/var/tmp] bench/snapshotter.sh [ROUNDS (3)] [N (500)]
 #
 # Prints each round, the median ops/s of each side and the ratio strata/containerd. Run as root
 # (overlay mounts are not made, but the reference checks for overlay support).
@@ -12,7 +12,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}
 n=${2:-500}
 shared=${STRATA_SHARED:-$here/../shared}
-work=$(mktemp -d /tmp/strata-bench.XXXXXX)
+# Both servers keep their roots side by side under BENCH_DIR (default /var/tmp, on the same
+# filesystem as /var/lib where a Strata host keeps its storage; this machine's /tmp directory
+# makes every mkdir 3-10x slower than elsewhere on the same disk, which would measure the
+# directory, not the snapshotters).
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/strata-bench.XXXXXX")
 sock=/run/strata-bench.$$
 mkdir -p "$sock"
 pids=()

@@ -106,7 +106,10 @@ where
     let meta = MetaStore::open(&root.join("metadata.db"))?;
     let core = Arc::new(Core::new(meta, Arc::new(d)));
     tracing::info!(root = %root.display(), address = %args.address.display(), snapshots = core.meta().len(), "starting strata-{driver}");
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: every call is a few microseconds of work (changes are journaled, not
+    // flushed), so cross-thread wake-ups would cost more than they save; walks of whole trees
+    // go to the blocking pool.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name(format!("strata-{driver}"))
         .build()
