@@ -80,27 +80,50 @@ pub struct Overlay2 {
     backing_fs: String,
     trash: PathBuf,
     pool: pool::Pool,
-    /// Deletes what Remove moved to `trash/` after the reply (a rename is all Remove waits for).
-    reaper: mpsc::Sender<PathBuf>,
+    /// Does what need not delay a reply: deletes what Remove moved to `trash/`, and makes the
+    /// short links of new writable snapshots ahead of their Commit.
+    worker: mpsc::Sender<Job>,
 }
 
-/// Starts the thread that deletes removed snapshots, and hands it what an earlier run left in
-/// `trash`.
-fn start_reaper(trash: &Path) -> Result<mpsc::Sender<PathBuf>> {
-    let (tx, rx) = mpsc::channel::<PathBuf>();
+/// Work done after the reply, in order, by one background thread.
+#[derive(Debug)]
+enum Job {
+    /// Delete a removed snapshot's tree.
+    Delete(PathBuf),
+    /// Make a short link (`link` → `target`) if the snapshot still exists.
+    Link {
+        link: PathBuf,
+        target: PathBuf,
+        dir: PathBuf,
+    },
+}
+
+/// Starts the background thread, and hands it what an earlier run left in `trash`.
+fn start_worker(trash: &Path) -> Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
-        .name("overlay2-reaper".into())
+        .name("overlay2-worker".into())
         .spawn(move || {
-            for path in rx {
-                if let Err(e) = remove_tree(&path) {
-                    tracing::warn!(%e, "deleting a removed snapshot failed; cleanup will retry");
+            for job in rx {
+                match job {
+                    Job::Delete(path) => {
+                        if let Err(e) = remove_tree(&path) {
+                            tracing::warn!(%e, "deleting a removed snapshot failed; cleanup will retry");
+                        }
+                    }
+                    // Commit makes the link itself if it is not there yet; a link left after a
+                    // racing Remove dangles, and Cleanup removes it.
+                    Job::Link { link, target, dir } if dir.is_dir() => {
+                        let _ = std::os::unix::fs::symlink(&target, &link);
+                    }
+                    Job::Link { .. } => {}
                 }
             }
         })
-        .map_err(|e| Error::io("start the reaper thread for", trash, e))?;
+        .map_err(|e| Error::io("start the background thread for", trash, e))?;
     for entry in fs::read_dir(trash).ctx("read directory", trash)? {
         let entry = entry.ctx("read directory", trash)?;
-        let _ = tx.send(entry.path());
+        let _ = tx.send(Job::Delete(entry.path()));
     }
     Ok(tx)
 }
@@ -227,7 +250,7 @@ impl Overlay2 {
             native_diff: !redirect && !metacopy,
             quota,
             backing_fs: backing,
-            reaper: start_reaper(&trash)?,
+            worker: start_worker(&trash)?,
             pool: pool::Pool::open(&root.join("staging"))?,
             trash,
         })
@@ -243,6 +266,13 @@ impl Overlay2 {
 
     fn link(&self, id: u64) -> PathBuf {
         self.links.join(short_name(id))
+    }
+
+    /// Where a snapshot's short link points, relative to `l/`.
+    fn link_target(id: u64) -> PathBuf {
+        PathBuf::from("../snapshots")
+            .join(id.to_string())
+            .join("diff")
     }
 
     fn bind(source: &Path, ro: bool) -> Mount {
@@ -285,19 +315,31 @@ impl Snapshotter for Overlay2 {
                     message: e.to_string(),
                 })?;
         }
+        if snap.kind == Kind::Active {
+            // Only committed snapshots need a link (only they are parents): make it now, off the
+            // request path, so that Commit usually finds it made.
+            let job = Job::Link {
+                link: self.link(snap.id),
+                target: Self::link_target(snap.id),
+                dir,
+            };
+            let _ = self.worker.send(job);
+        }
         Ok(())
     }
 
-    /// Only committed snapshots are parents, so a snapshot gets its short link when it is
-    /// committed.
+    /// Only committed snapshots are parents: Commit makes sure the short link exists (the
+    /// background thread usually made it after Prepare).
     fn commit(&self, snap: &Snap<'_>) -> Result<()> {
         let link = self.link(snap.id);
-        let target = PathBuf::from("../snapshots")
-            .join(snap.id.to_string())
-            .join("diff");
+        let target = Self::link_target(snap.id);
+        if fs::read_link(&link).is_ok_and(|t| t == target) {
+            return Ok(());
+        }
         match std::os::unix::fs::symlink(&target, &link) {
             Ok(()) => Ok(()),
-            // A commit retried after a crash between the link and the metadata.
+            // Made meanwhile by the background thread, or by a commit retried after a crash
+            // between the link and the metadata.
             Err(e)
                 if e.kind() == std::io::ErrorKind::AlreadyExists
                     && fs::read_link(&link).is_ok_and(|t| t == target) =>
@@ -355,7 +397,9 @@ impl Snapshotter for Overlay2 {
         let doomed = self.trash.join(id.to_string());
         match fs::rename(&dir, &doomed) {
             Ok(()) => {
-                if let Err(mpsc::SendError(path)) = self.reaper.send(doomed) {
+                if let Err(mpsc::SendError(Job::Delete(path))) =
+                    self.worker.send(Job::Delete(doomed))
+                {
                     remove_tree(&path)?;
                 }
                 Ok(())
