@@ -33,6 +33,13 @@ pub struct Engine {
 impl Engine {
     /// Starts `stratad` with `args` added (e.g. `--storage-driver aufs`).
     pub fn start(args: &[&str]) -> Result<Engine> {
+        let mut e = Engine::unstarted(args)?;
+        e.spawn()?;
+        Ok(e)
+    }
+
+    /// An engine's directories, with the daemon not started yet (see [`Engine::spawn`]).
+    pub fn unstarted(args: &[&str]) -> Result<Engine> {
         let base = std::env::var_os("STRATA_TEST_TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -41,7 +48,7 @@ impl Engine {
             .tempdir_in(base)
             .context("make the engine's temp dir")?;
         let run_root = PathBuf::from("/run").join(unique_name("se-"));
-        let mut e = Engine {
+        let e = Engine {
             child: None,
             root: dir.path().join("root"),
             address: run_root.join("strata.sock"),
@@ -49,12 +56,18 @@ impl Engine {
             dir: Some(dir),
             args: args.iter().map(|s| s.to_string()).collect(),
         };
-        e.spawn()?;
+        fs::create_dir_all(&e.root)?;
         Ok(e)
     }
 
     fn log_path(&self) -> PathBuf {
         self.root.with_file_name("stratad.log")
+    }
+
+    /// Starts the daemon with different arguments than before.
+    pub fn spawn_with(&mut self, args: &[&str]) -> Result<()> {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.spawn()
     }
 
     /// (Re)starts the daemon on the same root and waits for its socket to answer.
