@@ -12,14 +12,12 @@
 //! - [`service`]: the tonic services; [`plugin::main`]: the shared command line and server;
 //! - [`mount`]: the mounter the engine and the tests use, which mounts overlays of any depth.
 //!
-//! A driver's `main` is one call:
+//! A driver's `main` is one call (from `strata-overlay2`):
 //!
-//! ```no_run
-//! # use strata_snapshotter::{plugin, Snapshotter};
-//! # fn open<D: Snapshotter>(_: &std::path::Path, _: &mut strata_snapshotter::options::StorageOpts) -> Result<D, plugin::StartError> { unimplemented!() }
-//! # fn demo<D: Snapshotter>() -> std::process::ExitCode {
-//! plugin::main("mydriver", &["mydriver.size"], open::<D>)
-//! # }
+//! ```text
+//! fn main() -> ExitCode {
+//!     plugin::main("overlay2", OPTIONS, |root, opts| Ok(Overlay2::open(root, opts)?))
+//! }
 //! ```
 
 pub mod core;
