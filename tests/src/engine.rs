@@ -180,6 +180,31 @@ impl Engine {
         Ok(())
     }
 
+    /// Commits a container that added a file and deleted one, and checks that a container of
+    /// the new image sees both changes (the deletion must survive as a whiteout).
+    pub fn commit_keeps_changes(&self) -> Result<()> {
+        self.ok(&[
+            "run",
+            "--name",
+            "changed",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo committed > /hello && rm /bin/ls",
+        ])?;
+        self.ok(&["commit", "changed", "changed:v1"])?;
+        let out = self.ok(&[
+            "run",
+            "--rm",
+            "changed:v1",
+            "sh",
+            "-c",
+            "cat /hello && test ! -e /bin/ls && echo gone",
+        ])?;
+        ensure!(out == "committed\ngone\n", "the committed image: {out:?}");
+        Ok(())
+    }
+
     /// SIGTERM; waits for the exit.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let Some(mut c) = self.child.take() else {
