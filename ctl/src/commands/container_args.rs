@@ -40,13 +40,46 @@ pub struct ContainerArgs {
     /// Limit the number of processes
     #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-    /// Bind mount a volume (/host:/container[:ro])
+    /// Bind mount a host path or a named volume (/host:/ctr[:ro], NAME:/ctr[:ro], /ctr)
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,source=…,target=…[,readonly])
+    #[arg(long = "mount")]
+    pub mount: Vec<String>,
+    /// Mount the volumes of another container (NAME[:ro|rw])
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
+    /// Mount a tmpfs (/path[:options])
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Add a host-to-IP mapping to /etc/hosts (host:ip)
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// Set a DNS server for /etc/resolv.conf
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// Set a DNS search domain
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set a DNS option
+    #[arg(long = "dns-option")]
+    pub dns_option: Vec<String>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped
+    #[arg(long = "restart", default_value = "no")]
+    pub restart: String,
+    /// Set metadata on the container (KEY=VALUE)
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
     /// Mount the container's root filesystem read-only
     #[arg(long = "read-only")]
     pub read_only: bool,
-    /// Network mode: none (default) or host
+    /// Network mode: none (default), host or container:<name|id>
     #[arg(long, default_value = "none")]
     pub network: String,
     /// Add Linux capabilities
@@ -119,9 +152,13 @@ impl ContainerArgs {
                 )));
             }
         }
-        if !matches!(self.network.as_str(), "none" | "host") {
+        let container_mode = self
+            .network
+            .strip_prefix("container:")
+            .is_some_and(|c| !c.is_empty());
+        if !matches!(self.network.as_str(), "none" | "host") && !container_mode {
             return Err(bad(format!(
-                "invalid --network {:?}: use none or host",
+                "invalid --network {:?}: use none, host or container:<name|id>",
                 self.network
             )));
         }
@@ -151,6 +188,18 @@ impl ContainerArgs {
             cap_drop: self.cap_drop.clone(),
             privileged: self.privileged,
             auto_remove: self.rm,
+            tty: self.tty,
+            open_stdin: self.interactive,
+            stdin_once: false,
+            mounts: self.mount.clone(),
+            volumes_from: self.volumes_from.clone(),
+            tmpfs: self.tmpfs.clone(),
+            extra_hosts: self.add_host.clone(),
+            dns: self.dns.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
+            restart_policy: self.restart.clone(),
+            labels: self.label.clone(),
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use strata_proto::engine::{exec_output::Kind, ExecRequest};
+use strata_proto::engine::{exec_input, exec_output::Kind, ExecInput, ExecRequest};
 
 use crate::client::{Client, CmdResult, Failure};
 
@@ -44,10 +44,14 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         working_dir: a.workdir.unwrap_or_default(),
         user: a.user.unwrap_or_default(),
         detach: a.detach,
+        ..Default::default()
+    };
+    let first = ExecInput {
+        kind: Some(exec_input::Kind::Start(req)),
     };
     let mut s = client
         .containers()
-        .exec(req)
+        .exec(tokio_stream::once(first))
         .await
         .map_err(|s| Failure::from(s).with_code(126))?
         .into_inner();
@@ -60,6 +64,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             }
             Some(Kind::Stderr(b)) => std::io::stderr().lock().write_all(&b)?,
             Some(Kind::ExitCode(c)) => return Ok(c),
+            Some(Kind::Detached(_)) => return Ok(0),
             None => {}
         }
     }

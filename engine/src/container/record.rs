@@ -34,8 +34,10 @@ impl Status {
     }
 }
 
-/// What `create` was asked for (the engine API's `ContainerConfig`, kept as given).
+/// What `create` was asked for (the engine API's `ContainerConfig`, kept as given). Fields
+/// added later read as their defaults from older records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     pub image: String,
     pub cmd: Vec<String>,
@@ -55,6 +57,18 @@ pub struct Settings {
     pub cap_drop: Vec<String>,
     pub privileged: bool,
     pub auto_remove: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub mounts: Vec<String>,
+    pub volumes_from: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    pub restart_policy: String,
+    pub labels: Vec<String>,
 }
 
 /// The run-time state.

@@ -42,6 +42,18 @@ fn settings(c: ContainerConfig) -> Settings {
         cap_drop: c.cap_drop,
         privileged: c.privileged,
         auto_remove: c.auto_remove,
+        tty: c.tty,
+        open_stdin: c.open_stdin,
+        stdin_once: c.stdin_once,
+        mounts: c.mounts,
+        volumes_from: c.volumes_from,
+        tmpfs: c.tmpfs,
+        extra_hosts: c.extra_hosts,
+        dns: c.dns,
+        dns_search: c.dns_search,
+        dns_options: c.dns_options,
+        restart_policy: c.restart_policy,
+        labels: c.labels,
     }
 }
 
@@ -336,8 +348,21 @@ impl ContainersApi for ContainerService {
 
     type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send + 'static>>;
 
-    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
-        let r = req.into_inner();
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = req.into_inner();
+        let r = match input.message().await? {
+            Some(ExecInput {
+                kind: Some(exec_input::Kind::Start(r)),
+            }) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "exec: the first message must say what to run",
+                ))
+            }
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let spec = crate::container::exec::ExecSpec {
             cmd: r.cmd,
@@ -353,6 +378,65 @@ impl ContainersApi for ContainerService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Send + 'static>>;
+
+    async fn attach(
+        &self,
+        _req: Request<tonic::Streaming<AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        Err(Status::unimplemented("attach: being built"))
+    }
+
+    async fn top(&self, _req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
+        Err(Status::unimplemented("top: being built"))
+    }
+
+    type StatsStream = Pin<Box<dyn Stream<Item = Result<StatsResponse, Status>> + Send + 'static>>;
+
+    async fn stats(
+        &self,
+        _req: Request<StatsRequest>,
+    ) -> Result<Response<Self::StatsStream>, Status> {
+        Err(Status::unimplemented("stats: being built"))
+    }
+
+    async fn changes(
+        &self,
+        _req: Request<ChangesRequest>,
+    ) -> Result<Response<ChangesResponse>, Status> {
+        Err(Status::unimplemented("changes: being built"))
+    }
+
+    async fn stat_path(
+        &self,
+        _req: Request<StatPathRequest>,
+    ) -> Result<Response<PathStat>, Status> {
+        Err(Status::unimplemented("stat path: being built"))
+    }
+
+    type CopyFromStream = Pin<Box<dyn Stream<Item = Result<DataChunk, Status>> + Send + 'static>>;
+
+    async fn copy_from(
+        &self,
+        _req: Request<CopyFromRequest>,
+    ) -> Result<Response<Self::CopyFromStream>, Status> {
+        Err(Status::unimplemented("copy: being built"))
+    }
+
+    async fn copy_to(
+        &self,
+        _req: Request<tonic::Streaming<CopyToRequest>>,
+    ) -> Result<Response<CopyToResponse>, Status> {
+        Err(Status::unimplemented("copy: being built"))
+    }
+
+    async fn prune(
+        &self,
+        _req: Request<PruneContainersRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
+        Err(Status::unimplemented("prune: being built"))
     }
 
     type LogsStream = LogStream;

@@ -319,6 +319,13 @@ impl ImagesApi for ImageService {
             .map_err(|e| e.to_status())?;
         Ok(Response::new(CommitResponse { id: s.id }))
     }
+
+    async fn prune(
+        &self,
+        _req: Request<strata_proto::engine::PruneImagesRequest>,
+    ) -> Result<Response<strata_proto::engine::PruneResponse>, Status> {
+        Err(Status::unimplemented("image prune: being built"))
+    }
 }
 
 /// What Docker's commit records of a container in the new image's config: its environment

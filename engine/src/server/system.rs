@@ -56,6 +56,23 @@ impl System for SystemService {
         }))
     }
 
+    type EventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Event, Status>> + Send + 'static>>;
+
+    async fn events(
+        &self,
+        _r: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("events: being built"))
+    }
+
+    async fn prune(
+        &self,
+        _r: Request<SystemPruneRequest>,
+    ) -> Result<Response<SystemPruneResponse>, Status> {
+        Err(Status::unimplemented("system prune: being built"))
+    }
+
     async fn info(&self, _r: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let all = self
             .containers
