@@ -5,6 +5,7 @@ use std::path::Path;
 use strata_proto::engine::containers_client::ContainersClient;
 use strata_proto::engine::images_client::ImagesClient;
 use strata_proto::engine::system_client::SystemClient;
+use strata_proto::engine::volumes_client::VolumesClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// What every command gets: clients on one connection.
@@ -97,5 +98,9 @@ impl Client {
 
     pub fn system(&self) -> SystemClient<Channel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn volumes(&self) -> VolumesClient<Channel> {
+        VolumesClient::new(self.channel.clone())
     }
 }

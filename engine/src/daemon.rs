@@ -14,6 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::container::Containers;
+use crate::events::Events;
 use crate::server::containers::ContainerService;
 use crate::server::system::SystemService;
 use crate::server::ImageResolver;
@@ -51,6 +52,7 @@ pub struct Parts {
     pub db: sled::Db,
     pub storage: Storage,
     pub containers: Arc<Containers>,
+    pub events: Arc<Events>,
 }
 
 /// Opens everything but the API.
@@ -74,12 +76,20 @@ pub async fn open(config: &Config) -> Result<Parts> {
         &config.log_level,
     )
     .await?;
-    let containers = Containers::open(&db, storage.clone(), &config.root, &config.run_root)?;
+    let events = Arc::new(Events::default());
+    let containers = Containers::open(
+        &db,
+        storage.clone(),
+        &config.root,
+        &config.run_root,
+        events.clone(),
+    )?;
     containers.restore().await;
     Ok(Parts {
         db,
         storage,
         containers,
+        events,
     })
 }
 
@@ -96,6 +106,7 @@ pub async fn serve(
         containers: parts.containers.clone(),
         root: config.root.clone(),
         extra: Box::new(Vec::new),
+        events: parts.events.clone(),
     };
     let containers = ContainerService {
         containers: parts.containers.clone(),

@@ -5,12 +5,14 @@
 //! - [`config`]: settings from the TOML file and flags;
 //! - [`storage`]: starting, supervising and talking to the snapshotter plugin;
 //! - [`content`]: blobs by digest, verified on the way in;
-//! - [`image`]: references, layers, image metadata, archives (load/save/import), unpacking.
+//! - [`image`]: references, layers, image metadata, archives (load/save/import), unpacking;
+//! - [`events`]: the event stream of `strata events`.
 
 pub mod config;
 pub mod container;
 pub mod content;
 pub mod daemon;
+pub mod events;
 pub mod image;
 pub mod server;
 pub mod storage;

@@ -79,7 +79,7 @@ async fn create_start_wait_logs_remove() {
 
     let db = sled::Config::new().temporary(true).open().unwrap();
     let containers: Arc<Containers> =
-        Containers::open(&db, storage.clone(), dir.path(), &run).unwrap();
+        Containers::open(&db, storage.clone(), dir.path(), &run, Default::default()).unwrap();
     let image = ResolvedImage {
         id: "sha256:test".into(),
         reference: "test".into(),

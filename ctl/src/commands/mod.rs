@@ -3,6 +3,7 @@
 mod commit;
 mod container_args;
 mod create;
+mod events;
 mod exec;
 mod history;
 mod image_util;
@@ -83,6 +84,8 @@ pub enum Command {
     Commit(commit::Args),
     /// Show engine and storage information
     Info(info::Args),
+    /// Stream the engine's events (container, image and volume)
+    Events(events::Args),
     /// Show the client's and the engine's versions
     Version(version::Args),
 }
@@ -118,6 +121,7 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::History(a) => history::run(a, &client).await,
         Command::Commit(a) => commit::run(a, &client).await,
         Command::Info(a) => info::run(a, &client).await,
+        Command::Events(a) => events::run(a, &client).await,
         Command::Version(_) => Ok(0),
     }
 }

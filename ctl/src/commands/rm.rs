@@ -1,4 +1,4 @@
-//! `strata rm [-f] CONTAINER...`
+//! `strata rm [-f] [-v] CONTAINER...`
 
 use strata_proto::engine::RemoveContainerRequest;
 
@@ -9,18 +9,22 @@ pub struct Args {
     /// Kill and remove running containers
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Remove the anonymous volumes of the containers too
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
 
 pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
-    let force = a.force;
+    let (force, volumes) = (a.force, a.volumes);
     super::for_each(&a.containers, |c| async move {
         client
             .containers()
             .remove(RemoveContainerRequest {
                 container: c,
                 force,
+                volumes,
             })
             .await?;
         Ok(())

@@ -71,6 +71,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
                 .remove(RemoveContainerRequest {
                     container: id,
                     force: true,
+                    volumes: true,
                 })
                 .await;
         }

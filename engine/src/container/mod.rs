@@ -26,6 +26,7 @@ use std::time::Duration;
 use strata_proto::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
 use tokio::sync::{watch, Mutex};
 
+use crate::events::Events;
 use crate::storage::Storage;
 use record::{Record, RecordError, Records, Settings, State, Status};
 use spec::ImageDefaults;
@@ -150,6 +151,7 @@ pub struct Containers {
     monitor: PathBuf,
     watchers: std::sync::Mutex<HashMap<String, watch::Sender<State>>>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    events: Arc<Events>,
 }
 
 impl Containers {
@@ -159,6 +161,7 @@ impl Containers {
         storage: Storage,
         root: &Path,
         run_root: &Path,
+        events: Arc<Events>,
     ) -> Result<Arc<Self>> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
@@ -188,7 +191,28 @@ impl Containers {
             monitor,
             watchers: Default::default(),
             locks: Default::default(),
+            events,
         }))
+    }
+
+    /// The engine's event stream.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// Emits a container event with Docker's attributes (name, image, labels).
+    pub fn emit(&self, rec: &Record, action: &str) {
+        let labels = rec.settings.labels.iter().map(|l| match l.split_once('=') {
+            Some((k, v)) => (k, v.to_string()),
+            None => (l.as_str(), String::new()),
+        });
+        let attrs = [("name", rec.name.clone()), ("image", rec.image_ref.clone())];
+        self.events.emit(
+            "container",
+            action,
+            &rec.id,
+            attrs.into_iter().chain(labels),
+        );
     }
 
     /// The records (for listing and image-use checks).

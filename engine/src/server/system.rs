@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::container::record::Status as CStatus;
 use crate::container::Containers;
+use crate::events::{Events, Filter};
 use crate::storage::Storage;
 
 /// The engine's version.
@@ -22,6 +23,7 @@ pub struct SystemService {
     pub root: std::path::PathBuf,
     /// Extra rows (e.g. the image count) computed on demand.
     pub extra: Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>,
+    pub events: Arc<Events>,
 }
 
 fn kernel() -> String {
@@ -61,9 +63,64 @@ impl System for SystemService {
 
     async fn events(
         &self,
-        _r: Request<EventsRequest>,
+        r: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(Status::unimplemented("events: being built"))
+        let r = r.into_inner();
+        let filter = Filter::parse(&r.filters).map_err(Status::invalid_argument)?;
+        let until = r.until_nanos;
+        if until > 0 && r.since_nanos > until {
+            return Err(Status::invalid_argument("events: --since is after --until"));
+        }
+        let (old, mut rx) = self.events.subscribe(r.since_nanos);
+        let (tx, out) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let ended = |e: &Event| until > 0 && e.time_nanos > until;
+            for e in old {
+                if ended(&e) {
+                    return;
+                }
+                if filter.matches(&e) && tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let next = if until > 0 {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    let left = std::time::Duration::from_nanos((until - now).max(0) as u64);
+                    match tokio::time::timeout(left, rx.recv()).await {
+                        Ok(n) => n,
+                        Err(_) => return,
+                    }
+                } else {
+                    tokio::select! {
+                        n = rx.recv() => n,
+                        _ = tx.closed() => return,
+                    }
+                };
+                match next {
+                    Ok(e) if ended(&e) => return,
+                    Ok(e) => {
+                        if filter.matches(&e) && tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "events: this client fell {n} events behind and missed them"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
     async fn prune(
