@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use strata_proto::engine::containers_server::ContainersServer;
 use strata_proto::engine::system_server::SystemServer;
+use strata_proto::engine::volumes_server::VolumesServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -17,8 +18,10 @@ use crate::container::Containers;
 use crate::events::Events;
 use crate::server::containers::ContainerService;
 use crate::server::system::SystemService;
+use crate::server::volumes::VolumeService;
 use crate::server::ImageResolver;
 use crate::storage::Storage;
+use crate::volume::Volumes;
 
 /// Binds the API socket (mode 0660), replacing a stale one but never a live one.
 fn bind(address: &Path) -> Result<UnixListener> {
@@ -53,6 +56,8 @@ pub struct Parts {
     pub storage: Storage,
     pub containers: Arc<Containers>,
     pub events: Arc<Events>,
+    /// The volumes (`prune` serves system prune too).
+    pub volumes: Arc<Volumes>,
 }
 
 /// Opens everything but the API.
@@ -85,11 +90,13 @@ pub async fn open(config: &Config) -> Result<Parts> {
         events.clone(),
     )?;
     containers.restore().await;
+    let volumes = containers.volumes().clone();
     Ok(Parts {
         db,
         storage,
         containers,
         events,
+        volumes,
     })
 }
 
@@ -135,7 +142,10 @@ pub async fn serve(
     };
     let mut router = tonic::transport::Server::builder()
         .add_service(SystemServer::new(system))
-        .add_service(ContainersServer::new(containers));
+        .add_service(ContainersServer::new(containers))
+        .add_service(VolumesServer::new(VolumeService {
+            volumes: parts.volumes.clone(),
+        }));
     for add in extra {
         router = add(router);
     }

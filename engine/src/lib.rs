@@ -6,7 +6,8 @@
 //! - [`storage`]: starting, supervising and talking to the snapshotter plugin;
 //! - [`content`]: blobs by digest, verified on the way in;
 //! - [`image`]: references, layers, image metadata, archives (load/save/import), unpacking;
-//! - [`events`]: the event stream of `strata events`.
+//! - [`events`]: the event stream of `strata events`;
+//! - [`volume`]: named and anonymous volumes (the local driver) and mount flag parsing.
 
 pub mod config;
 pub mod container;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod image;
 pub mod server;
 pub mod storage;
+pub mod volume;
 
 /// Runs the engine with `config` until SIGTERM.
 pub async fn run(config: config::Config) -> anyhow::Result<()> {

@@ -6,12 +6,14 @@
 //! and what its monitor records (`exit.json`, `monitor.log`). Its root filesystem is the
 //! active snapshot `strata/container/<id>` on the image's top layer.
 
+pub mod attach;
 pub mod diff;
 pub mod exec;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod record;
+pub mod restart;
 pub mod spec;
 pub mod user;
 
@@ -28,6 +30,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::events::Events;
 use crate::storage::Storage;
+use crate::volume::Volumes;
 use record::{Record, RecordError, Records, Settings, State, Status};
 use spec::ImageDefaults;
 
@@ -55,6 +58,8 @@ pub enum ContainerError {
     InvalidName(String),
     #[error("invalid signal {0:?}: use a name like TERM or SIGKILL, or a number")]
     InvalidSignal(String),
+    #[error("{0}")]
+    RestartPolicy(String),
     #[error("container {name} is {status}: {hint}")]
     State {
         name: String,
@@ -73,19 +78,27 @@ pub enum ContainerError {
     },
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
+    Mount(#[from] crate::volume::mounts::MountError),
 }
 
 impl ContainerError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {
         use tonic::Code;
+        if let ContainerError::Volume(v) = self {
+            return v.to_status();
+        }
         let code = match self {
             ContainerError::Record(RecordError::NotFound(_)) => Code::NotFound,
             ContainerError::Record(RecordError::NameInUse { .. }) => Code::AlreadyExists,
             ContainerError::Record(RecordError::Ambiguous { .. }) => Code::InvalidArgument,
             ContainerError::Spec(_)
             | ContainerError::InvalidName(_)
-            | ContainerError::InvalidSignal(_) => Code::InvalidArgument,
+            | ContainerError::InvalidSignal(_)
+            | ContainerError::RestartPolicy(_) => Code::InvalidArgument,
             ContainerError::State { .. } => Code::FailedPrecondition,
             ContainerError::Storage(m) if m.starts_with("storage driver unavailable") => {
                 Code::Unavailable
@@ -152,6 +165,19 @@ pub struct Containers {
     watchers: std::sync::Mutex<HashMap<String, watch::Sender<State>>>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     events: Arc<Events>,
+    /// Restart-policy bookkeeping of the containers the engine has run (see restart.rs).
+    restarts: std::sync::Mutex<HashMap<String, Restarts>>,
+    volumes: Arc<Volumes>,
+}
+
+/// What the engine keeps in memory about a container's restarts.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// When its current run started (unknown for runs started by an earlier engine).
+    started: Option<std::time::Instant>,
+    backoff: restart::Backoff,
+    /// Cancels the pending restart, if one is pending.
+    pending: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Containers {
@@ -183,8 +209,10 @@ impl Containers {
                     "strata-monitor is not installed next to stratad or on PATH".into(),
                 )
             })?;
+        let records = Records::open(db)?;
+        let volumes = Volumes::open(db, root, events.clone(), records.clone())?;
         Ok(Arc::new(Containers {
-            records: Records::open(db)?,
+            records,
             storage,
             dir,
             runtime_root: run_root.join("runtime"),
@@ -192,6 +220,8 @@ impl Containers {
             watchers: Default::default(),
             locks: Default::default(),
             events,
+            restarts: Default::default(),
+            volumes,
         }))
     }
 
@@ -200,8 +230,23 @@ impl Containers {
         &self.events
     }
 
+    /// The engine's volumes.
+    pub fn volumes(&self) -> &Arc<Volumes> {
+        &self.volumes
+    }
+
     /// Emits a container event with Docker's attributes (name, image, labels).
     pub fn emit(&self, rec: &Record, action: &str) {
+        self.emit_with(rec, action, []);
+    }
+
+    /// Emits a container event with more attributes (exitCode of die, signal of kill, …).
+    pub fn emit_with<'a>(
+        &self,
+        rec: &'a Record,
+        action: &str,
+        extra: impl IntoIterator<Item = (&'a str, String)>,
+    ) {
         let labels = rec.settings.labels.iter().map(|l| match l.split_once('=') {
             Some((k, v)) => (k, v.to_string()),
             None => (l.as_str(), String::new()),
@@ -211,7 +256,7 @@ impl Containers {
             "container",
             action,
             &rec.id,
-            attrs.into_iter().chain(labels),
+            attrs.into_iter().chain(labels).chain(extra),
         );
     }
 
@@ -298,6 +343,14 @@ impl Containers {
         if !matches!(s.network_mode.as_str(), "" | "none" | "default" | "host") {
             return Err(spec::SpecError::Network(s.network_mode.clone()).into());
         }
+        let policy =
+            restart::Policy::parse(&s.restart_policy).map_err(ContainerError::RestartPolicy)?;
+        if s.auto_remove && policy.restarts() {
+            return Err(ContainerError::RestartPolicy(format!(
+                "conflicting options: --restart {} and --rm (a container removed when it exits cannot be restarted)",
+                s.restart_policy
+            )));
+        }
         let id = hex::encode(rand::random::<[u8; 32]>());
         let name = if name.is_empty() {
             generated_name(&id)
@@ -355,6 +408,7 @@ impl Containers {
             return Err(e);
         }
         self.notify(&rec);
+        self.emit(&rec, "create");
         Ok(rec)
     }
 
@@ -376,6 +430,13 @@ impl Containers {
                     hint: "it is already started",
                 })
             }
+            Status::Restarting => {
+                return Err(ContainerError::State {
+                    name: rec.name,
+                    status: "restarting",
+                    hint: "its restart policy starts it again; stop it first",
+                })
+            }
             Status::Dead => {
                 return Err(ContainerError::State {
                     name: rec.name,
@@ -384,6 +445,15 @@ impl Containers {
                 })
             }
         }
+        // A start by hand forgets the restarts and the stop by hand before it.
+        rec.state.restart_count = 0;
+        rec.state.manually_stopped = false;
+        self.restarts_of(&rec.id, |r| r.backoff = restart::Backoff::default());
+        self.run(rec).await
+    }
+
+    /// Starts the container of `rec` (whose lock the caller holds) and watches its monitor.
+    async fn run(self: &Arc<Self>, mut rec: Record) -> Result<Record> {
         let bundle = self.bundle(&rec.id);
         let rootfs = bundle.join("rootfs");
         let mounts = self.rootfs_mounts(&rec).await?;
@@ -395,10 +465,14 @@ impl Containers {
                     pid,
                     monitor_pid: child.id().unwrap_or(0) as i32,
                     started_at: strata_runtime::state::now_rfc3339(),
+                    restart_count: rec.state.restart_count,
+                    manually_stopped: rec.state.manually_stopped,
                     ..State::default()
                 };
                 self.records.update(&rec)?;
+                self.restarts_of(&rec.id, |r| r.started = Some(std::time::Instant::now()));
                 self.notify(&rec);
+                self.emit(&rec, "start");
                 let me = self.clone();
                 let id = rec.id.clone();
                 tokio::spawn(async move {
@@ -450,6 +524,10 @@ impl Containers {
         let mut settings = rec.settings.clone();
         settings.cmd.clear();
         settings.entrypoint = None;
+        if settings.tty && !settings.env.iter().any(|e| e.starts_with("TERM=")) {
+            // As Docker: a terminal comes with a TERM.
+            settings.env.push("TERM=xterm".into());
+        }
         let inputs = spec::SpecInputs {
             id: &rec.id,
             rootfs: &rootfs.to_string_lossy(),
@@ -479,16 +557,36 @@ impl Containers {
             .arg(self.log_path(&rec.id))
             .arg("--state-dir")
             .arg(bundle);
+        if rec.settings.tty {
+            cmd.arg("--tty");
+        }
+        if rec.settings.open_stdin {
+            cmd.arg("--stdin");
+        }
+        // A client attached before the start (`run -it`, `start -a`) sees all of the output.
+        let pre = attach::take_preattached(&rec.id);
+        if let Some(p) = &pre {
+            cmd.arg("--attached");
+            if let Some((rows, cols)) = p.size {
+                cmd.arg("--console-size").arg(format!("{rows}x{cols}"));
+            }
+        }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let w = status_w.as_raw_fd();
-        // SAFETY: between fork and exec only dup2 (async-signal-safe) runs, on an fd that is
+        let a = pre.as_ref().map(|p| p.conn.as_raw_fd());
+        // SAFETY: between fork and exec only dup2 (async-signal-safe) runs, on fds that are
         // open in the parent for the whole spawn.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(w, monitor::STATUS_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(a) = a {
+                    if libc::dup2(a, monitor::ATTACH_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -497,6 +595,7 @@ impl Containers {
             .spawn()
             .map_err(|e| start_err(format!("run {}: {e}", self.monitor.display())))?;
         drop(status_w);
+        drop(pre);
         let line = tokio::task::spawn_blocking(move || read_status(status_r))
             .await
             .map_err(|e| start_err(e.to_string()))?;
@@ -518,13 +617,22 @@ impl Containers {
         }
     }
 
-    /// Called when a container's monitor exits: records the exit and cleans up.
+    /// Called when a container's monitor exits: records the exit, cleans up and applies the
+    /// restart policy.
     async fn exited(self: &Arc<Self>, id: &str) {
+        self.exited_as(id, false).await
+    }
+
+    /// `while_down`: the exit happened while the engine was not running (found at its start).
+    async fn exited_as(self: &Arc<Self>, id: &str, while_down: bool) {
         let lock = self.lock(id);
         let g = lock.lock().await;
         let Ok(Some(mut rec)) = self.records.get(id) else {
             return;
         };
+        if !matches!(rec.state.status, Status::Running | Status::Paused) {
+            return;
+        }
         let bundle = self.bundle(id);
         match monitor::read_exit(&bundle) {
             Some(x) => {
@@ -533,27 +641,62 @@ impl Containers {
                 rec.state.finished_at = x.finished_at;
             }
             None => {
-                rec.state.exit_code = 255;
-                rec.state.error = "the container's monitor died before recording its exit".into();
+                // Nothing owns the container's processes and output any more: they are
+                // killed, as containerd does when a shim dies.
+                let killed = self.kill_orphan(id).await;
+                rec.state.exit_code = if killed { 137 } else { 255 };
+                rec.state.error = if killed {
+                    "the container's monitor died; its processes were killed".into()
+                } else {
+                    "the container's monitor died before recording its exit".into()
+                };
                 rec.state.finished_at = strata_runtime::state::now_rfc3339();
             }
         }
         if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {
             tracing::warn!(%e, id, "unmounting the root filesystem failed");
         }
-        rec.state.status = Status::Exited;
+        let again = self.restarts_after(&rec, while_down);
+        rec.state.status = if again.is_some() {
+            rec.state.restart_count += 1;
+            Status::Restarting
+        } else {
+            Status::Exited
+        };
         rec.state.pid = 0;
         rec.state.monitor_pid = 0;
         if let Err(e) = self.records.update(&rec) {
             tracing::error!(%e, id, "recording a container's exit failed");
         }
         self.notify(&rec);
+        if rec.state.oom_killed {
+            self.emit(&rec, "oom");
+        }
+        self.emit_with(&rec, "die", [("exitCode", rec.state.exit_code.to_string())]);
+        if let Some(delay) = again {
+            self.schedule_restart(id, delay);
+        }
         drop(g);
         if rec.settings.auto_remove {
             if let Err(e) = self.remove(id, true).await {
                 tracing::error!(%e, id, "removing an exited --rm container failed");
             }
         }
+    }
+
+    /// Kills the processes of a container whose monitor died and deletes its runtime state;
+    /// false if it had none.
+    async fn kill_orphan(&self, id: &str) -> bool {
+        let (root, id) = (self.runtime_root.clone(), id.to_string());
+        let done = tokio::task::spawn_blocking(move || {
+            let c = strata_runtime::Container::load(&root, &id).ok()?;
+            if let Err(e) = c.delete(true) {
+                tracing::error!(%e, id, "killing the processes of a container without a monitor failed");
+            }
+            Some(())
+        })
+        .await;
+        matches!(done, Ok(Some(())))
     }
 
     /// Sends a signal to the container's processes (a paused one is thawed after SIGTERM or
@@ -663,6 +806,7 @@ impl Containers {
         };
         self.records.update(&rec)?;
         self.notify(&rec);
+        self.emit(&rec, if pause { "pause" } else { "unpause" });
         Ok(rec)
     }
 
@@ -674,20 +818,63 @@ impl Containers {
         let rec = self.resolve(query)?;
         let lock = self.lock(&rec.id);
         let _g = lock.lock().await;
-        let rec = self
+        let mut rec = self
             .records
             .get(&rec.id)?
             .ok_or_else(|| RecordError::NotFound(query.into()))?;
-        Ok(self.records.rename(&rec, new_name)?)
+        self.records.rename(&rec, new_name)?;
+        let old = std::mem::replace(&mut rec.name, new_name.to_string());
+        self.emit_with(&rec, "rename", [("oldName", old)]);
+        Ok(())
     }
 
-    /// SIGTERM, then SIGKILL after `timeout`.
+    /// Marks a container as stopped or killed by hand, so that its restart policy does not
+    /// start it again, and cancels a pending restart (the container is then exited). Returns
+    /// the record as it was.
+    async fn stopped_by_hand(&self, id: &str) -> Result<Record> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let rec = self
+            .records
+            .get(id)?
+            .ok_or_else(|| RecordError::NotFound(id.into()))?;
+        if !matches!(
+            rec.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Ok(rec);
+        }
+        let mut now = rec.clone();
+        now.state.manually_stopped = true;
+        if rec.state.status == Status::Restarting {
+            self.cancel_restart(id);
+            now.state.status = Status::Exited;
+        }
+        self.records.update(&now)?;
+        self.notify(&now);
+        Ok(rec)
+    }
+
+    /// Sends `sig` and emits Docker's kill event.
+    fn signal_event(&self, rec: &Record, sig: nix::sys::signal::Signal, all: bool) -> Result<()> {
+        self.signal(rec, sig, all)?;
+        self.emit_with(rec, "kill", [("signal", (sig as i32).to_string())]);
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`. Its restart policy does not start it again.
     pub async fn stop(&self, query: &str, timeout: Duration) -> Result<()> {
         let rec = self.resolve(query)?;
-        if !matches!(rec.state.status, Status::Running | Status::Paused) {
-            return Ok(());
+        let rec = self.stopped_by_hand(&rec.id).await?;
+        match rec.state.status {
+            Status::Running | Status::Paused => {}
+            Status::Restarting => {
+                self.emit(&rec, "stop");
+                return Ok(());
+            }
+            _ => return Ok(()),
         }
-        if let Err(e) = self.signal(&rec, nix::sys::signal::Signal::SIGTERM, false) {
+        if let Err(e) = self.signal_event(&rec, nix::sys::signal::Signal::SIGTERM, false) {
             tracing::debug!(%e, "SIGTERM failed");
         }
         if self.wait_stopped(&rec, Some(timeout)).await.is_none() {
@@ -695,13 +882,16 @@ impl Containers {
                 id = rec.id,
                 "container did not stop after {timeout:?}; sending SIGKILL"
             );
-            let _ = self.signal(&rec, nix::sys::signal::Signal::SIGKILL, true);
+            let _ = self.signal_event(&rec, nix::sys::signal::Signal::SIGKILL, true);
             self.wait_stopped(&rec, None).await;
         }
+        self.emit(&rec, "stop");
         Ok(())
     }
 
-    /// Sends `signal` (a name or number; default KILL).
+    /// Sends `signal` (a name or number; default KILL). As in Docker, a container killed by
+    /// hand is not started again by its restart policy; killing one that waits to be
+    /// restarted cancels the restart.
     pub async fn kill(&self, query: &str, signal: &str) -> Result<()> {
         let rec = self.resolve(query)?;
         let sig = if signal.is_empty() {
@@ -710,29 +900,47 @@ impl Containers {
             strata_runtime::parse_signal(signal)
         };
         let sig = sig.ok_or_else(|| ContainerError::InvalidSignal(signal.to_string()))?;
-        if !matches!(rec.state.status, Status::Running | Status::Paused) {
+        if !matches!(
+            rec.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
             return Err(ContainerError::State {
                 name: rec.name,
                 status: rec.state.status.as_str(),
                 hint: "it is not running",
             });
         }
-        self.signal(&rec, sig, false)
+        let rec = self.stopped_by_hand(&rec.id).await?;
+        match rec.state.status {
+            Status::Running | Status::Paused => self.signal_event(&rec, sig, false),
+            Status::Restarting => Ok(()),
+            _ => Err(ContainerError::State {
+                name: rec.name,
+                status: rec.state.status.as_str(),
+                hint: "it is not running",
+            }),
+        }
     }
 
     /// Removes a container, its snapshot and its files; a running one only with `force`.
     pub async fn remove(&self, query: &str, force: bool) -> Result<()> {
         let rec = self.resolve(query)?;
-        if matches!(rec.state.status, Status::Running | Status::Paused) {
+        if matches!(
+            rec.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
             if !force {
                 return Err(ContainerError::State {
                     name: rec.name,
-                    status: "running",
+                    status: rec.state.status.as_str(),
                     hint: "stop it first, or remove it with -f",
                 });
             }
-            let _ = self.signal(&rec, nix::sys::signal::Signal::SIGKILL, true);
-            self.wait_stopped(&rec, Some(Duration::from_secs(30))).await;
+            let rec = self.stopped_by_hand(&rec.id).await?;
+            if rec.state.status != Status::Restarting {
+                let _ = self.signal_event(&rec, nix::sys::signal::Signal::SIGKILL, true);
+                self.wait_stopped(&rec, Some(Duration::from_secs(30))).await;
+            }
         }
         let lock = self.lock(&rec.id);
         let _g = lock.lock().await;
@@ -771,6 +979,8 @@ impl Containers {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.id);
+        self.forget_restarts(&rec.id);
+        self.emit(&rec, "destroy");
         Ok(())
     }
 }
@@ -965,40 +1175,79 @@ fn is_monitor(pid: i32, id: &str) -> bool {
 
 impl Containers {
     /// Finds every container again after the engine (re)starts: running ones whose monitor
-    /// lives are watched again; ones that stopped meanwhile get the exit their monitor recorded.
+    /// lives are watched again; ones that stopped meanwhile get the exit their monitor recorded
+    /// and their restart policy; restarts that were pending are scheduled again; and stopped
+    /// containers whose policy says so (`always`, `unless-stopped` not stopped by hand) start.
     pub async fn restore(self: &Arc<Self>) {
-        let Ok(all) = self.records.all() else { return };
+        let all = match self.records.all() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::error!(%e, "reading the container records failed");
+                return;
+            }
+        };
         for rec in all {
             self.notify(&rec);
-            if !matches!(rec.state.status, Status::Running | Status::Paused) {
-                continue;
-            }
-            let pid = rec.state.monitor_pid;
-            let watched = if is_monitor(pid, &rec.id) {
-                pidfd(pid).ok()
-            } else {
-                None
-            };
-            match watched {
-                Some(fd) => {
+            let policy = restart::Policy::parse(&rec.settings.restart_policy)
+                .unwrap_or(restart::Policy {
+                    kind: restart::Kind::No,
+                    max_retries: 0,
+                });
+            match rec.state.status {
+                Status::Running | Status::Paused => self.watch_again(rec).await,
+                Status::Restarting => self.schedule_restart(&rec.id, restart::FIRST_DELAY),
+                Status::Exited if policy.at_engine_start(rec.state.manually_stopped) => {
                     tracing::info!(
                         id = rec.id,
-                        pid,
-                        "container still running; watching its monitor again"
+                        policy = policy.name(),
+                        "starting the container by its restart policy"
                     );
                     let me = self.clone();
                     tokio::spawn(async move {
-                        // SAFETY: the AsyncFd owns the pidfd, which stays open and the same for
-                        // its whole life.
-                        if let Ok(afd) = unsafe { tokio::io::unix::AsyncFd::register(fd) } {
-                            let _ = afd.readable().await;
+                        if let Err(e) = me.start(&rec.id).await {
+                            tracing::error!(%e, id = rec.id, "starting the container by its restart policy failed");
                         }
-                        me.exited(&rec.id).await;
                     });
                 }
-                None => self.exited(&rec.id).await,
+                _ => {}
             }
         }
+    }
+
+    /// Watches the monitor of a container that was running when the engine stopped, or
+    /// records its exit if it has ended.
+    async fn watch_again(self: &Arc<Self>, rec: Record) {
+        let pid = rec.state.monitor_pid;
+        let watched = if is_monitor(pid, &rec.id) {
+            pidfd(pid).ok()
+        } else {
+            None
+        };
+        let Some(fd) = watched else {
+            return self.exited_as(&rec.id, true).await;
+        };
+        tracing::info!(
+            id = rec.id,
+            pid,
+            "container still running; watching its monitor again"
+        );
+        let me = self.clone();
+        tokio::spawn(async move {
+            // SAFETY: the AsyncFd owns the pidfd, which stays open and the same for its whole
+            // life.
+            match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+                Ok(afd) => {
+                    let _ = afd.readable().await;
+                }
+                Err(e) => {
+                    tracing::warn!(%e, id = rec.id, "cannot watch the monitor's pidfd; polling it");
+                    while is_monitor(pid, &rec.id) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            me.exited(&rec.id).await;
+        });
     }
 }
 

@@ -20,6 +20,10 @@
 //! not copied.
 //!
 //! Returns the diff id (the sha256 of the uncompressed tar) and sizes.
+//!
+//! [`extract`] unpacks a plain tar (`strata cp`) with the same containment: no whiteouts (a
+//! `.wh.` name is a file like any other), no device nodes, optionally one owner for everything
+//! and no directory replaced by a non-directory or the reverse.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
@@ -141,6 +145,34 @@ fn open_tar<'a, R: Read + 'a>(reader: R) -> io::Result<(Box<dyn Read + 'a>, bool
     }
 }
 
+/// How [`extract`] writes a plain tar's entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Give every entry this (uid, gid) instead of the tar's owners.
+    pub owner: Option<(u32, u32)>,
+    /// Refuse to replace a directory with a non-directory or the reverse.
+    pub no_overwrite_dir_non_dir: bool,
+}
+
+/// Extracts the plain (uncompressed or gzipped) tar in `reader` into the directory `root`;
+/// returns the bytes of file content written.
+pub fn extract(reader: impl Read, root: &Path, opts: ExtractOptions) -> Result<u64, ApplyError> {
+    let mut applier = Applier {
+        root: root.to_path_buf(),
+        mode: ApplyMode::Mounted,
+        plain: Some(opts),
+        written: HashSet::new(),
+        dir_times: Vec::new(),
+        content_size: 0,
+    };
+    let mut archive = tar::Archive::new(decompressed(reader).map_err(ApplyError::Read)?);
+    for entry in archive.entries().map_err(ApplyError::Read)? {
+        applier.entry(entry.map_err(ApplyError::Read)?)?;
+    }
+    applier.set_dir_times()?;
+    Ok(applier.content_size)
+}
+
 /// Computes the diff id and size of a layer without applying it.
 pub fn diff_id(reader: impl Read) -> Result<(Digest, u64), ApplyError> {
     let mut r = HashingReader {
@@ -176,6 +208,7 @@ pub fn apply_layer_known(
     let mut applier = Applier {
         root: root.to_path_buf(),
         mode,
+        plain: None,
         written: HashSet::new(),
         dir_times: Vec::new(),
         content_size: 0,
@@ -189,14 +222,7 @@ pub fn apply_layer_known(
     }
     // The end-of-archive blocks and any padding are part of the diff id.
     io::copy(&mut hashing, &mut io::sink()).map_err(ApplyError::Read)?;
-    for (path, mtime) in applier.dir_times.iter().rev() {
-        set_times(path, *mtime).map_err(|source| ApplyError::Io {
-            entry: path.display().to_string(),
-            op: "set times of",
-            path: path.clone(),
-            source,
-        })?;
-    }
+    applier.set_dir_times()?;
     let diff_id = match (diff_id, hashing.hash) {
         (Some(d), _) => d.clone(),
         (None, h) => finish(h.unwrap_or_default())?,
@@ -241,6 +267,8 @@ fn components(raw: &[u8], entry: &str) -> Result<Vec<OsString>, ApplyError> {
 struct Applier {
     root: PathBuf,
     mode: ApplyMode,
+    /// Set for a plain tar ([`extract`]), not a layer.
+    plain: Option<ExtractOptions>,
     /// Paths this layer wrote (for opaque directories in mounted mode).
     written: HashSet<PathBuf>,
     /// Directory mtimes, set at the end (children change them).
@@ -258,6 +286,38 @@ struct Meta {
 }
 
 impl Applier {
+    /// Sets the directory mtimes (children changed them), deepest first.
+    fn set_dir_times(&self) -> Result<(), ApplyError> {
+        for (path, mtime) in self.dir_times.iter().rev() {
+            set_times(path, *mtime).map_err(|source| ApplyError::Io {
+                entry: path.display().to_string(),
+                op: "set times of",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// With `no_overwrite_dir_non_dir`: refuses an entry that would replace a directory with a
+    /// non-directory or the reverse (a symlink counts as a non-directory).
+    fn check_overwrite(&self, path: &Path, is_dir: bool, entry: &str) -> Result<(), ApplyError> {
+        if !self.plain.is_some_and(|p| p.no_overwrite_dir_non_dir) {
+            return Ok(());
+        }
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() && !is_dir => Err(ApplyError::Refused {
+                entry: entry.to_string(),
+                reason: "cannot overwrite a directory with a non-directory",
+            }),
+            Ok(m) if !m.is_dir() && is_dir => Err(ApplyError::Refused {
+                entry: entry.to_string(),
+                reason: "cannot overwrite a non-directory with a directory",
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn io<'a>(
         &self,
         entry: &'a str,
@@ -368,7 +428,8 @@ impl Applier {
         };
         let meta = self.meta(&mut e, &name)?;
         let base_str = base.to_string_lossy();
-        if self.mode != ApplyMode::AufsBranch && base_str.starts_with(WHITEOUT_PREFIX) {
+        let layer = self.plain.is_none();
+        if layer && self.mode != ApplyMode::AufsBranch && base_str.starts_with(WHITEOUT_PREFIX) {
             let dir = self.resolve_dir(parents, true, &name)?;
             if base_str == OPAQUE_WHITEOUT {
                 return self.opaque(&dir, &name);
@@ -388,6 +449,7 @@ impl Applier {
         let dir = self.resolve_dir(parents, true, &name)?;
         let path = dir.join(base);
         use tar::EntryType as T;
+        self.check_overwrite(&path, kind == T::Directory, &name)?;
         match kind {
             T::Directory => {
                 self.remove(&path, true, &name)?;
@@ -480,6 +542,12 @@ impl Applier {
             T::Char | T::Block => {
                 let major = e.header().device_major().ok().flatten().unwrap_or(u32::MAX);
                 let minor = e.header().device_minor().ok().flatten().unwrap_or(u32::MAX);
+                if !layer {
+                    return Err(ApplyError::Refused {
+                        entry: name,
+                        reason: "device nodes cannot be copied",
+                    });
+                }
                 if kind != T::Char || major != 0 || minor != 0 {
                     return Err(ApplyError::Refused {
                         entry: name,
@@ -529,6 +597,7 @@ impl Applier {
             mode: field(h.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777,
             xattrs: Vec::new(),
         };
+        let owner = self.plain.and_then(|p| p.owner);
         if let Some(exts) = e.pax_extensions().map_err(ApplyError::Read)? {
             for ext in exts {
                 let ext = ext.map_err(ApplyError::Read)?;
@@ -551,6 +620,9 @@ impl Applier {
                     }
                 }
             }
+        }
+        if let Some((uid, gid)) = owner {
+            (m.uid, m.gid) = (uid, gid);
         }
         Ok(m)
     }
@@ -650,7 +722,7 @@ fn set_times(path: &Path, mtime: u64) -> io::Result<()> {
 }
 
 /// Sets an xattr without following a symlink.
-fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+pub(crate) fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let p = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let n = CString::new(name).map_err(io::Error::other)?;
     // SAFETY: both strings are valid NUL-terminated C strings that outlive the call, and

@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod images;
 pub mod system;
+pub mod volumes;
 
 use std::future::Future;
 use std::pin::Pin;
