@@ -181,6 +181,49 @@ impl Plugin {
             .unwrap_or_else(|| "it exited without saying why".into())
     }
 
+    /// Stops a plugin that an earlier stratad left serving on this socket: a SIGKILLed stratad
+    /// leaves its children running, and the new plugin could not take the driver's root while
+    /// the old one holds it. Containers do not depend on the plugin process (their root
+    /// filesystems stay mounted), so it is replaced rather than adopted.
+    async fn stop_leftover(&self) {
+        let Ok(conn) = std::os::unix::net::UnixStream::connect(&self.socket) else {
+            return;
+        };
+        let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
+        drop(conn);
+        let Ok(cred) = cred else { return };
+        let pid = cred.pid();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains(&*self.socket.to_string_lossy()) {
+            return;
+        }
+        tracing::warn!(
+            pid,
+            driver = self.driver,
+            "a storage plugin left by an earlier stratad still serves; stopping it"
+        );
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
+        };
+        for (sig, wait) in [
+            (nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15)),
+            (nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5)),
+        ] {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+            let deadline = Instant::now() + wait;
+            while !gone() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if gone() {
+                return;
+            }
+        }
+    }
+
     /// Starts the plugin and waits until it is healthy.
     async fn start(&self, channel: &Channel) -> Result<Child, StorageError> {
         let since = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
@@ -316,6 +359,7 @@ impl Storage {
             log_level: log_level.to_string(),
         };
         let channel = unix_channel(&plugin.socket);
+        plugin.stop_leftover().await;
         let child = plugin.start(&channel).await;
         let child = match child {
             Ok(c) => c,

@@ -8,7 +8,12 @@ use super::record::{Record, Status};
 pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) -> Value {
     let s = &rec.settings;
     let st = &rec.state;
-    let running = matches!(st.status, Status::Running | Status::Paused);
+    // As in Docker, a container waiting to be restarted counts as running.
+    let running = matches!(
+        st.status,
+        Status::Running | Status::Paused | Status::Restarting
+    );
+    let policy = super::restart::Policy::parse(&s.restart_policy).ok();
     json!({
         "Id": rec.id,
         "Created": rec.created,
@@ -18,7 +23,7 @@ pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) 
             "Status": st.status.as_str(),
             "Running": running,
             "Paused": st.status == Status::Paused,
-            "Restarting": false,
+            "Restarting": st.status == Status::Restarting,
             "OOMKilled": st.oom_killed,
             "Dead": st.status == Status::Dead,
             "Pid": st.pid,
@@ -32,6 +37,7 @@ pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) 
         "HostnamePath": "",
         "HostsPath": "",
         "LogPath": log_path,
+        "RestartCount": st.restart_count,
         "Name": format!("/{}", rec.name),
         "Driver": rec.driver,
         "Platform": "linux",
@@ -48,6 +54,10 @@ pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) 
             "CpusetCpus": s.cpuset_cpus,
             "PidsLimit": if s.pids_limit > 0 { Value::from(s.pids_limit) } else { Value::Null },
             "LogConfig": { "Type": "json-file", "Config": {} },
+            "RestartPolicy": {
+                "Name": policy.map_or("no", |p| p.name()),
+                "MaximumRetryCount": policy.map_or(0, |p| p.max_retries),
+            },
         },
         "GraphDriver": { "Name": rec.driver, "Data": graph },
         "Mounts": s.binds.iter().map(|b| {

@@ -62,7 +62,9 @@ pub async fn follow(
     loop {
         let finished = matches!(
             state.borrow_and_update().status,
-            Status::Exited | Status::Dead
+            // As in Docker, following ends when the process does, even one that its restart
+            // policy starts again.
+            Status::Exited | Status::Dead | Status::Restarting
         );
         let Some(mut r) = reader.take() else { return };
         let mut carry = std::mem::take(&mut partial);

@@ -15,6 +15,8 @@ pub enum Status {
     Running,
     /// Frozen.
     Paused,
+    /// Its process ended; its restart policy starts it again after a back-off.
+    Restarting,
     /// Its process ended.
     Exited,
     /// Being removed, or failed to be.
@@ -28,6 +30,7 @@ impl Status {
             Status::Created => "created",
             Status::Running => "running",
             Status::Paused => "paused",
+            Status::Restarting => "restarting",
             Status::Exited => "exited",
             Status::Dead => "dead",
         }
@@ -71,8 +74,9 @@ pub struct Settings {
     pub labels: Vec<String>,
 }
 
-/// The run-time state.
+/// The run-time state. Fields added later read as their defaults from older records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
     pub status: Status,
     /// The container's first process, while it runs.
@@ -86,6 +90,12 @@ pub struct State {
     pub finished_at: String,
     /// Why the last start failed, if it did.
     pub error: String,
+    /// How many times its restart policy has started it since it was last started by hand.
+    pub restart_count: u32,
+    /// Stopped or killed by hand since it was last started by hand (Docker's
+    /// `HasBeenManuallyStopped`): no restart policy starts it, and `unless-stopped` not even
+    /// when the engine starts.
+    pub manually_stopped: bool,
 }
 
 impl Default for State {
@@ -99,6 +109,8 @@ impl Default for State {
             started_at: String::new(),
             finished_at: String::new(),
             error: String::new(),
+            restart_count: 0,
+            manually_stopped: false,
         }
     }
 }

@@ -140,6 +140,18 @@ pub struct ImageService {
     pub containers: Arc<Containers>,
 }
 
+/// Emits an image event as Docker does: the image's id, and its name (a reference, or the id).
+fn image_event(containers: &Containers, action: &str, id: &str, name: String) {
+    containers
+        .events()
+        .emit("image", action, id, [("name", name)]);
+}
+
+/// The familiar form of a reference (`busybox:latest`), or the text as given.
+fn familiar(reference: &str) -> String {
+    Reference::parse(reference).map_or_else(|_| reference.to_string(), |r| r.familiar())
+}
+
 impl ImageService {
     /// Whether a container uses image `id`.
     fn in_use_fn(&self) -> impl Fn(&str) -> bool + Sync + '_ {
@@ -163,6 +175,9 @@ impl ImagesApi for ImageService {
     ) -> Result<Response<LoadResponse>, Status> {
         let reader = chunk_reader(req.into_inner(), None, |m: DataChunk| m.data);
         let loaded = self.images.load(reader).await.map_err(|e| e.to_status())?;
+        for i in &loaded {
+            image_event(&self.containers, "load", &i.id, i.id.clone());
+        }
         Ok(Response::new(LoadResponse {
             images: loaded.iter().map(summary).collect(),
         }))
@@ -181,18 +196,30 @@ impl ImagesApi for ImageService {
         if req.images.is_empty() {
             return Err(Status::invalid_argument("save: name at least one image"));
         }
+        let mut ids = Vec::new();
         for i in &req.images {
-            self.images.resolve(i).map_err(|e| e.to_status())?;
+            let id = self.images.resolve(i).map_err(|e| e.to_status())?.id;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
         }
         let (tx, rx) = mpsc::channel(4);
         let images = self.images.clone();
+        let containers = self.containers.clone();
         tokio::spawn(async move {
             let w = ChunkWriter {
                 tx: tx.clone(),
                 buf: Vec::new(),
             };
-            if let Err(e) = images.save(&req.images, format, w).await {
-                let _ = tx.send(Err(e.to_status())).await;
+            match images.save(&req.images, format, w).await {
+                Ok(_) => {
+                    for id in ids {
+                        image_event(&containers, "save", &id, id.clone());
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_status())).await;
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -217,6 +244,7 @@ impl ImagesApi for ImageService {
             .import(reader, Some(&reference))
             .await
             .map_err(|e| e.to_status())?;
+        image_event(&self.containers, "import", &s.id, s.id.clone());
         Ok(Response::new(ImportResponse {
             image: Some(summary(&s)),
         }))
@@ -273,6 +301,9 @@ impl ImagesApi for ImageService {
         self.images
             .tag(&r.source, &r.target)
             .map_err(|e| e.to_status())?;
+        if let Ok(i) = self.images.resolve(&r.target) {
+            image_event(&self.containers, "tag", &i.id, familiar(&r.target));
+        }
         Ok(Response::new(TagResponse {}))
     }
 
@@ -282,11 +313,20 @@ impl ImagesApi for ImageService {
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let r = req.into_inner();
         let in_use = self.in_use_fn();
+        let id = self.images.resolve(&r.image).map(|i| i.id).ok();
         let report = self
             .images
             .remove(&r.image, r.force, &in_use)
             .await
             .map_err(|e| e.to_status())?;
+        if let Some(id) = id {
+            for _ in &report.untagged {
+                image_event(&self.containers, "untag", &id, id.clone());
+            }
+            if report.deleted.contains(&id) {
+                image_event(&self.containers, "delete", &id, id.clone());
+            }
+        }
         Ok(Response::new(RemoveImageResponse {
             untagged: report.untagged,
             deleted: report.deleted,
@@ -317,6 +357,23 @@ impl ImagesApi for ImageService {
             )
             .await
             .map_err(|e| e.to_status())?;
+        let image_ref = if r.reference.is_empty() {
+            String::new()
+        } else {
+            familiar(&r.reference)
+        };
+        if !image_ref.is_empty() {
+            image_event(&self.containers, "tag", &s.id, image_ref.clone());
+        }
+        self.containers.emit_with(
+            &rec,
+            "commit",
+            [
+                ("comment", r.comment.clone()),
+                ("imageID", s.id.clone()),
+                ("imageRef", image_ref),
+            ],
+        );
         Ok(Response::new(CommitResponse { id: s.id }))
     }
 
