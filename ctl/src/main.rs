@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod table;
+mod tty;
 mod units;
 
 use std::path::PathBuf;

@@ -51,6 +51,7 @@ pub mod image;
 pub mod layouts;
 pub mod mounts;
 pub mod plugin;
+pub mod pty;
 pub mod uml;
 pub mod xattr;
 

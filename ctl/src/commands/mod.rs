@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+mod attach;
 mod commit;
 mod container_args;
 mod create;
@@ -50,6 +51,8 @@ pub enum Command {
     Rm(rm::Args),
     /// Run a command in a running container
     Exec(exec::Args),
+    /// Attach to a running container's stdin, stdout and stderr
+    Attach(attach::Args),
     /// Stop and start containers again
     Restart(restart::Args),
     /// Freeze all processes of containers
@@ -104,6 +107,7 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Kill(a) => kill::run(a, &client).await,
         Command::Rm(a) => rm::run(a, &client).await,
         Command::Exec(a) => exec::run(a, &client).await,
+        Command::Attach(a) => attach::run(a, &client).await,
         Command::Restart(a) => restart::run(a, &client).await,
         Command::Pause(a) => pause::pause(a, &client).await,
         Command::Unpause(a) => pause::unpause(a, &client).await,

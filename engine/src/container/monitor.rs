@@ -1,29 +1,43 @@
 //! The per-container monitor: a small process (`strata-monitor`) that creates and starts the
-//! container with `strata-runtime`, owns its stdout and stderr and writes them to the
-//! container's json-lines log, reaps it and records how it ended. It runs in a session of its
-//! own, so the container keeps running when `stratad` stops or dies.
+//! container with `strata-runtime`, owns its stdio, reaps it and records how it ended. It runs
+//! in a session of its own, so the container keeps running when `stratad` stops or dies.
 //!
 //! The engine starts it with a status pipe as fd 3. The monitor writes one line there —
 //! `ok <container pid>` once the container runs, or `error <message>` — and closes it. When
 //! the container has exited, it writes `exit.json` (code, OOM kill, time) into its state
 //! directory, deletes the runtime's state and exits.
+//!
+//! Its stdio: stdout and stderr are pipes (with a terminal, the pty master the runtime sends
+//! to a console socket, all output as stdout); with `--stdin` the container's stdin is a pipe
+//! (or the pty) fed by attached clients, otherwise `/dev/null`. Output goes to the container's
+//! json-lines log and to every client attached through `attach.sock` (see [`super::attach`]);
+//! `--attached` adds fd 4 as a client before the container starts.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::attach::{read_frame, FromMonitor, ShortPath, ToMonitor, SOCKET};
+
 /// Where a monitor finds its container and writes what it learns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MonitorArgs {
     pub id: String,
     pub bundle: PathBuf,
     pub runtime_root: PathBuf,
     pub log: PathBuf,
     pub state_dir: PathBuf,
+    /// The container has a terminal (`process.terminal` in its spec).
+    pub tty: bool,
+    /// Keep its stdin open for attached clients.
+    pub stdin: bool,
+    /// The terminal's first window size (rows, columns).
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// How a container ended, as the monitor records it.
@@ -52,28 +66,151 @@ pub struct LogLine {
     pub time: String,
 }
 
-/// Copies a pipe into the log, a line at a time.
-fn pump(pipe: File, stream: &'static str, log: Arc<Mutex<File>>) {
-    let mut r = BufReader::with_capacity(64 * 1024, pipe);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let line = LogLine {
-                    log: String::from_utf8_lossy(&buf).into_owned(),
-                    stream: stream.into(),
-                    time: strata_runtime::state::now_rfc3339(),
-                };
-                let mut out = serde_json::to_vec(&line).unwrap_or_default();
-                out.push(b'\n');
-                let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = f.write_all(&out) {
-                    tracing::error!(%e, "writing the container log failed");
+/// A log line longer than this is written in pieces (as Docker's json-file logger does).
+const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// The attached clients and the container's stdin, shared by the monitor's threads.
+#[derive(Debug)]
+struct Hub {
+    clients: Mutex<Clients>,
+    /// The write end of the container's stdin pipe, or the pty master; `None` once closed.
+    stdin: Mutex<Option<File>>,
+    /// The pty master, for window sizes.
+    pty: Option<OwnedFd>,
+    tty: bool,
+    log: Mutex<File>,
+}
+
+#[derive(Debug, Default)]
+struct Clients {
+    next: u64,
+    list: Vec<(u64, UnixStream)>,
+    /// Set once the container has exited: late clients get the exit at once.
+    exit: Option<i32>,
+}
+
+impl Hub {
+    /// Sends a frame to every client; one that cannot take it is dropped.
+    fn broadcast(&self, frame: &[u8]) {
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        c.list.retain_mut(|(_, s)| s.write_all(frame).is_ok());
+    }
+
+    fn log(&self, stream: &str, line: &[u8]) {
+        let line = LogLine {
+            log: String::from_utf8_lossy(line).into_owned(),
+            stream: stream.into(),
+            time: strata_runtime::state::now_rfc3339(),
+        };
+        let mut out = serde_json::to_vec(&line).unwrap_or_default();
+        out.push(b'\n');
+        let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(&out) {
+            tracing::error!(%e, "writing the container log failed");
+        }
+    }
+
+    /// Serves a new client: its input on a thread of its own, output from now on.
+    fn add(self: &Arc<Self>, conn: UnixStream) {
+        let input = match conn.try_clone() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(%e, "an attach connection could not be served");
+                return;
+            }
+        };
+        let id = {
+            let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(code) = c.exit {
+                let mut conn = conn;
+                let _ = conn.write_all(&FromMonitor::Exit(code).encode());
+                return;
+            }
+            c.next += 1;
+            let id = c.next;
+            c.list.push((id, conn));
+            id
+        };
+        let hub = self.clone();
+        std::thread::spawn(move || hub.serve_input(input, id));
+    }
+
+    fn serve_input(&self, mut conn: UnixStream, id: u64) {
+        while let Ok(Some((kind, payload))) = read_frame(&mut conn) {
+            match ToMonitor::decode(kind, payload) {
+                Some(ToMonitor::Stdin(d)) => {
+                    let mut sink = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(f) = sink.as_mut() {
+                        if let Err(e) = f.write_all(&d) {
+                            tracing::debug!(%e, "the container's stdin is closed");
+                            *sink = None;
+                        }
+                    }
                 }
+                // A terminal has no end of input but the bytes typed (^D).
+                Some(ToMonitor::StdinClose) if !self.tty => {
+                    *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                Some(ToMonitor::Resize { rows, cols }) => {
+                    if let Some(m) = &self.pty {
+                        if let Err(e) = strata_runtime::tty::set_size(m.as_raw_fd(), rows, cols) {
+                            tracing::debug!(%e, "resizing the terminal failed");
+                        }
+                    }
+                }
+                _ => {}
             }
         }
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        c.list.retain(|(i, _)| *i != id);
+    }
+
+    /// The container exited and all its output was sent: every client gets the code.
+    fn finish(&self, code: i32) {
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        c.exit = Some(code);
+        let f = FromMonitor::Exit(code).encode();
+        for (_, mut s) in c.list.drain(..) {
+            let _ = s.write_all(&f);
+        }
+    }
+}
+
+/// Copies one of the container's outputs to the clients (as it comes) and to the log (a line
+/// at a time).
+fn pump(mut src: File, stream: &'static str, hub: Arc<Hub>) {
+    use std::io::Read;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut line = Vec::new();
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // EIO: the pty's other side is closed.
+            Err(_) => break,
+        };
+        let data = buf[..n].to_vec();
+        let f = if stream == "stderr" {
+            FromMonitor::Stderr(data)
+        } else {
+            FromMonitor::Stdout(data)
+        };
+        hub.broadcast(&f.encode());
+        line.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(p) = line[start..].iter().position(|b| *b == b'\n') {
+            hub.log(stream, &line[start..start + p + 1]);
+            start += p + 1;
+        }
+        line.drain(..start);
+        if line.len() >= MAX_LOG_LINE {
+            hub.log(stream, &line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        hub.log(stream, &line);
     }
 }
 
@@ -84,23 +221,24 @@ fn pipe() -> std::io::Result<(File, File)> {
 
 /// Puts `f` on descriptor `fd` (without close-on-exec, so the container inherits it).
 fn install(f: &impl AsRawFd, fd: i32) -> std::io::Result<()> {
-    // SAFETY: dup2 onto a standard descriptor of this single-threaded process; both fds are
-    // valid for the duration of the call.
+    // SAFETY: dup2 onto a standard descriptor of this process, before any thread of ours
+    // runs; both fds are valid for the duration of the call.
     if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// Runs the monitor; `status` is the pipe to the engine. Returns the process's exit code.
-pub fn run(args: &MonitorArgs, status: OwnedFd) -> i32 {
+/// Runs the monitor; `status` is the pipe to the engine, `attached` a client to serve from
+/// the start. Returns the process's exit code.
+pub fn run(args: &MonitorArgs, status: OwnedFd, attached: Option<OwnedFd>) -> i32 {
     let mut status = File::from(status);
-    match start(args) {
-        Ok((mut container, readers)) => {
-            let _ = writeln!(status, "ok {}", container.pid());
+    match start(args, attached) {
+        Ok(mut m) => {
+            let _ = writeln!(status, "ok {}", m.container.pid());
             drop(status);
-            let exit = container.wait();
-            for r in readers {
+            let exit = m.container.wait();
+            for r in m.pumps.drain(..) {
                 let _ = r.join();
             }
             let (code, oom) = match exit {
@@ -121,12 +259,16 @@ pub fn run(args: &MonitorArgs, status: OwnedFd) -> i32 {
             if let Err(e) = written {
                 tracing::error!(%e, "recording the exit status failed");
             }
-            if let Err(e) = container.delete(true) {
+            // New clients are refused from here on; those attached learn the code.
+            let _ = fs::remove_file(args.state_dir.join(SOCKET));
+            m.hub.finish(code);
+            if let Err(e) = m.container.delete(true) {
                 tracing::error!(%e, "deleting the runtime state failed");
             }
             0
         }
         Err(e) => {
+            let _ = fs::remove_file(args.state_dir.join(SOCKET));
             let msg = e.replace('\n', " ");
             let _ = writeln!(status, "error {msg}");
             1
@@ -134,47 +276,150 @@ pub fn run(args: &MonitorArgs, status: OwnedFd) -> i32 {
     }
 }
 
-type Started = (strata_runtime::Container, Vec<std::thread::JoinHandle<()>>);
+/// A started container and what serves it.
+struct Monitored {
+    container: strata_runtime::Container,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+    hub: Arc<Hub>,
+}
 
-fn start(args: &MonitorArgs) -> Result<Started, String> {
+/// Binds a unix socket in `dir`, replacing a stale one.
+fn bind_in(dir: &Path, name: &str) -> Result<UnixListener, String> {
+    let p = ShortPath::new(dir, name).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    let _ = fs::remove_file(p.path());
+    UnixListener::bind(p.path()).map_err(|e| format!("bind {}/{name}: {e}", dir.display()))
+}
+
+/// Receives the pty master the container's init sent to the console socket.
+fn receive_master(console: UnixListener) -> Result<OwnedFd, String> {
+    console
+        .set_nonblocking(true)
+        .map_err(|e| format!("console socket: {e}"))?;
+    // The runtime connected and the init sent the master before `create` returned.
+    let (conn, _) = console
+        .accept()
+        .map_err(|e| format!("console socket: no connection from the runtime: {e}"))?;
+    conn.set_nonblocking(false)
+        .and_then(|_| conn.set_read_timeout(Some(std::time::Duration::from_secs(30))))
+        .map_err(|e| format!("console socket: {e}"))?;
+    strata_runtime::tty::recv_fd(conn.as_raw_fd()).map_err(|e| e.to_string())
+}
+
+fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.log)
         .map_err(|e| format!("open log {}: {e}", args.log.display()))?;
-    let log = Arc::new(Mutex::new(log));
-    let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let listener = bind_in(&args.state_dir, SOCKET)?;
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    install(&null, 0)
-        .and_then(|_| install(&out_w, 1))
-        .and_then(|_| install(&err_w, 2))
-        .map_err(|e| format!("dup2: {e}"))?;
-    drop((out_w, err_w));
-    let opts = strata_runtime::CreateOptions::default();
-    let created =
-        strata_runtime::Container::create(&args.runtime_root, &args.id, &args.bundle, &opts);
-    // The container holds its own copies now; ours must go so the pipes end when it does.
-    let restored = install(&null, 1).and_then(|_| install(&null, 2));
-    let mut container = created.map_err(|e| e.to_string())?;
-    restored.map_err(|e| format!("dup2: {e}"))?;
+    let dup = |f: &OwnedFd| {
+        f.try_clone()
+            .map(File::from)
+            .map_err(|e| format!("dup: {e}"))
+    };
+    let mut opts = strata_runtime::CreateOptions::default();
+    let (container, sources, stdin, pty) = if args.tty {
+        let console = bind_in(&args.state_dir, "console.sock")?;
+        let console_path = ShortPath::new(&args.state_dir, "console.sock")
+            .map_err(|e| format!("open {}: {e}", args.state_dir.display()))?;
+        opts.console_socket = Some(console_path.path().to_path_buf());
+        install(&null, 0)
+            .and_then(|_| install(&null, 1))
+            .and_then(|_| install(&null, 2))
+            .map_err(|e| format!("dup2: {e}"))?;
+        let created =
+            strata_runtime::Container::create(&args.runtime_root, &args.id, &args.bundle, &opts);
+        let _ = fs::remove_file(console_path.path());
+        let container = created.map_err(|e| e.to_string())?;
+        let master = match receive_master(console) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = container.delete(true);
+                return Err(e);
+            }
+        };
+        if let Some((rows, cols)) = args.console_size {
+            if let Err(e) = strata_runtime::tty::set_size(master.as_raw_fd(), rows, cols) {
+                tracing::warn!(%e, "setting the terminal's size failed");
+            }
+        }
+        let out = dup(&master)?;
+        let stdin = if args.stdin { Some(dup(&master)?) } else { None };
+        (container, vec![(out, "stdout")], stdin, Some(master))
+    } else {
+        let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (in_r, in_w) = if args.stdin {
+            let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+            (r, Some(w))
+        } else {
+            (null.try_clone().map_err(|e| format!("dup: {e}"))?, None)
+        };
+        install(&in_r, 0)
+            .and_then(|_| install(&out_w, 1))
+            .and_then(|_| install(&err_w, 2))
+            .map_err(|e| format!("dup2: {e}"))?;
+        drop((in_r, out_w, err_w));
+        let created =
+            strata_runtime::Container::create(&args.runtime_root, &args.id, &args.bundle, &opts);
+        // The container holds its own copies now; ours must go so the pipes end when it does.
+        let restored = install(&null, 0)
+            .and_then(|_| install(&null, 1))
+            .and_then(|_| install(&null, 2));
+        let container = created.map_err(|e| e.to_string())?;
+        restored.map_err(|e| format!("dup2: {e}"))?;
+        (
+            container,
+            vec![(out_r, "stdout"), (err_r, "stderr")],
+            in_w,
+            None,
+        )
+    };
+    let mut container = container;
+    let hub = Arc::new(Hub {
+        clients: Mutex::default(),
+        stdin: Mutex::new(stdin),
+        pty,
+        tty: args.tty,
+        log: Mutex::new(log),
+    });
+    if let Some(fd) = attached {
+        hub.add(UnixStream::from(fd));
+    }
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(e.to_string());
     }
-    let readers = vec![
-        {
-            let log = log.clone();
-            std::thread::spawn(move || pump(out_r, "stdout", log))
-        },
-        std::thread::spawn(move || pump(err_r, "stderr", log)),
-    ];
-    Ok((container, readers))
+    let pumps = sources
+        .into_iter()
+        .map(|(src, stream)| {
+            let hub = hub.clone();
+            std::thread::spawn(move || pump(src, stream, hub))
+        })
+        .collect();
+    let h = hub.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            match conn {
+                Ok(c) => h.add(c),
+                Err(e) => tracing::warn!(%e, "accepting an attach connection failed"),
+            }
+        }
+    });
+    Ok(Monitored {
+        container,
+        pumps,
+        hub,
+    })
 }
 
 /// The status descriptor the engine passes.
 pub const STATUS_FD: i32 = 3;
+
+/// The pre-attached client's descriptor, with `--attached`.
+pub const ATTACH_FD: i32 = 4;
 
 /// Takes ownership of the status descriptor.
 ///
@@ -183,4 +428,15 @@ pub const STATUS_FD: i32 = 3;
 pub unsafe fn status_fd() -> OwnedFd {
     // SAFETY: the caller guarantees fd 3 is the open status pipe and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(STATUS_FD) }
+}
+
+/// Takes ownership of the pre-attached client's descriptor and keeps it from the container.
+///
+/// # Safety
+/// Call once, at the start of the monitor process, where fd 4 is the engine's socket.
+pub unsafe fn attach_fd() -> OwnedFd {
+    // SAFETY: the caller guarantees fd 4 is the open client socket and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(ATTACH_FD) };
+    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    fd
 }

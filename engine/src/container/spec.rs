@@ -318,7 +318,7 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     spec["process"]["args"] = json!(args);
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = json!(cwd);
-    spec["process"]["terminal"] = json!(false);
+    spec["process"]["terminal"] = json!(s.tty);
     spec["process"]["user"] =
         json!({ "uid": inp.uid, "gid": inp.gid, "additionalGids": inp.additional_gids });
     spec["process"]["capabilities"] =

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::ImageResolver;
 use crate::container::record::{Record, Settings, Status as CStatus};
-use crate::container::{inspect, logs, Containers};
+use crate::container::{attach, inspect, logs, Containers};
 use crate::storage::Storage;
 
 /// Serves the container verbs.
@@ -370,9 +370,14 @@ impl ContainersApi for ContainerService {
             working_dir: r.working_dir,
             user: r.user,
             detach: r.detach,
+            tty: r.tty,
+            interactive: r.interactive,
+            size: attach::window_size(r.size.as_ref()),
+            detach_keys: r.detach_keys,
+            privileged: r.privileged,
         };
         self.containers
-            .exec(&r.container, spec, tx)
+            .exec(&r.container, spec, attach::exec_input(input), tx)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(Box::pin(
@@ -384,9 +389,38 @@ impl ContainersApi for ContainerService {
 
     async fn attach(
         &self,
-        _req: Request<tonic::Streaming<AttachInput>>,
+        req: Request<tonic::Streaming<AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        Err(Status::unimplemented("attach: being built"))
+        let mut input = req.into_inner();
+        let r = match input.message().await? {
+            Some(AttachInput {
+                kind: Some(attach_input::Kind::Open(r)),
+            }) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "attach: the first message must say what to attach to",
+                ))
+            }
+        };
+        let opts = attach::AttachOptions {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            start: r.start,
+            detach_keys: r.detach_keys,
+            size: attach::window_size(r.size.as_ref()),
+            wait_removed: r.wait_removed,
+        };
+        let session = self
+            .containers
+            .attach(&r.container, opts)
+            .await
+            .map_err(|e| e.to_status())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(session.run(attach::attach_input(input), tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn top(&self, _req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
