@@ -457,7 +457,8 @@ fn engine_bad_input_gets_one_clear_line() {
             (&["run", "--cpus", "-1", BUSYBOX, "true"], "cpus"),
             (&["run", "--network", "bridge0", BUSYBOX, "true"], "network"),
             (&["run", "--cap-add", "FLYING", BUSYBOX, "true"], "FLYING"),
-            (&["run", "-v", "relative:/x", BUSYBOX, "true"], "relative"),
+            // A name with a slash is neither a volume name nor an absolute host path.
+            (&["run", "-v", "relative/dir:/x", BUSYBOX, "true"], "relative/dir"),
             (&["run", "--name", "bad/name", BUSYBOX, "true"], "bad/name"),
             (&["kill", "-s", "NOPE", "x"], ""),
         ];

@@ -27,6 +27,7 @@ mod start;
 mod stop;
 mod tag;
 mod version;
+mod volume;
 mod wait;
 
 use std::path::Path;
@@ -91,6 +92,8 @@ pub enum Command {
     Events(events::Args),
     /// Show the client's and the engine's versions
     Version(version::Args),
+    /// Manage volumes (create, ls, inspect, rm, prune)
+    Volume(volume::Args),
 }
 
 /// Runs a command; returns the process exit code.
@@ -126,6 +129,7 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Commit(a) => commit::run(a, &client).await,
         Command::Info(a) => info::run(a, &client).await,
         Command::Events(a) => events::run(a, &client).await,
+        Command::Volume(a) => volume::run(a, &client).await,
         Command::Version(_) => Ok(0),
     }
 }

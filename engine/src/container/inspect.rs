@@ -2,11 +2,102 @@
 
 use serde_json::{json, Value};
 
-use super::record::{Record, Status};
+use super::etc::EtcPaths;
+use super::record::{Record, Settings, Status};
+use crate::volume::mounts::{self, Kind};
+
+/// What the document shows besides the record: the container's mounts (Docker's `Mounts`),
+/// its hostname and its network files (those of the container whose network it joined).
+#[derive(Debug, Clone)]
+pub struct Extras {
+    pub mounts: Vec<Value>,
+    pub hostname: String,
+    pub files: EtcPaths,
+}
+
+/// `HostConfig.Mounts`: the `--mount` specs as Docker's API objects.
+fn host_config_mounts(s: &Settings) -> Value {
+    let all: Vec<Value> = s
+        .mounts
+        .iter()
+        .filter_map(|m| mounts::parse_mount_flag(m).ok())
+        .map(|r| {
+            let p = &r.point;
+            let mut m = json!({ "Type": p.kind.as_str(), "Source": p.source, "Target": p.destination });
+            if !p.rw {
+                m["ReadOnly"] = json!(true);
+            }
+            if !p.consistency.is_empty() {
+                m["Consistency"] = json!(p.consistency);
+            }
+            match p.kind {
+                Kind::Bind if p.propagation != "rprivate" || p.non_recursive => {
+                    m["BindOptions"] =
+                        json!({ "Propagation": p.propagation, "NonRecursive": p.non_recursive });
+                }
+                Kind::Volume => {
+                    let v = &r.volume;
+                    m["VolumeOptions"] = json!({
+                        "NoCopy": p.nocopy,
+                        "Labels": v.labels,
+                        "DriverConfig": { "Name": crate::volume::DRIVER, "Options": v.driver_opts },
+                        "Subpath": p.subpath,
+                    });
+                }
+                Kind::Tmpfs => {
+                    let opt = |k: &str| p.tmpfs.iter().find_map(|o| o.strip_prefix(k));
+                    let size = opt("size=").and_then(|v| v.parse::<u64>().ok());
+                    let mode = opt("mode=").and_then(|v| u32::from_str_radix(v, 8).ok());
+                    m["TmpfsOptions"] = json!({ "SizeBytes": size, "Mode": mode });
+                }
+                _ => {}
+            }
+            m
+        })
+        .collect();
+    if all.is_empty() {
+        Value::Null
+    } else {
+        json!(all)
+    }
+}
+
+/// `-v` specs with a source (`HostConfig.Binds`) and the anonymous ones (`Config.Volumes`).
+fn binds_and_volumes(s: &Settings) -> (Value, Value) {
+    let (mut binds, mut volumes) = (Vec::new(), serde_json::Map::new());
+    for b in &s.binds {
+        match mounts::parse_volume_flag(b) {
+            Ok(r) if r.point.anonymous => {
+                volumes.insert(r.point.destination, json!({}));
+            }
+            _ => binds.push(b.clone()),
+        }
+    }
+    let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
+    (
+        or_null(json!(binds), binds.is_empty()),
+        or_null(Value::Object(volumes.clone()), volumes.is_empty()),
+    )
+}
 
 /// The Docker-shaped document; `graph` is the snapshot's mounts (`GraphDriver.Data`).
-pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) -> Value {
+pub fn container_json(
+    rec: &Record,
+    bundle: &str,
+    log_path: &str,
+    graph: Value,
+    extras: &Extras,
+) -> Value {
     let s = &rec.settings;
+    let (binds, anonymous) = binds_and_volumes(s);
+    let tmpfs: serde_json::Map<String, Value> = s
+        .tmpfs
+        .iter()
+        .map(|t| {
+            let (d, o) = t.split_once(':').unwrap_or((t, ""));
+            (d.to_string(), json!(o))
+        })
+        .collect();
     let st = &rec.state;
     // As in Docker, a container waiting to be restarted counts as running.
     let running = matches!(
@@ -33,16 +124,23 @@ pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) 
             "FinishedAt": if st.finished_at.is_empty() { "0001-01-01T00:00:00Z" } else { st.finished_at.as_str() },
         },
         "Image": rec.image_id,
-        "ResolvConfPath": "",
-        "HostnamePath": "",
-        "HostsPath": "",
+        "ResolvConfPath": extras.files.resolv_conf,
+        "HostnamePath": extras.files.hostname,
+        "HostsPath": extras.files.hosts,
         "LogPath": log_path,
         "RestartCount": st.restart_count,
         "Name": format!("/{}", rec.name),
         "Driver": rec.driver,
         "Platform": "linux",
         "HostConfig": {
-            "Binds": s.binds,
+            "Binds": binds,
+            "Mounts": host_config_mounts(s),
+            "Tmpfs": if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) },
+            "VolumesFrom": if s.volumes_from.is_empty() { Value::Null } else { json!(s.volumes_from) },
+            "Dns": s.dns,
+            "DnsSearch": s.dns_search,
+            "DnsOptions": s.dns_options,
+            "ExtraHosts": if s.extra_hosts.is_empty() { Value::Null } else { json!(s.extra_hosts) },
             "NetworkMode": if s.network_mode.is_empty() { "none" } else { s.network_mode.as_str() },
             "AutoRemove": s.auto_remove,
             "CapAdd": s.cap_add,
@@ -60,19 +158,9 @@ pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) 
             },
         },
         "GraphDriver": { "Name": rec.driver, "Data": graph },
-        "Mounts": s.binds.iter().map(|b| {
-            let parts: Vec<&str> = b.split(':').collect();
-            json!({
-                "Type": "bind",
-                "Source": parts.first().copied().unwrap_or_default(),
-                "Destination": parts.get(1).copied().unwrap_or_default(),
-                "Mode": parts.get(2).copied().unwrap_or(""),
-                "RW": parts.get(2) != Some(&"ro"),
-                "Propagation": "rprivate",
-            })
-        }).collect::<Vec<_>>(),
+        "Mounts": extras.mounts,
         "Config": {
-            "Hostname": if s.hostname.is_empty() { &rec.id[..12] } else { s.hostname.as_str() },
+            "Hostname": extras.hostname,
             "User": s.user,
             "Env": s.env,
             "Cmd": rec.args.clone(),
@@ -82,6 +170,7 @@ pub fn container_json(rec: &Record, bundle: &str, log_path: &str, graph: Value) 
             "Tty": s.tty,
             "OpenStdin": s.open_stdin,
             "StdinOnce": s.stdin_once,
+            "Volumes": anonymous,
             "Labels": {},
         },
         "BundlePath": bundle,

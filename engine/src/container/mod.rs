@@ -7,14 +7,20 @@
 //! active snapshot `strata/container/<id>` on the image's top layer.
 
 pub mod attach;
+pub mod copy;
 pub mod diff;
+pub mod etc;
 pub mod exec;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
+pub mod mounts;
+pub mod netns;
 pub mod record;
 pub mod restart;
 pub mod spec;
+pub mod stats;
+pub mod top;
 pub mod user;
 
 use std::collections::HashMap;
@@ -79,9 +85,15 @@ pub enum ContainerError {
     #[error("{0}")]
     Runtime(String),
     #[error(transparent)]
+    Top(#[from] top::TopError),
+    #[error(transparent)]
+    Copy(#[from] copy::CopyError),
+    #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
     #[error(transparent)]
     Mount(#[from] crate::volume::mounts::MountError),
+    #[error(transparent)]
+    Etc(#[from] etc::EtcError),
 }
 
 impl ContainerError {
@@ -98,8 +110,13 @@ impl ContainerError {
             ContainerError::Spec(_)
             | ContainerError::InvalidName(_)
             | ContainerError::InvalidSignal(_)
-            | ContainerError::RestartPolicy(_) => Code::InvalidArgument,
+            | ContainerError::RestartPolicy(_)
+            | ContainerError::Mount(_)
+            | ContainerError::Etc(_) => Code::InvalidArgument,
             ContainerError::State { .. } => Code::FailedPrecondition,
+            ContainerError::Top(top::TopError::BadPid(_)) => Code::Internal,
+            ContainerError::Top(_) => Code::InvalidArgument,
+            ContainerError::Copy(c) => c.code(),
             ContainerError::Storage(m) if m.starts_with("storage driver unavailable") => {
                 Code::Unavailable
             }
@@ -337,12 +354,7 @@ impl Containers {
             s.user = image.defaults.user.clone();
         }
         spec::capabilities(&s)?;
-        for b in &s.binds {
-            spec::bind_mount(b)?;
-        }
-        if !matches!(s.network_mode.as_str(), "" | "none" | "default" | "host") {
-            return Err(spec::SpecError::Network(s.network_mode.clone()).into());
-        }
+        let planned_mounts = self.plan_mounts(&mut s)?;
         let policy =
             restart::Policy::parse(&s.restart_policy).map_err(ContainerError::RestartPolicy)?;
         if s.auto_remove && policy.restarts() {
@@ -389,7 +401,14 @@ impl Containers {
                 .prepare(req)
                 .await
                 .map_err(|e| storage_err(&self.storage, "prepare the root filesystem", e))?;
-            if let Err(e) = self.records.insert(&rec) {
+            let recorded = match self.make_mounts(&rec, planned_mounts).await {
+                Ok(volumes) => self.records.insert(&rec).map_err(|e| {
+                    self.unmake_mounts(&rec.id, &volumes);
+                    ContainerError::from(e)
+                }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
                 let _ = self
                     .storage
                     .snapshots()
@@ -398,7 +417,7 @@ impl Containers {
                         ..Default::default()
                     })
                     .await;
-                return Err(e.into());
+                return Err(e);
             }
             Ok(())
         }
@@ -486,6 +505,7 @@ impl Containers {
                 if let Err(ue) = strata_snapshotter::mount::unmount_all(&rootfs) {
                     tracing::warn!(%ue, "unmounting after a failed start");
                 }
+                self.release_mounts(&rec.id);
                 rec.state.error = e.to_string();
                 let _ = self.records.update(&rec);
                 Err(e)
@@ -535,6 +555,7 @@ impl Containers {
             gid: user.gid,
             additional_gids: user.additional_gids,
             cgroups_path: format!("/strata/{}", rec.id),
+            prepared: self.prepare_mounts(rec)?,
         };
         let spec = spec::build(&defaults, &settings, &inputs)?;
         let config = bundle.join("config.json");
@@ -656,6 +677,7 @@ impl Containers {
         if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {
             tracing::warn!(%e, id, "unmounting the root filesystem failed");
         }
+        self.release_mounts(id);
         let again = self.restarts_after(&rec, while_down);
         rec.state.status = if again.is_some() {
             rec.state.restart_count += 1;
@@ -922,8 +944,14 @@ impl Containers {
         }
     }
 
-    /// Removes a container, its snapshot and its files; a running one only with `force`.
+    /// Removes a container, its snapshot and its files; a running one only with `force`. A
+    /// `--rm` container's anonymous volumes go with it.
     pub async fn remove(&self, query: &str, force: bool) -> Result<()> {
+        self.remove_with(query, force, false).await
+    }
+
+    /// [`Containers::remove`]; with `volumes` (`rm -v`) the anonymous volumes go too.
+    pub async fn remove_with(&self, query: &str, force: bool, volumes: bool) -> Result<()> {
         let rec = self.resolve(query)?;
         if matches!(
             rec.state.status,
@@ -965,6 +993,7 @@ impl Containers {
             Err(s) => return Err(storage_err(&self.storage, "remove the root filesystem", s)),
         }
         self.records.remove(&rec)?;
+        self.forget_mounts(&rec.id, volumes || rec.settings.auto_remove);
         if let Err(e) = std::fs::remove_dir_all(&bundle) {
             tracing::warn!(%e, dir = %bundle.display(), "removing the container directory failed");
         }
@@ -982,138 +1011,6 @@ impl Containers {
         self.forget_restarts(&rec.id);
         self.emit(&rec, "destroy");
         Ok(())
-    }
-}
-
-impl Containers {
-    /// The container's changes as a layer tar in a temporary file (deleted when closed), with
-    /// the image it was made from: the input of `strata commit`. Bind mounts and volumes are
-    /// not in the container's snapshot, so they are never part of it.
-    pub async fn diff_tar(&self, query: &str) -> Result<(Record, std::fs::File)> {
-        let rec = self.resolve(query)?;
-        let mounts = self.rootfs_mounts(&rec).await?;
-        let bundle = self.bundle(&rec.id);
-        let tmp =
-            tempfile::tempfile_in(&bundle).map_err(io("create a temporary file in", &bundle))?;
-        let out = tmp.try_clone().map_err(io("dup", &bundle))?;
-        let native = self.storage.capabilities().await.native_diff;
-        let parent = self
-            .storage
-            .snapshots()
-            .stat(strata_proto::snapshots::StatSnapshotRequest {
-                key: rec.snapshot.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| storage_err(&self.storage, "stat the root filesystem", e))?
-            .into_inner()
-            .info
-            .map(|i| i.parent)
-            .unwrap_or_default();
-        // Only two mounts name a directory that holds exactly the container's changes: an
-        // overlay's upper dir (when the driver's diff is native) and a writable bind of a
-        // snapshot with no parent. Anything else (e.g. aufs's bind of its union) is compared
-        // against the parent's tree.
-        let upper = mounts.first().and_then(|m| match m.r#type.as_str() {
-            "overlay" if native => m
-                .options
-                .iter()
-                .find_map(|o| o.strip_prefix("upperdir="))
-                .map(PathBuf::from),
-            "bind" if parent.is_empty() && !m.options.iter().any(|o| o == "ro") => {
-                Some(PathBuf::from(&m.source))
-            }
-            _ => None,
-        });
-        match upper {
-            Some(upper) => {
-                tokio::task::spawn_blocking(move || {
-                    diff::native_diff(&upper, std::io::BufWriter::new(out))
-                })
-                .await
-                .map_err(|e| ContainerError::Runtime(e.to_string()))?
-                .map_err(io("write the layer of", &bundle))?;
-            }
-            None => self.tree_diff_tar(&rec, &mounts, out).await?,
-        }
-        let mut tmp = tmp;
-        std::io::Seek::seek(&mut tmp, std::io::SeekFrom::Start(0))
-            .map_err(io("rewind", &bundle))?;
-        Ok((rec, tmp))
-    }
-
-    /// Compares the container's tree with its parent's (mounted as a view).
-    async fn tree_diff_tar(
-        &self,
-        rec: &Record,
-        mounts: &[strata_proto::types::Mount],
-        out: std::fs::File,
-    ) -> Result<()> {
-        let info = self
-            .storage
-            .snapshots()
-            .stat(strata_proto::snapshots::StatSnapshotRequest {
-                key: rec.snapshot.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| storage_err(&self.storage, "stat the root filesystem", e))?
-            .into_inner()
-            .info
-            .unwrap_or_default();
-        let bundle = self.bundle(&rec.id);
-        let (lower, upper) = (bundle.join("diff-lower"), bundle.join("diff-upper"));
-        for d in [&lower, &upper] {
-            std::fs::create_dir_all(d).map_err(io("create directory", d))?;
-        }
-        let view = format!(
-            "strata/diff/{}-{}",
-            rec.id,
-            hex::encode(rand::random::<[u8; 4]>())
-        );
-        let result = async {
-            if !info.parent.is_empty() {
-                let vm = self
-                    .storage
-                    .snapshots()
-                    .view(strata_proto::snapshots::ViewSnapshotRequest {
-                        key: view.clone(),
-                        parent: info.parent.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| storage_err(&self.storage, "view the parent layer", e))?
-                    .into_inner()
-                    .mounts;
-                strata_snapshotter::mount::mount_all(&vm, &lower)
-                    .map_err(|e| ContainerError::Runtime(e.to_string()))?;
-            }
-            strata_snapshotter::mount::mount_all(mounts, &upper)
-                .map_err(|e| ContainerError::Runtime(e.to_string()))?;
-            let (l, u) = (lower.clone(), upper.clone());
-            tokio::task::spawn_blocking(move || {
-                diff::tree_diff(&l, &u, std::io::BufWriter::new(out))
-            })
-            .await
-            .map_err(|e| ContainerError::Runtime(e.to_string()))?
-            .map_err(io("write the layer of", &bundle))
-        }
-        .await;
-        for d in [&upper, &lower] {
-            let _ = strata_snapshotter::mount::unmount_all(d);
-            let _ = std::fs::remove_dir(d);
-        }
-        if !info.parent.is_empty() {
-            let _ = self
-                .storage
-                .snapshots()
-                .remove(RemoveSnapshotRequest {
-                    key: view,
-                    ..Default::default()
-                })
-                .await;
-        }
-        result
     }
 }
 
@@ -1188,6 +1085,9 @@ impl Containers {
         };
         for rec in all {
             self.notify(&rec);
+            if matches!(rec.state.status, Status::Created | Status::Exited) {
+                self.clean_stopped(&rec).await;
+            }
             let policy = restart::Policy::parse(&rec.settings.restart_policy)
                 .unwrap_or(restart::Policy {
                     kind: restart::Kind::No,
@@ -1211,6 +1111,18 @@ impl Containers {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Undoes what an engine that died in the middle of a start or an exit may have left of a
+    /// stopped container: its processes (a monitor never recorded as started) and its mount.
+    async fn clean_stopped(&self, rec: &Record) {
+        if self.runtime_root.join(&rec.id).exists() && self.kill_orphan(&rec.id).await {
+            tracing::warn!(id = rec.id, "killed the processes of a container recorded as stopped");
+        }
+        let rootfs = self.bundle(&rec.id).join("rootfs");
+        if let Err(e) = strata_snapshotter::mount::unmount_all(&rootfs) {
+            tracing::warn!(%e, id = rec.id, "unmounting a stopped container's root filesystem failed");
         }
     }
 

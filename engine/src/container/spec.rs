@@ -1,7 +1,8 @@
 //! The OCI runtime spec of a container, from its image's config and the `create` flags, with
 //! Docker's defaults: its capability set, masked and read-only paths, default devices (the
 //! runtime adds them), a seccomp profile, and namespaces for pid, ipc, uts, mount, cgroup and
-//! (unless `--network host`) net.
+//! (unless `--network host`) net, or another container's net (`--network container:`); the
+//! mounts the start path prepared (volumes, binds, tmpfs, the network files) over the defaults.
 
 use serde_json::{json, Value};
 
@@ -23,9 +24,7 @@ pub struct ImageDefaults {
 pub enum SpecError {
     #[error("no command: the image has no ENTRYPOINT or CMD and none was given")]
     NoCommand,
-    #[error("invalid volume {0:?}: expected /host/path:/container/path[:ro|rw]")]
-    Bind(String),
-    #[error("invalid network mode {0:?}: expected none or host")]
+    #[error("invalid network mode {0:?}: expected none, host or container:<name|id>")]
     Network(String),
     #[error("unknown capability {0:?}")]
     Capability(String),
@@ -214,25 +213,6 @@ pub fn capabilities(s: &Settings) -> Result<Vec<String>, SpecError> {
     Ok(caps.into_iter().map(|c| format!("CAP_{c}")).collect())
 }
 
-/// Parses `-v /host:/ctr[:ro|rw]` into an OCI bind mount.
-pub fn bind_mount(spec: &str) -> Result<Value, SpecError> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, "rw"),
-        [s, d, m] if matches!(*m, "ro" | "rw") => (*s, *d, *m),
-        _ => return Err(SpecError::Bind(spec.to_string())),
-    };
-    if !src.starts_with('/') || !dst.starts_with('/') || dst.split('/').any(|c| c == "..") {
-        return Err(SpecError::Bind(spec.to_string()));
-    }
-    Ok(json!({
-        "destination": dst,
-        "type": "bind",
-        "source": src,
-        "options": ["rbind", mode, "rprivate"],
-    }))
-}
-
 /// Syscalls Docker's default profile does not allow (without extra capabilities); they fail
 /// with EPERM. Everything else is allowed.
 const DENIED_SYSCALLS: [&str; 35] = [
@@ -292,6 +272,20 @@ pub struct SpecInputs<'a> {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub cgroups_path: String,
+    /// What the start path readied.
+    pub prepared: Prepared,
+}
+
+/// What the start path readies for the spec: the container's own mounts and whose network.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// Volumes, binds, tmpfs mounts and the network files, in mount order; a default mount at
+    /// one of their destinations is left out.
+    pub mounts: Vec<Value>,
+    /// The hostname ("": the container id's first 12 digits).
+    pub hostname: String,
+    /// A network namespace to join (`--network container:`).
+    pub netns: String,
 }
 
 /// Builds the spec (as JSON, validated by deserializing into `oci_spec`).
@@ -308,7 +302,9 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     };
     let mut spec = serde_json::to_value(strata_runtime::spec::docker_default_spec(args.clone()))
         .unwrap_or_else(|_| json!({}));
-    let hostname = if s.hostname.is_empty() {
+    let hostname = if !inp.prepared.hostname.is_empty() {
+        inp.prepared.hostname.clone()
+    } else if s.hostname.is_empty() {
         inp.id[..12.min(inp.id.len())].to_string()
     } else {
         s.hostname.clone()
@@ -327,9 +323,9 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     spec["process"]["rlimits"] = json!([]);
     json!([{ "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 }]);
     let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
-    for b in &s.binds {
-        mounts.push(bind_mount(b)?);
-    }
+    let own = &inp.prepared.mounts;
+    mounts.retain(|m| !own.iter().any(|o| o["destination"] == m["destination"]));
+    mounts.extend(own.iter().cloned());
     spec["mounts"] = json!(mounts);
     let linux = &mut spec["linux"];
     let mut namespaces = vec![
@@ -340,8 +336,15 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
         json!({"type": "cgroup"}),
     ];
     match s.network_mode.as_str() {
-        "" | "none" | "default" => namespaces.push(json!({"type": "network"})),
         "host" => {}
+        "" | "none" | "default" if inp.prepared.netns.is_empty() => {
+            namespaces.push(json!({"type": "network"}))
+        }
+        m if (matches!(m, "" | "none" | "default") || m.starts_with("container:"))
+            && !inp.prepared.netns.is_empty() =>
+        {
+            namespaces.push(json!({"type": "network", "path": inp.prepared.netns}))
+        }
         other => return Err(SpecError::Network(other.to_string())),
     }
     linux["namespaces"] = json!(namespaces);
@@ -459,29 +462,27 @@ mod tests {
     }
 
     #[test]
-    fn binds() {
-        assert_eq!(bind_mount("/a:/b:ro").unwrap()["options"][1], "ro");
-        for bad in ["a:/b", "/a", "/a:b", "/a:/b:rx", "/a:/../b"] {
-            assert!(bind_mount(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn spec_validates_with_oci_spec() {
         let s = Settings {
             memory: 64 << 20,
             nano_cpus: 500_000_000,
             pids_limit: 10,
-            binds: vec!["/tmp:/mnt:ro".into()],
             ..Default::default()
         };
-        let inp = SpecInputs {
+        let mut inp = SpecInputs {
             id: "0123456789abcdef",
             rootfs: "/r",
             uid: 0,
             gid: 0,
             additional_gids: vec![],
             cgroups_path: "/strata/x".into(),
+            prepared: Prepared {
+                mounts: vec![
+                    json!({"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind", "ro", "rprivate"]}),
+                    json!({"destination": "/dev/shm", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
+                ],
+                ..Default::default()
+            },
         };
         let v = build(&img(), &s, &inp).unwrap();
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
@@ -511,5 +512,31 @@ mod tests {
             &inp
         )
         .is_err());
+        let shm: Vec<_> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1, "a prepared mount replaces the default one");
+        assert_eq!(shm[0]["options"][0], "size=1m");
+        assert!(v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/mnt"));
+        inp.prepared.hostname = "joined".into();
+        inp.prepared.netns = "/proc/42/ns/net".into();
+        let joined = Settings {
+            network_mode: "container:abc".into(),
+            ..Default::default()
+        };
+        let v = build(&img(), &joined, &inp).unwrap();
+        assert_eq!(v["hostname"], "joined");
+        assert!(v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/proc/42/ns/net"));
     }
 }

@@ -106,6 +106,11 @@ fn summary(r: &Record) -> ContainerSummary {
         CStatus::Created => "Created".to_string(),
         CStatus::Running => format!("Up {}", ago(&st.started_at)),
         CStatus::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
+        CStatus::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            ago(&st.finished_at)
+        ),
         CStatus::Exited => format!("Exited ({}) {} ago", st.exit_code, ago(&st.finished_at)),
         CStatus::Dead => "Dead".to_string(),
     };
@@ -196,7 +201,7 @@ impl ContainersApi for ContainerService {
     ) -> Result<Response<RemoveContainerResponse>, Status> {
         let r = req.into_inner();
         self.containers
-            .remove(&r.container, r.force)
+            .remove_with(&r.container, r.force, r.volumes)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(RemoveContainerResponse {}))
@@ -212,7 +217,12 @@ impl ContainersApi for ContainerService {
             .records()
             .all()
             .map_err(|e| Status::internal(e.to_string()))?;
-        recs.retain(|r| all || matches!(r.state.status, CStatus::Running | CStatus::Paused));
+        recs.retain(|r| {
+            all || matches!(
+                r.state.status,
+                CStatus::Running | CStatus::Paused | CStatus::Restarting
+            )
+        });
         recs.sort_by(|a, b| b.created.cmp(&a.created));
         Ok(Response::new(ListContainersResponse {
             containers: recs.iter().map(summary).collect(),
@@ -265,6 +275,7 @@ impl ContainersApi for ContainerService {
             &bundle.to_string_lossy(),
             &self.containers.log_path(&rec.id).to_string_lossy(),
             graph,
+            &self.containers.inspect_extras(&rec),
         );
         Ok(Response::new(InspectResponse {
             json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
@@ -339,10 +350,12 @@ impl ContainersApi for ContainerService {
             .stop(&r.container, Duration::from_secs(t))
             .await
             .map_err(|e| e.to_status())?;
-        self.containers
+        let rec = self
+            .containers
             .start(&r.container)
             .await
             .map_err(|e| e.to_status())?;
+        self.containers.emit(&rec, "restart");
         Ok(Response::new(RestartContainerResponse {}))
     }
 
@@ -423,54 +436,141 @@ impl ContainersApi for ContainerService {
         )))
     }
 
-    async fn top(&self, _req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
-        Err(Status::unimplemented("top: being built"))
+    async fn top(&self, req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
+        let r = req.into_inner();
+        let top = self
+            .containers
+            .top(&r.container, &r.ps_args)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(TopResponse {
+            titles: top.titles,
+            processes: top
+                .processes
+                .into_iter()
+                .map(|fields| TopRow { fields })
+                .collect(),
+        }))
     }
 
     type StatsStream = Pin<Box<dyn Stream<Item = Result<StatsResponse, Status>> + Send + 'static>>;
 
     async fn stats(
         &self,
-        _req: Request<StatsRequest>,
+        req: Request<StatsRequest>,
     ) -> Result<Response<Self::StatsStream>, Status> {
-        Err(Status::unimplemented("stats: being built"))
+        let r = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.containers
+            .stats(r.containers, r.all, r.stream, tx)
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn changes(
         &self,
-        _req: Request<ChangesRequest>,
+        req: Request<ChangesRequest>,
     ) -> Result<Response<ChangesResponse>, Status> {
-        Err(Status::unimplemented("changes: being built"))
+        let changes = self
+            .containers
+            .changes(&req.into_inner().container)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(ChangesResponse {
+            changes: changes
+                .into_iter()
+                .map(|c| Change {
+                    path: c.path,
+                    kind: c.kind.letter().into(),
+                })
+                .collect(),
+        }))
     }
 
     async fn stat_path(
         &self,
-        _req: Request<StatPathRequest>,
+        req: Request<StatPathRequest>,
     ) -> Result<Response<PathStat>, Status> {
-        Err(Status::unimplemented("stat path: being built"))
+        let r = req.into_inner();
+        let stat = self
+            .containers
+            .stat_path(&r.container, &r.path)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(stat))
     }
 
     type CopyFromStream = Pin<Box<dyn Stream<Item = Result<DataChunk, Status>> + Send + 'static>>;
 
     async fn copy_from(
         &self,
-        _req: Request<CopyFromRequest>,
+        req: Request<CopyFromRequest>,
     ) -> Result<Response<Self::CopyFromStream>, Status> {
-        Err(Status::unimplemented("copy: being built"))
+        let r = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let out = super::images::ChunkWriter::new(tx.clone());
+        let done = self
+            .containers
+            .copy_from(&r.container, &r.path, out)
+            .await
+            .map_err(|e| e.to_status())?;
+        tokio::spawn(async move {
+            match done.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let e = crate::container::ContainerError::from(e);
+                    let _ = tx.send(Err(e.to_status())).await;
+                }
+                Err(_) => {
+                    let _ = tx
+                        .send(Err(Status::internal("copy: the copy thread died")))
+                        .await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn copy_to(
         &self,
-        _req: Request<tonic::Streaming<CopyToRequest>>,
+        req: Request<tonic::Streaming<CopyToRequest>>,
     ) -> Result<Response<CopyToResponse>, Status> {
-        Err(Status::unimplemented("copy: being built"))
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("copy: the first message must name the container and the directory"))?;
+        if first.container.is_empty() || first.path.is_empty() {
+            return Err(Status::invalid_argument(
+                "copy: the first message must name the container and the directory",
+            ));
+        }
+        let opts = crate::image::apply::ExtractOptions {
+            owner: (!first.copy_uid_gid).then_some((0, 0)),
+            no_overwrite_dir_non_dir: first.no_overwrite_dir_non_dir,
+        };
+        let reader = super::images::chunk_reader(input, Some(first.data), |m: CopyToRequest| {
+            m.data
+        });
+        self.containers
+            .copy_to(&first.container, &first.path, reader, opts)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(CopyToResponse {}))
     }
 
     async fn prune(
         &self,
-        _req: Request<PruneContainersRequest>,
+        req: Request<PruneContainersRequest>,
     ) -> Result<Response<PruneResponse>, Status> {
-        Err(Status::unimplemented("prune: being built"))
+        let filters = req.into_inner().filters;
+        Ok(Response::new(
+            prune_containers(&self.containers, &self.storage, &filters).await?,
+        ))
     }
 
     type LogsStream = LogStream;
@@ -520,4 +620,118 @@ fn mounts_options(data: &serde_json::Value) -> Vec<String> {
         .flat_map(|m| m["Options"].as_array().cloned().unwrap_or_default())
         .filter_map(|o| o.as_str().map(String::from))
         .collect()
+}
+
+/// Docker's `container prune` filters: created before `until`, with every `label`, with no
+/// `label!`.
+#[derive(Debug, Default)]
+struct PruneFilter {
+    until: Option<std::time::SystemTime>,
+    labels: Vec<String>,
+    not_labels: Vec<String>,
+}
+
+impl PruneFilter {
+    fn parse(filters: &[String]) -> Result<Self, Status> {
+        let mut f = PruneFilter::default();
+        for raw in filters {
+            let Some((key, value)) = raw.split_once('=') else {
+                return Err(Status::invalid_argument(format!(
+                    "invalid filter {raw:?}: expected key=value"
+                )));
+            };
+            match key.trim() {
+                "until" => {
+                    let t = match value.trim().parse::<f64>() {
+                        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                            Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs))
+                        }
+                        _ => parse_time(value.trim()),
+                    };
+                    f.until = Some(t.ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "invalid filter until={value:?}: use Unix seconds or an RFC 3339 time"
+                        ))
+                    })?);
+                }
+                "label" => f.labels.push(value.to_string()),
+                "label!" => f.not_labels.push(value.to_string()),
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "invalid filter {other:?}: container prune takes until, label and label!"
+                    )))
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether a container label list (`key=value` or `key`) has `want` (`key` or
+    /// `key=value`).
+    fn has(labels: &[String], want: &str) -> bool {
+        let pair = |l: &str| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.to_string(), String::new()),
+        };
+        let (wk, wv) = match want.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (want, None),
+        };
+        labels.iter().map(|l| pair(l)).any(|(k, v)| {
+            k == wk && wv.is_none_or(|wv| v == wv)
+        })
+    }
+
+    fn matches(&self, r: &Record) -> bool {
+        let labels = &r.settings.labels;
+        let old_enough = match (self.until, parse_time(&r.created)) {
+            (Some(until), Some(created)) => created < until,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        old_enough
+            && self.labels.iter().all(|l| Self::has(labels, l))
+            && !self.not_labels.iter().any(|l| Self::has(labels, l))
+    }
+}
+
+/// Removes the containers that are not running (and match `filters`), as `container prune`
+/// does; reports their ids and the bytes their writable layers took.
+pub(crate) async fn prune_containers(
+    containers: &Containers,
+    storage: &Storage,
+    filters: &[String],
+) -> Result<PruneResponse, Status> {
+    let filter = PruneFilter::parse(filters)?;
+    let recs = containers
+        .records()
+        .all()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let mut report = PruneResponse::default();
+    for r in recs {
+        let running = matches!(
+            r.state.status,
+            CStatus::Running | CStatus::Paused | CStatus::Restarting
+        );
+        if running || !filter.matches(&r) {
+            continue;
+        }
+        let size = storage
+            .snapshots()
+            .usage(strata_proto::snapshots::UsageRequest {
+                key: r.snapshot.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_or(0, |u| u.into_inner().size.max(0) as u64);
+        // One that started meanwhile is refused, and kept.
+        match containers.remove(&r.id, false).await {
+            Ok(()) => {
+                report.deleted.push(r.id);
+                report.space_reclaimed += size;
+            }
+            Err(e) => tracing::warn!(%e, id = r.id, "pruning a container failed"),
+        }
+    }
+    Ok(report)
 }

@@ -46,8 +46,7 @@ pub fn seed(src: &Path, dst: &Path) -> Result<(), CopyError> {
     let mut links = HashMap::new();
     copy_children(src, dst, &mut links)?;
     let meta = fs::symlink_metadata(src).map_err(at("stat", src))?;
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
-        .map_err(at("chown", dst))?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(at("chown", dst))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
         .map_err(at("chmod", dst))
 }
@@ -104,8 +103,7 @@ fn copy_entry(
         // A socket belongs to the process that made it; Docker skips them too.
         return Ok(());
     }
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
-        .map_err(at("chown", dst))?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(at("chown", dst))?;
     if !ft.is_symlink() {
         // After chown, which clears the set-id bits.
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -161,9 +159,8 @@ fn get_xattr(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
     loop {
         // SAFETY: `p` and `n` are NUL-terminated strings and `buf` a writable buffer of
         // `buf.len()` bytes, all alive for the call.
-        let r = unsafe {
-            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let r =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(buf);
@@ -250,10 +247,7 @@ mod tests {
             fs::metadata(dst.join("hl")).unwrap().ino(),
             "a hard link stays one"
         );
-        assert_eq!(
-            fs::read_link(dst.join("ln")).unwrap(),
-            Path::new("sub/f")
-        );
+        assert_eq!(fs::read_link(dst.join("ln")).unwrap(), Path::new("sub/f"));
         assert_eq!(fs::metadata(&dst).unwrap().mode() & 0o7777, 0o710);
         assert!(!is_empty_dir(&dst).unwrap());
         assert_eq!(tree_size(&dst), 4);

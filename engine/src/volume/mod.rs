@@ -267,10 +267,8 @@ impl Volumes {
                     tracing::warn!(%e, volume = name, "unmounting a trial mount failed");
                 }
             }
-            self.volumes.insert(
-                name.as_bytes(),
-                serde_json::to_vec(&v).unwrap_or_default(),
-            )?;
+            self.volumes
+                .insert(name.as_bytes(), serde_json::to_vec(&v).unwrap_or_default())?;
             self.db.flush()?;
             Ok(())
         })();
@@ -468,10 +466,15 @@ impl Volumes {
         if !remove_anonymous {
             return Ok(());
         }
-        for m in mounts.iter().filter(|m| m.kind == Kind::Volume && m.anonymous) {
+        for m in mounts
+            .iter()
+            .filter(|m| m.kind == Kind::Volume && m.anonymous)
+        {
             match self.remove_locked(&m.source, true) {
                 Ok(_) | Err(VolumeError::InUse { .. }) => {}
-                Err(e) => tracing::warn!(%e, volume = m.source, "removing an anonymous volume failed"),
+                Err(e) => {
+                    tracing::warn!(%e, volume = m.source, "removing an anonymous volume failed")
+                }
             }
         }
         Ok(())
@@ -486,10 +489,42 @@ impl Volumes {
             options: v
                 .options
                 .get("o")
-                .map(|o| o.split(',').filter(|x| !x.is_empty()).map(String::from).collect())
+                .map(|o| {
+                    o.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         strata_snapshotter::mount::mount_all(&[m], &self.data_dir(&v.name))
+    }
+
+    /// Runs `f` on a volume's data directory, its filesystem mounted for the call when it has
+    /// driver options and no running container has it mounted.
+    pub fn with_data<T>(&self, name: &str, f: impl FnOnce(&Path) -> T) -> Result<T> {
+        let _g = self.guard();
+        let v = self.get(name)?;
+        let data = self.data_dir(name);
+        let mount = !v.options.is_empty()
+            && self
+                .active
+                .scan_prefix(format!("{name}\0").as_bytes())
+                .next()
+                .is_none();
+        if mount {
+            self.mount_device(&v).map_err(|e| VolumeError::Mount {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let out = f(&data);
+        if mount {
+            if let Err(e) = strata_snapshotter::mount::unmount_all(&data) {
+                tracing::warn!(%e, volume = name, "unmounting a volume failed");
+            }
+        }
+        Ok(out)
     }
 
     /// Readies a volume for a starting container and returns the host path to bind: a volume
@@ -500,8 +535,7 @@ impl Volumes {
         let data = self.data_dir(&v.name);
         let prefix = format!("{}\0", v.name);
         let key = format!("{prefix}{container}");
-        if !v.options.is_empty() && self.active.scan_prefix(prefix.as_bytes()).next().is_none()
-        {
+        if !v.options.is_empty() && self.active.scan_prefix(prefix.as_bytes()).next().is_none() {
             // Stale from a crash: whatever is mounted there is remounted fresh.
             let _ = strata_snapshotter::mount::unmount_all(&data);
             self.mount_device(&v).map_err(|e| VolumeError::Mount {
@@ -570,7 +604,11 @@ impl Volumes {
                 .scan_prefix(format!("{name}\0").as_bytes())
                 .next()
                 .is_none();
-            let with_device = self.find(name).ok().flatten().is_some_and(|v| !v.options.is_empty());
+            let with_device = self
+                .find(name)
+                .ok()
+                .flatten()
+                .is_some_and(|v| !v.options.is_empty());
             if last && with_device {
                 if let Err(e) = strata_snapshotter::mount::unmount_all(&self.data_dir(name)) {
                     tracing::warn!(%e, volume = name, "unmounting a volume failed");
@@ -597,11 +635,17 @@ mod tests {
     fn driver_options_are_checked() {
         assert!(check_options(&opts(&[])).is_ok());
         assert!(check_options(&opts(&[("type", "tmpfs"), ("device", "tmpfs")])).is_ok());
-        let e = check_options(&opts(&[("size", "1g")])).unwrap_err().to_string();
+        let e = check_options(&opts(&[("size", "1g")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"size\" is not an option"), "{e}");
-        let e = check_options(&opts(&[("o", "size=1m")])).unwrap_err().to_string();
+        let e = check_options(&opts(&[("o", "size=1m")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("o needs the type option"), "{e}");
-        let e = check_options(&opts(&[("type", "tmpfs")])).unwrap_err().to_string();
+        let e = check_options(&opts(&[("type", "tmpfs")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("device"), "{e}");
         let e = check_options(&opts(&[("type", "nosuchfs"), ("device", "x")]))
             .unwrap_err()
@@ -627,13 +671,22 @@ mod tests {
             .create("data", "", opts(&[("a", "b")]), BTreeMap::new())
             .unwrap();
         assert!(made && vols.data_dir("data").is_dir());
-        assert!(!vols.create("data", "local", BTreeMap::new(), BTreeMap::new()).unwrap().1);
+        assert!(
+            !vols
+                .create("data", "local", BTreeMap::new(), BTreeMap::new())
+                .unwrap()
+                .1
+        );
         let (anon, _) = vols
             .create("", "", opts(&[(ANONYMOUS_LABEL, "")]), BTreeMap::new())
             .unwrap();
         assert_eq!(anon.name.len(), 64);
-        assert!(vols.create("a/b", "", BTreeMap::new(), BTreeMap::new()).is_err());
-        assert!(vols.create("xy", "nfs", BTreeMap::new(), BTreeMap::new()).is_err());
+        assert!(vols
+            .create("a/b", "", BTreeMap::new(), BTreeMap::new())
+            .is_err());
+        assert!(vols
+            .create("xy", "nfs", BTreeMap::new(), BTreeMap::new())
+            .is_err());
         let point = MountPoint {
             kind: Kind::Volume,
             source: "data".into(),
@@ -648,11 +701,17 @@ mod tests {
         let r = futures_prune(&vols, false);
         assert_eq!(r.deleted, [anon.name.clone()]);
         assert_eq!(r.space_reclaimed, 5);
-        assert!(futures_prune(&vols, true).deleted.is_empty(), "data is in use");
+        assert!(
+            futures_prune(&vols, true).deleted.is_empty(),
+            "data is in use"
+        );
         vols.detach("c1", true).unwrap();
         assert_eq!(vols.get("data").unwrap(), named, "named volumes stay");
         assert_eq!(futures_prune(&vols, true).deleted, ["data"]);
-        assert!(matches!(vols.remove("data", false), Err(VolumeError::NotFound(_))));
+        assert!(matches!(
+            vols.remove("data", false),
+            Err(VolumeError::NotFound(_))
+        ));
         assert!(!vols.remove("data", true).unwrap());
     }
 

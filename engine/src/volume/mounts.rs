@@ -138,7 +138,9 @@ pub fn destination(d: &str) -> Result<String> {
     Ok(out)
 }
 
-const PROPAGATIONS: [&str; 6] = ["rprivate", "private", "rshared", "shared", "rslave", "slave"];
+const PROPAGATIONS: [&str; 6] = [
+    "rprivate", "private", "rshared", "shared", "rslave", "slave",
+];
 
 /// Parses `-v [SOURCE:]DEST[:MODE]`: an absolute SOURCE is a bind, another a named volume, none
 /// an anonymous volume.
@@ -176,9 +178,7 @@ pub fn parse_volume_flag(spec: &str) -> Result<Request> {
             "ro" | "rw" if rw.is_none() => rw = Some(m == "rw"),
             "z" | "Z" if label.is_none() => label = Some(m),
             "nocopy" if !nocopy => nocopy = true,
-            "consistent" | "cached" | "delegated" if consistency.is_none() => {
-                consistency = Some(m)
-            }
+            "consistent" | "cached" | "delegated" if consistency.is_none() => consistency = Some(m),
             p if PROPAGATIONS.contains(&p) && propagation.is_none() => propagation = Some(p),
             _ => return Err(bad_mode()),
         }
@@ -318,7 +318,11 @@ pub fn parse_mount_flag(spec: &str) -> Result<Request> {
             Some(v) => parse_bool(v).ok_or_else(|| err(format!("invalid value for {key}: {v}"))),
         };
         let value = |v: Option<String>| {
-            v.ok_or_else(|| err(format!("invalid field {field:?}: it must be a key=value pair")))
+            v.ok_or_else(|| {
+                err(format!(
+                    "invalid field {field:?}: it must be a key=value pair"
+                ))
+            })
         };
         match key.as_str() {
             "type" => {
@@ -464,9 +468,7 @@ pub fn parse_mount_flag(spec: &str) -> Result<Request> {
                 return Err(err("a bind mount needs a source".into()));
             }
             if !source.starts_with('/') {
-                return Err(err(format!(
-                    "bind source path {source:?} must be absolute"
-                )));
+                return Err(err(format!("bind source path {source:?} must be absolute")));
             }
             point.source = clean_host_path(&source);
             point.propagation = if propagation.is_empty() {
@@ -552,7 +554,15 @@ const FLAG_GROUPS: [&[&str]; 11] = [
 ];
 
 /// tmpfs's own options (Docker's list).
-const TMPFS_DATA: [&str; 7] = ["size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol"];
+const TMPFS_DATA: [&str; 7] = [
+    "size",
+    "mode",
+    "uid",
+    "gid",
+    "nr_inodes",
+    "nr_blocks",
+    "mpol",
+];
 
 /// Docker's default tmpfs options merged with `given` as Docker's `MergeTmpfsOptions` does:
 /// of the flags of one group and of each `key=value`, the last one counts.
@@ -621,10 +631,16 @@ mod tests {
         );
         assert_eq!(b.propagation, "rprivate");
         let n = parse_volume_flag("data:/var/lib/x").unwrap().point;
-        assert_eq!((n.kind, n.source.as_str(), n.anonymous), (Kind::Volume, "data", false));
+        assert_eq!(
+            (n.kind, n.source.as_str(), n.anonymous),
+            (Kind::Volume, "data", false)
+        );
         assert_eq!(n.mode, "z");
         let a = parse_volume_flag("/scratch").unwrap().point;
-        assert_eq!((a.kind, a.anonymous, a.source.as_str()), (Kind::Volume, true, ""));
+        assert_eq!(
+            (a.kind, a.anonymous, a.source.as_str()),
+            (Kind::Volume, true, "")
+        );
         let nc = parse_volume_flag("data:/d:ro,nocopy").unwrap().point;
         assert!(nc.nocopy && !nc.rw);
         let p = parse_volume_flag("/h:/d:rshared").unwrap().point;
@@ -669,10 +685,17 @@ mod tests {
         let r = parse_mount_flag("type=tmpfs,target=/t,tmpfs-size=64m,tmpfs-mode=1770").unwrap();
         assert_eq!(
             r.point.tmpfs,
-            ["noexec", "nosuid", "nodev", "rprivate", "size=67108864", "mode=1770"]
+            [
+                "noexec",
+                "nosuid",
+                "nodev",
+                "rprivate",
+                "size=67108864",
+                "mode=1770"
+            ]
         );
-        let r = parse_mount_flag("\"type=volume\",\"volume-opt=o=size=1m,uid=5\",target=/q")
-            .unwrap();
+        let r =
+            parse_mount_flag("\"type=volume\",\"volume-opt=o=size=1m,uid=5\",target=/q").unwrap();
         assert_eq!(r.volume.driver_opts["o"], "size=1m,uid=5");
     }
 
@@ -682,7 +705,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unexpected key \"colour\""), "{e}");
-        let e = parse_mount_flag("type=volume,source=v1").unwrap_err().to_string();
+        let e = parse_mount_flag("type=volume,source=v1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("target is required"), "{e}");
         let e = parse_mount_flag("type=volume,target=/d,tmpfs-size=1m")
             .unwrap_err()

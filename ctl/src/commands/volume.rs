@@ -1,0 +1,243 @@
+//! `strata volume create|ls|inspect|rm|prune`: volumes with the local driver, as Docker's
+//! `docker volume` manages them.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+
+use clap::Subcommand;
+use strata_proto::engine::{
+    CreateVolumeRequest, InspectVolumeRequest, ListVolumesRequest, PruneVolumesRequest,
+    RemoveVolumeRequest,
+};
+
+use super::image_util::human_size;
+use crate::client::{Client, CmdResult, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: VolumeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create(CreateArgs),
+    /// List volumes
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show volumes as JSON
+    Inspect(InspectArgs),
+    /// Remove volumes (not ones containers use)
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Remove unused anonymous volumes (with -a, every unused volume)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The volume's name (or give it as the argument); random when none
+    #[arg(long = "name")]
+    pub name_flag: Option<String>,
+    /// The volume driver (only "local")
+    #[arg(short = 'd', long, default_value = "local")]
+    pub driver: String,
+    /// Set metadata on the volume (KEY=VALUE)
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    /// Driver options: type=…, device=…, o=… (as mount(8) takes them)
+    #[arg(short = 'o', long = "opt")]
+    pub opt: Vec<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Only show volume names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Only matching volumes: dangling=true|false, name=…, label=KEY[=VALUE], driver=…
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Do not fail on volumes that do not exist
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Remove every unused volume, not only anonymous ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// `KEY=VALUE` flags into a map (a bare KEY has an empty value, as Docker's labels do).
+fn key_values(
+    flag: &str,
+    items: &[String],
+    need_value: bool,
+) -> CmdResult<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for i in items {
+        let (k, v) = match i.split_once('=') {
+            Some((k, v)) => (k, v),
+            None if !need_value => (i.as_str(), ""),
+            None => {
+                return Err(Failure::new(format!(
+                    "invalid {flag} {i:?}: expected KEY=VALUE"
+                )))
+            }
+        };
+        if k.is_empty() {
+            return Err(Failure::new(format!(
+                "invalid {flag} {i:?}: the key is empty"
+            )));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
+    match a.command {
+        VolumeCommand::Create(c) => create(c, client).await,
+        VolumeCommand::Ls(l) => ls(l, client).await,
+        VolumeCommand::Inspect(i) => inspect(i, client).await,
+        VolumeCommand::Rm(r) => {
+            let force = r.force;
+            super::for_each(&r.volumes, |name| async move {
+                client
+                    .volumes()
+                    .remove(RemoveVolumeRequest { name, force })
+                    .await?;
+                Ok(())
+            })
+            .await
+        }
+        VolumeCommand::Prune(p) => prune(p, client).await,
+    }
+}
+
+async fn create(c: CreateArgs, client: &Client) -> CmdResult<i32> {
+    let name = match (c.name_flag, c.name) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Failure::new(format!(
+                "conflicting volume names: --name {a:?} and {b:?}"
+            )))
+        }
+        (a, b) => a.or(b).unwrap_or_default(),
+    };
+    let v = client
+        .volumes()
+        .create(CreateVolumeRequest {
+            name,
+            driver: c.driver,
+            labels: key_values("--label", &c.label, false)?,
+            driver_opts: key_values("--opt", &c.opt, true)?,
+        })
+        .await?
+        .into_inner();
+    println!("{}", v.name);
+    Ok(0)
+}
+
+async fn ls(l: LsArgs, client: &Client) -> CmdResult<i32> {
+    let mut volumes = client
+        .volumes()
+        .list(ListVolumesRequest { filters: l.filter })
+        .await?
+        .into_inner()
+        .volumes;
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    if l.quiet {
+        for v in &volumes {
+            println!("{}", v.name);
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![["DRIVER".to_string(), "VOLUME NAME".to_string()]];
+    rows.extend(volumes.into_iter().map(|v| [v.driver, v.name]));
+    print!("{}", crate::table::render(&rows));
+    Ok(0)
+}
+
+async fn inspect(i: InspectArgs, client: &Client) -> CmdResult<i32> {
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for name in i.volumes {
+        match client
+            .volumes()
+            .inspect(InspectVolumeRequest { name })
+            .await
+        {
+            Ok(r) => match serde_json::from_str::<serde_json::Value>(&r.into_inner().json) {
+                Ok(v) => docs.push(v),
+                Err(e) => return Err(Failure::new(format!("the engine sent bad JSON: {e}"))),
+            },
+            Err(s) => {
+                eprintln!("strata: {}", Failure::from(s).message);
+                failed = true;
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Array(docs)).unwrap_or_default()
+    );
+    Ok(i32::from(failed))
+}
+
+/// Asks on the terminal, as Docker does; anything but y/Y (or no input) is a no.
+fn confirm(warning: &str) -> bool {
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if let Ok(0) | Err(_) = std::io::stdin().lock().read_line(&mut answer) {
+        println!();
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
+}
+
+async fn prune(p: PruneArgs, client: &Client) -> CmdResult<i32> {
+    let warning = if p.all {
+        "WARNING! This will remove all local volumes not used by at least one container."
+    } else {
+        "WARNING! This will remove anonymous local volumes not used by at least one container."
+    };
+    if !p.force && !confirm(warning) {
+        return Ok(0);
+    }
+    let r = client
+        .volumes()
+        .prune(PruneVolumesRequest { all: p.all })
+        .await?
+        .into_inner();
+    if !r.deleted.is_empty() {
+        println!("Deleted Volumes:");
+        for d in &r.deleted {
+            println!("{d}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(r.space_reclaimed as i64)
+    );
+    Ok(0)
+}
