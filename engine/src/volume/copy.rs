@@ -226,6 +226,7 @@ mod tests {
         fs::set_permissions(src.join("sub/f"), fs::Permissions::from_mode(0o640)).unwrap();
         fs::hard_link(src.join("sub/f"), src.join("hl")).unwrap();
         std::os::unix::fs::symlink("sub/f", src.join("ln")).unwrap();
+        crate::image::apply::lsetxattr(&src.join("sub/f"), b"user.strata", b"kept").unwrap();
         fs::set_permissions(&src, fs::Permissions::from_mode(0o710)).unwrap();
         let old = TimeSpec::new(1_000_000, 5);
         nix::sys::stat::utimensat(
@@ -239,6 +240,11 @@ mod tests {
         assert!(is_empty_dir(&dst).unwrap());
         seed(&src, &dst).unwrap();
         assert_eq!(fs::read_to_string(dst.join("sub/f")).unwrap(), "data");
+        assert_eq!(
+            get_xattr(&dst.join("sub/f"), b"user.strata").unwrap(),
+            b"kept",
+            "extended attributes are copied"
+        );
         let m = fs::metadata(dst.join("sub/f")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o640);
         assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000, 5));

@@ -699,7 +699,7 @@ mod tests {
         assert!(e.contains("in use by container c1"), "{e}");
         std::fs::write(vols.data_dir(&anon.name).join("f"), "12345").unwrap();
         let r = futures_prune(&vols, false);
-        assert_eq!(r.deleted, [anon.name.clone()]);
+        assert_eq!(r.deleted, std::slice::from_ref(&anon.name));
         assert_eq!(r.space_reclaimed, 5);
         assert!(
             futures_prune(&vols, true).deleted.is_empty(),

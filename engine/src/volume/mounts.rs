@@ -290,7 +290,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (t, 1),
     };
     let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// Parses a `--mount` spec (Docker's keys and aliases; the type defaults to volume).
