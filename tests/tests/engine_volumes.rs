@@ -413,6 +413,19 @@ fn engine_mount_types_tmpfs_and_driver_options() {
         );
         ensure!(line("/b").context("no /b")?.contains(" ro,"));
         ensure!(fs::read_to_string(mountpoint(&e, "mv")?.join("f"))? == "in-volume\n");
+        // A directory of the volume instead of its root.
+        fs::create_dir(mountpoint(&e, "mv")?.join("sd"))?;
+        fs::write(mountpoint(&e, "mv")?.join("sd/x"), "sub\n")?;
+        let out = e.ok(&[
+            "run",
+            "--rm",
+            "--mount",
+            "type=volume,src=mv,dst=/s,volume-subpath=sd",
+            BUSYBOX,
+            "cat",
+            "/s/x",
+        ])?;
+        ensure!(out == "sub\n", "volume-subpath: {out:?}");
         // A volume with driver options: a tmpfs mounted while a container uses it.
         e.ok(&[
             "volume",

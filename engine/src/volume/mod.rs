@@ -557,10 +557,16 @@ impl Volumes {
                 ("propagation", point.propagation.clone()),
             ],
         );
+        // A symlink in the volume cannot lead the subpath out of it.
         let path = if point.subpath.is_empty() {
             data
         } else {
-            data.join(&point.subpath)
+            strata_runtime::rootfs::mounts::secure_join(&data, Path::new(&point.subpath)).map_err(
+                |e| VolumeError::Mount {
+                    name: v.name.clone(),
+                    message: e.to_string(),
+                },
+            )?
         };
         if !path.exists() {
             return Err(VolumeError::Mount {
