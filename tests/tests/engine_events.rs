@@ -4,15 +4,11 @@
 mod lifecycle_support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
-use lifecycle_support::{check, engine, inspect};
+use lifecycle_support::{check, engine, inspect, Lines};
 use strata_tests::engine::{Engine, BUSYBOX};
-use strata_tests::harness::find_binary;
 
 /// One printed event.
 #[derive(Debug, Clone)]
@@ -237,36 +233,21 @@ fn engine_events_of_stop_kill_pause_restart_oom_and_images() {
 fn engine_events_stream_live() {
     let e = engine();
     check((|| {
-        let mut child = Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&e.address)
-            .args(["events", "--filter", "type=container"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let out = child.stdout.take().context("events stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let stream = Lines::spawn(&e, &["events", "--filter", "type=container"])?;
         // The stream is open once it has shown an event: run containers until one shows, then
         // one more whose every event must come, in order.
         let mut got = Vec::new();
         let result = (|| -> Result<()> {
             let mut n = 0;
-            while rx.recv_timeout(Duration::from_millis(200)).is_err() {
+            while stream.next(Duration::from_millis(200)).is_none() {
                 ensure!(n < 300, "no event from `strata events`");
                 n += 1;
                 e.ok(&["run", "--rm", BUSYBOX, "true"])?;
             }
             e.ok(&["run", "--rm", "--name", "watched", BUSYBOX, "true"])?;
             while got.last().map(|v: &Ev| v.action.as_str()) != Some("destroy") {
-                let line = rx
-                    .recv_timeout(Duration::from_secs(60))
+                let line = stream
+                    .next(Duration::from_secs(60))
                     .context("no event within a minute")?;
                 let ev = parse(&line)?;
                 if ev.attrs.get("name").map(String::as_str) == Some("watched") {
@@ -275,8 +256,7 @@ fn engine_events_stream_live() {
             }
             Ok(())
         })();
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(stream);
         result?;
         ensure!(
             actions(&got) == ["create", "start", "die", "destroy"],

@@ -4,17 +4,13 @@
 
 mod lifecycle_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use lifecycle_support::{alive, check, engine, inspect, pid, status, wait_for, wait_status};
+use lifecycle_support::{alive, check, engine, inspect, pid, status, wait_for, wait_status, Lines};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use strata_tests::engine::{Engine, BUSYBOX};
-use strata_tests::harness::find_binary;
 
 /// A shell loop that exits with `code` on SIGTERM (pid 1 ignores signals it does not trap).
 fn looping(code: u8) -> String {
@@ -102,33 +98,17 @@ fn engine_live_restore_after_kill9() {
         ensure!(e.ok(&["wait", "victim"])?.trim() == "42");
 
         // `logs -f` goes on with lines written after the restart.
-        let mut follow = Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&e.address)
-            .args(["logs", "-f", "ticker"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let out = follow.stdout.take().context("logs -f stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let follow = Lines::spawn(&e, &["logs", "-f", "ticker"])?;
         let newer = format!("tick{}", last_before + 5);
         let mut seen = Vec::new();
         let found = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if l == newer => break true,
-                Ok(l) => seen.push(l),
-                Err(_) => break false,
+            match follow.next(Duration::from_secs(60)) {
+                Some(l) if l == newer => break true,
+                Some(l) => seen.push(l),
+                None => break false,
             }
         };
-        let _ = follow.kill();
-        let _ = follow.wait();
+        drop(follow);
         ensure!(
             found,
             "logs -f did not show {newer}; last lines: {:?}",
@@ -223,6 +203,7 @@ fn engine_live_restore_paused_orphaned_and_policies() {
         let always = pid(&e, "always")?;
         let plain = pid(&e, "plain")?;
 
+        let flaps = status(&e, "flapping")?.1;
         e.kill9()?;
         // While the engine is down: a monitor is killed (its container keeps running, owned
         // by no one), and three containers end.
@@ -233,7 +214,6 @@ fn engine_live_restore_paused_orphaned_and_policies() {
         for p in [failing, always, plain] {
             kill_and_wait(p, Signal::SIGTERM)?;
         }
-        let flaps = status(&e, "flapping")?.1;
         e.spawn()?;
         // Restarts go on, whether one was pending or the container was running.
         wait_for("flapping to be restarted again", || {

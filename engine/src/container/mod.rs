@@ -1088,11 +1088,7 @@ impl Containers {
             if matches!(rec.state.status, Status::Created | Status::Exited) {
                 self.clean_stopped(&rec).await;
             }
-            let policy = restart::Policy::parse(&rec.settings.restart_policy)
-                .unwrap_or(restart::Policy {
-                    kind: restart::Kind::No,
-                    max_retries: 0,
-                });
+            let policy = restart::Policy::parse(&rec.settings.restart_policy).unwrap_or_default();
             match rec.state.status {
                 Status::Running | Status::Paused => self.watch_again(rec).await,
                 Status::Restarting => self.schedule_restart(&rec.id, restart::FIRST_DELAY),
@@ -1118,7 +1114,10 @@ impl Containers {
     /// stopped container: its processes (a monitor never recorded as started) and its mount.
     async fn clean_stopped(&self, rec: &Record) {
         if self.runtime_root.join(&rec.id).exists() && self.kill_orphan(&rec.id).await {
-            tracing::warn!(id = rec.id, "killed the processes of a container recorded as stopped");
+            tracing::warn!(
+                id = rec.id,
+                "killed the processes of a container recorded as stopped"
+            );
         }
         let rootfs = self.bundle(&rec.id).join("rootfs");
         if let Err(e) = strata_snapshotter::mount::unmount_all(&rootfs) {

@@ -26,16 +26,17 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 pub const RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// A restart policy's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Kind {
+    #[default]
     No,
     OnFailure,
     Always,
     UnlessStopped,
 }
 
-/// A parsed restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A parsed restart policy (the default: no).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {
     pub kind: Kind,
     /// on-failure's N (0: no limit).

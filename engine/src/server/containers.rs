@@ -106,11 +106,9 @@ fn summary(r: &Record) -> ContainerSummary {
         CStatus::Created => "Created".to_string(),
         CStatus::Running => format!("Up {}", ago(&st.started_at)),
         CStatus::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
-        CStatus::Restarting => format!(
-            "Restarting ({}) {} ago",
-            st.exit_code,
-            ago(&st.finished_at)
-        ),
+        CStatus::Restarting => {
+            format!("Restarting ({}) {} ago", st.exit_code, ago(&st.finished_at))
+        }
         CStatus::Exited => format!("Exited ({}) {} ago", st.exit_code, ago(&st.finished_at)),
         CStatus::Dead => "Dead".to_string(),
     };

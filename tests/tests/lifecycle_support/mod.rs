@@ -84,3 +84,47 @@ pub fn pid(e: &Engine, name: &str) -> Result<i64> {
         .filter(|p| *p > 0)
         .with_context(|| format!("{name} has no pid"))
 }
+
+/// A `strata` command whose output lines are read as they come (`logs -f`, `events`); it is
+/// killed when dropped.
+pub struct Lines {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    /// Runs `strata ARGS` against the engine.
+    pub fn spawn(e: &Engine, args: &[&str]) -> Result<Lines> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(strata_tests::harness::find_binary("strata"))
+            .arg("--address")
+            .arg(&e.address)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("run strata")?;
+        let out = child.stdout.take().context("strata's stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Lines { child, rx })
+    }
+
+    /// The next line, if one comes within `within`.
+    pub fn next(&self, within: Duration) -> Option<String> {
+        self.rx.recv_timeout(within).ok()
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
