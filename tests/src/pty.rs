@@ -93,7 +93,9 @@ impl Pty {
 
     /// Types `s`.
     pub fn send(&mut self, s: &str) -> Result<()> {
-        self.master.write_all(s.as_bytes()).context("write to the pty")
+        self.master
+            .write_all(s.as_bytes())
+            .context("write to the pty")
     }
 
     /// Everything the command wrote so far.

@@ -137,25 +137,17 @@ fn engine_detach_keys_attach_again_and_ctrl_c() {
         a.expect("kept-again")?;
         // Ctrl-C is a byte for the container's terminal: it interrupts the shell's sleep.
         a.send("sleep 1000\r")?;
-        eventually("sleep running", || {
-            Ok(e.strata(&["exec", "keep", "pgrep", "-x", "sleep"])?
-                .status
-                .success())
-        })?;
+        let sleeping =
+            || -> Result<bool> { Ok(e.ok(&["exec", "keep", "ps"])?.contains("sleep 1000")) };
+        eventually("sleep running", sleeping)?;
         a.send("\x03")?;
         a.send("echo ali\"\"ve\r")?;
         a.expect("alive")?;
-        let (c, _) = e.fails(&["exec", "keep", "pgrep", "-x", "sleep"])?;
-        ensure!(c == 1, "sleep is still there ({c})");
+        ensure!(!sleeping()?, "sleep is still there");
         // Custom detach keys, then the shell's own exit code through a second attach.
         a.send("\x10\x11")?;
         ensure!(code(a.wait()?) == 0);
-        let mut b = on_pty(
-            &e,
-            &["attach", "--detach-keys", "ctrl-x,y", "keep"],
-            24,
-            80,
-        )?;
+        let mut b = on_pty(&e, &["attach", "--detach-keys", "ctrl-x,y", "keep"], 24, 80)?;
         b.send("echo $((6*7))-b\r")?;
         b.expect("42-b")?;
         b.send("\x18y")?;
@@ -187,10 +179,7 @@ fn engine_run_i_pipes_stdin_and_passes_signals_on() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        c.stdin
-            .take()
-            .context("stdin")?
-            .write_all(b"hello\n")?;
+        c.stdin.take().context("stdin")?.write_all(b"hello\n")?;
         let o = c.wait_with_output()?;
         ensure!(
             o.status.success() && o.stdout == b"hello\n",
@@ -201,18 +190,33 @@ fn engine_run_i_pipes_stdin_and_passes_signals_on() {
         );
         ensure!(e.ok(&["ps", "-aq"])?.is_empty(), "--rm left a container");
 
-        let mut c = strata(&e, &["run", "-i", BUSYBOX, "sh", "-c", "read a; echo got-$a >&2; exit 4"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut c = strata(
+            &e,
+            &[
+                "run",
+                "-i",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "read a; echo got-$a >&2; exit 4",
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
         c.stdin.take().context("stdin")?.write_all(b"x\n")?;
         let o = c.wait_with_output()?;
         ensure!(code(o.status) == 4, "exit {}", o.status);
-        ensure!(o.stderr == b"got-x\n", "stderr {:?}", String::from_utf8_lossy(&o.stderr));
+        ensure!(
+            o.stderr == b"got-x\n",
+            "stderr {:?}",
+            String::from_utf8_lossy(&o.stderr)
+        );
 
         // Without -t, SIGTERM to the client goes to the container (--sig-proxy).
-        let script = "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done";
+        let script =
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done";
         let mut c = strata(&e, &["run", "--rm", BUSYBOX, "sh", "-c", script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -229,6 +233,80 @@ fn engine_run_i_pipes_stdin_and_passes_signals_on() {
         out.read_line(&mut line)?;
         ensure!(line == "got-term\n", "after SIGTERM {line:?}");
         ensure!(code(c.wait()?) == 7);
+        Ok(())
+    })());
+}
+
+#[test]
+fn engine_start_attached_and_run_it_rm() {
+    let e = engine();
+    check((|| {
+        e.ok(&[
+            "create",
+            "--name",
+            "plain",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 2",
+        ])?;
+        let o = e.strata(&["start", "-a", "plain"])?;
+        ensure!(
+            code(o.status) == 2 && o.stdout == b"out\n" && o.stderr == b"err\n",
+            "start -a: {o:?}"
+        );
+        e.ok(&[
+            "create",
+            "-i",
+            "--name",
+            "asks",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "read x; echo got-$x; exit 6",
+        ])?;
+        let mut c = strata(&e, &["start", "-ai", "asks"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        c.stdin.take().context("stdin")?.write_all(b"hi\n")?;
+        let o = c.wait_with_output()?;
+        ensure!(
+            code(o.status) == 6 && o.stdout == b"got-hi\n",
+            "start -ai: {o:?}"
+        );
+
+        // run -it --rm: the container is gone when the client returns its code.
+        let mut t = on_pty(
+            &e,
+            &["run", "-it", "--rm", "--name", "brief", BUSYBOX, "sh"],
+            24,
+            80,
+        )?;
+        t.expect("# ")?;
+        t.send("exit 2\r")?;
+        ensure!(code(t.wait()?) == 2, "run -it --rm:\n{}", t.output());
+        ensure!(
+            !e.ok(&["ps", "-a"])?.contains("brief"),
+            "--rm left the container"
+        );
+        // -t alone: output through the terminal, nothing read from stdin.
+        let mut t = on_pty(
+            &e,
+            &[
+                "run",
+                "-t",
+                "--rm",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "test -t 1 && echo on-a-tty",
+            ],
+            24,
+            80,
+        )?;
+        t.expect("on-a-tty")?;
+        ensure!(code(t.wait()?) == 0);
         Ok(())
     })());
 }
@@ -254,14 +332,19 @@ fn engine_exec_it_and_i() {
             .spawn()?;
         c.stdin.take().context("stdin")?.write_all(b"data\n")?;
         let o = c.wait_with_output()?;
-        ensure!(o.status.success() && o.stdout == b"data\n", "exec -i: {o:?}");
+        ensure!(
+            o.status.success() && o.stdout == b"data\n",
+            "exec -i: {o:?}"
+        );
 
         // Detaching leaves the exec running.
         let mut d = on_pty(&e, &["exec", "-it", "host", "sh"], 24, 80)?;
         d.expect("# ")?;
         d.send("touch /tmp/left; sleep 1000\r")?;
         eventually("the exec's sleep", || {
-            Ok(e.strata(&["exec", "host", "test", "-e", "/tmp/left"])?.status.success())
+            Ok(e.strata(&["exec", "host", "test", "-e", "/tmp/left"])?
+                .status
+                .success())
         })?;
         d.send("\x10\x11")?;
         ensure!(code(d.wait()?) == 0, "exec detach:\n{}", d.output());
@@ -271,12 +354,25 @@ fn engine_exec_it_and_i() {
             c127 == 127 && err.lines().count() == 1 && err.contains("executable file not found"),
             "missing program: {c127} {err:?}"
         );
-        let (c126, err) = e.fails(&["exec", "host", "/etc/passwd"])?;
-        ensure!(c126 == 126 && err.lines().count() == 1, "not executable: {c126} {err:?}");
+        e.ok(&["exec", "host", "sh", "-c", "echo plain > /tmp/plain"])?;
+        let (c126, err) = e.fails(&["exec", "host", "/tmp/plain"])?;
+        ensure!(
+            c126 == 126 && err.lines().count() == 1,
+            "not executable: {c126} {err:?}"
+        );
 
         let events = e.ok(&["events", "--since", "10m", "--until", "0s"])?;
-        for action in ["exec_create: sh", "exec_start: sh", "exec_die", "execID=", "exitCode=7"] {
-            ensure!(events.contains(action), "no {action} in the events:\n{events}");
+        for action in [
+            "exec_create: sh",
+            "exec_start: sh",
+            "exec_die",
+            "execID=",
+            "exitCode=7",
+        ] {
+            ensure!(
+                events.contains(action),
+                "no {action} in the events:\n{events}"
+            );
         }
         Ok(())
     })());

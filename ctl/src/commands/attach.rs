@@ -25,7 +25,8 @@ pub struct Args {
     pub detach_keys: Option<String>,
     /// Pass the signals this command receives on to the container (not with a terminal)
     #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_name = "BOOL")]
     pub sig_proxy: bool,
     pub container: String,
 }

@@ -34,7 +34,12 @@ pub struct Args {
     #[arg(long)]
     pub privileged: bool,
     /// Keys that detach from the command (default ctrl-p,ctrl-q)
-    #[arg(long = "detach-keys", value_name = "KEYS", conflicts_with = "detach", requires = "interactive")]
+    #[arg(
+        long = "detach-keys",
+        value_name = "KEYS",
+        conflicts_with = "detach",
+        requires = "interactive"
+    )]
     pub detach_keys: Option<String>,
     pub container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]

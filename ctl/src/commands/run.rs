@@ -19,11 +19,17 @@ pub struct Args {
     #[arg(short = 'd', long)]
     pub detach: bool,
     /// Keys that detach from the container (default ctrl-p,ctrl-q)
-    #[arg(long = "detach-keys", value_name = "KEYS", conflicts_with = "detach", requires = "interactive")]
+    #[arg(
+        long = "detach-keys",
+        value_name = "KEYS",
+        conflicts_with = "detach",
+        requires = "interactive"
+    )]
     pub detach_keys: Option<String>,
     /// Pass the signals this command receives on to the container (not with -t)
     #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_name = "BOOL")]
     pub sig_proxy: bool,
     #[command(flatten)]
     pub c: ContainerArgs,

@@ -59,7 +59,10 @@ pub enum ToMonitor {
     Stdin(Vec<u8>),
     /// The container's stdin is to be closed (a pipe's write end; nothing for a terminal).
     StdinClose,
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
 }
 
 /// Frames the monitor sends to its clients.
@@ -407,8 +410,7 @@ impl Containers {
         let rec = self.resolve(query)?;
         let state = self.subscribe(&rec);
         opts.stdin &= rec.settings.open_stdin;
-        let conn = if opts.start && !matches!(rec.state.status, Status::Running | Status::Paused)
-        {
+        let conn = if opts.start && !matches!(rec.state.status, Status::Running | Status::Paused) {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair()
                 .map_err(|e| ContainerError::Runtime(format!("socketpair: {e}")))?;
             preattach(
@@ -437,7 +439,14 @@ impl Containers {
                     .ok()
                     .flatten()
                     .map_or(Status::Dead, |r| r.state.status);
-                not_running(&rec, if now == Status::Running { Status::Exited } else { now })
+                not_running(
+                    &rec,
+                    if now == Status::Running {
+                        Status::Exited
+                    } else {
+                        now
+                    },
+                )
             })?;
             self.emit(&rec, "attach");
             if let Some((rows, cols)) = opts.size {
@@ -572,11 +581,18 @@ impl Session {
                     }
                 }
                 _ = tx.closed() => {
+                    // The client went away: with StdinOnce its stdin ends with it.
                     reader.abort();
+                    if stdin_open && rec.settings.stdin_once {
+                        let _ = wr.write_all(&ToMonitor::StdinClose.encode()).await;
+                    }
                     return;
                 }
             }
         };
+        if matches!(ended, Ended::ClientGone) && stdin_open && rec.settings.stdin_once {
+            let _ = wr.write_all(&ToMonitor::StdinClose.encode()).await;
+        }
         drop(wr);
         let fallback = match ended {
             Ended::ClientGone => return,
@@ -629,7 +645,10 @@ mod tests {
         for f in [
             ToMonitor::Stdin(b"hi".to_vec()),
             ToMonitor::StdinClose,
-            ToMonitor::Resize { rows: 40, cols: 120 },
+            ToMonitor::Resize {
+                rows: 40,
+                cols: 120,
+            },
         ] {
             let bytes = f.encode();
             let (k, p) = read_frame(&mut &bytes[..]).unwrap().unwrap();

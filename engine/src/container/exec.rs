@@ -136,7 +136,7 @@ fn start_failure(stderr: &[u8]) -> (String, i32) {
         .trim_start_matches("container init failed: ")
         .trim_start_matches("exec: ")
         .to_string();
-    let missing = msg.contains("executable file not found") || msg.contains("No such file");
+    let missing = msg.contains("executable file not found");
     (msg, if missing { 127 } else { 126 })
 }
 
@@ -195,10 +195,7 @@ impl Containers {
         }
         if !spec.user.is_empty() {
             let u = user::resolve(&spec.user, &bundle.join("rootfs")).map_err(|message| {
-                ContainerError::Start {
-                    name: rec.name.clone(),
-                    message,
-                }
+                AttachError::Invalid(format!("exec in container {}: {message}", rec.name))
             })?;
             process["user"] = serde_json::json!({ "uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids });
         }
@@ -302,8 +299,16 @@ impl Containers {
         let piped_in = spec.interactive && !spec.tty && !spec.detach;
         let piped_out = !spec.tty && !spec.detach;
         cmd.arg(&rec.id)
-            .stdin(if piped_in { Stdio::piped() } else { Stdio::null() })
-            .stdout(if piped_out { Stdio::piped() } else { Stdio::null() })
+            .stdin(if piped_in {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(if piped_out {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         let exec_id = hex::encode(rand::random::<[u8; 32]>());

@@ -346,7 +346,11 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
             }
         }
         let out = dup(&master)?;
-        let stdin = if args.stdin { Some(dup(&master)?) } else { None };
+        let stdin = if args.stdin {
+            Some(dup(&master)?)
+        } else {
+            None
+        };
         (container, vec![(out, "stdout")], stdin, Some(master))
     } else {
         let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
@@ -437,6 +441,9 @@ pub unsafe fn status_fd() -> OwnedFd {
 pub unsafe fn attach_fd() -> OwnedFd {
     // SAFETY: the caller guarantees fd 4 is the open client socket and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(ATTACH_FD) };
-    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     fd
 }
