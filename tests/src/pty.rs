@@ -185,3 +185,90 @@ impl Drop for Pty {
         }
     }
 }
+
+/// A child process killed when dropped (a failing test leaves no client behind).
+#[derive(Debug)]
+pub struct Guarded(pub Child);
+
+impl Guarded {
+    /// Waits for the exit, at most [`PATIENCE`].
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(st) = self.0.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("the command did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Reads the child's stdout a line at a time on a thread.
+    pub fn lines(&mut self) -> Result<std::sync::mpsc::Receiver<String>> {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().context("stdout is not piped")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(l) = line else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed) and its output collected, at most
+/// [`PATIENCE`].
+pub fn run_with_input(mut cmd: Command, input: &[u8]) -> Result<std::process::Output> {
+    let mut c = Guarded(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start the command")?,
+    );
+    let mut stdin = c.0.stdin.take().context("stdin")?;
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let collect = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = collect(
+        c.0.stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let err = collect(
+        c.0.stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let status = c.wait()?;
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}

@@ -4,14 +4,13 @@
 //! input. What the test types is chosen so that the terminal's echo of it never matches what
 //! it waits for (`echo $((40+2))` is awaited as `42`).
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use strata_tests::engine::{Engine, BUSYBOX};
 use strata_tests::harness::find_binary;
-use strata_tests::pty::{Pty, PATIENCE};
+use strata_tests::pty::{run_with_input, Guarded, Pty, PATIENCE};
 
 fn engine() -> Engine {
     let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
@@ -174,13 +173,10 @@ fn engine_detach_keys_attach_again_and_ctrl_c() {
 fn engine_run_i_pipes_stdin_and_passes_signals_on() {
     let e = engine();
     check((|| {
-        let mut c = strata(&e, &["run", "-i", "--rm", BUSYBOX, "cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        c.stdin.take().context("stdin")?.write_all(b"hello\n")?;
-        let o = c.wait_with_output()?;
+        let o = run_with_input(
+            strata(&e, &["run", "-i", "--rm", BUSYBOX, "cat"]),
+            b"hello\n",
+        )?;
         ensure!(
             o.status.success() && o.stdout == b"hello\n",
             "run -i: {} {:?} {:?}",
@@ -190,23 +186,20 @@ fn engine_run_i_pipes_stdin_and_passes_signals_on() {
         );
         ensure!(e.ok(&["ps", "-aq"])?.is_empty(), "--rm left a container");
 
-        let mut c = strata(
-            &e,
-            &[
-                "run",
-                "-i",
-                BUSYBOX,
-                "sh",
-                "-c",
-                "read a; echo got-$a >&2; exit 4",
-            ],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-        c.stdin.take().context("stdin")?.write_all(b"x\n")?;
-        let o = c.wait_with_output()?;
+        let o = run_with_input(
+            strata(
+                &e,
+                &[
+                    "run",
+                    "-i",
+                    BUSYBOX,
+                    "sh",
+                    "-c",
+                    "read a; echo got-$a >&2; exit 4",
+                ],
+            ),
+            b"x\n",
+        )?;
         ensure!(code(o.status) == 4, "exit {}", o.status);
         ensure!(
             o.stderr == b"got-x\n",
@@ -217,21 +210,21 @@ fn engine_run_i_pipes_stdin_and_passes_signals_on() {
         // Without -t, SIGTERM to the client goes to the container (--sig-proxy).
         let script =
             "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done";
-        let mut c = strata(&e, &["run", "--rm", BUSYBOX, "sh", "-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut out = BufReader::new(c.stdout.take().context("stdout")?);
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        ensure!(line == "ready\n", "first line {line:?}");
+        let mut c = Guarded(
+            strata(&e, &["run", "--rm", BUSYBOX, "sh", "-c", script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+        let lines = c.lines()?;
+        let first = lines.recv_timeout(PATIENCE)?;
+        ensure!(first == "ready", "first line {first:?}");
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::unistd::Pid::from_raw(c.0.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )?;
-        line.clear();
-        out.read_line(&mut line)?;
-        ensure!(line == "got-term\n", "after SIGTERM {line:?}");
+        let next = lines.recv_timeout(PATIENCE)?;
+        ensure!(next == "got-term", "after SIGTERM {next:?}");
         ensure!(code(c.wait()?) == 7);
         Ok(())
     })());
@@ -265,12 +258,7 @@ fn engine_start_attached_and_run_it_rm() {
             "-c",
             "read x; echo got-$x; exit 6",
         ])?;
-        let mut c = strata(&e, &["start", "-ai", "asks"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        c.stdin.take().context("stdin")?.write_all(b"hi\n")?;
-        let o = c.wait_with_output()?;
+        let o = run_with_input(strata(&e, &["start", "-ai", "asks"]), b"hi\n")?;
         ensure!(
             code(o.status) == 6 && o.stdout == b"got-hi\n",
             "start -ai: {o:?}"
@@ -326,12 +314,7 @@ fn engine_exec_it_and_i() {
         let st = t.wait()?;
         ensure!(code(st) == 7, "exec -it exit {st}:\n{}", t.output());
 
-        let mut c = strata(&e, &["exec", "-i", "host", "cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        c.stdin.take().context("stdin")?.write_all(b"data\n")?;
-        let o = c.wait_with_output()?;
+        let o = run_with_input(strata(&e, &["exec", "-i", "host", "cat"]), b"data\n")?;
         ensure!(
             o.status.success() && o.stdout == b"data\n",
             "exec -i: {o:?}"
