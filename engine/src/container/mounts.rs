@@ -45,6 +45,22 @@ fn rw(p: &MountPoint) -> &'static str {
 }
 
 impl Containers {
+    /// A container's mounts; for one made by an engine that did not record them, its `-v`
+    /// binds (all it could have).
+    fn points_of(&self, rec: &Record) -> Result<Vec<MountPoint>> {
+        Ok(match self.volumes.recorded(&rec.id)? {
+            Some(points) => points,
+            None => rec
+                .settings
+                .binds
+                .iter()
+                .filter_map(|b| mounts::parse_volume_flag(b).ok())
+                .map(|r| r.point)
+                .filter(|p| p.kind == Kind::Bind)
+                .collect(),
+        })
+    }
+
     /// Checks the mount and network flags of a new container and resolves the containers they
     /// name (`--volumes-from`, `--network container:`, kept by id); makes nothing.
     pub(super) fn plan_mounts(&self, s: &mut Settings) -> Result<Vec<Request>> {
@@ -99,7 +115,7 @@ impl Containers {
                 }
             };
             let other = self.records.resolve(name)?;
-            for mut p in self.volumes.mounts_of(&other.id)? {
+            for mut p in self.points_of(&other)? {
                 if p.kind == Kind::Tmpfs {
                     continue;
                 }
@@ -216,7 +232,7 @@ impl Containers {
     /// Forgets a removed container's mounts; with `volumes` (`rm -v`, `--rm`) its anonymous
     /// volumes that no other container uses go too.
     pub(super) fn forget_mounts(&self, id: &str, volumes: bool) {
-        self.volumes.unmount_all_of(id);
+        self.release_mounts(id);
         if let Err(e) = self.volumes.detach(id, volumes) {
             tracing::warn!(%e, id, "forgetting a removed container's mounts failed");
         }
@@ -311,7 +327,7 @@ impl Containers {
             }
         }
         let mut all: Vec<(String, Value)> = Vec::new();
-        for p in self.volumes.mounts_of(&rec.id)? {
+        for p in self.points_of(rec)? {
             let m = match p.kind {
                 Kind::Bind => {
                     let src = Path::new(&p.source);
@@ -366,8 +382,7 @@ impl Containers {
             own: true,
         });
         let mounts = self
-            .volumes
-            .mounts_of(&rec.id)
+            .points_of(rec)
             .unwrap_or_default()
             .into_iter()
             .map(|p| match p.kind {

@@ -445,15 +445,22 @@ impl Volumes {
         Ok(())
     }
 
-    /// A container's mounts, as recorded at its create.
+    /// A container's mounts, as recorded at its create (none recorded: empty).
     pub fn mounts_of(&self, container: &str) -> Result<Vec<MountPoint>> {
-        match self.users.get(container.as_bytes())? {
-            Some(b) => serde_json::from_slice(&b).map_err(|source| VolumeError::Corrupt {
-                key: container.to_string(),
-                source,
-            }),
-            None => Ok(Vec::new()),
-        }
+        Ok(self.recorded(container)?.unwrap_or_default())
+    }
+
+    /// A container's mounts; `None` for a container made before mounts were recorded.
+    pub fn recorded(&self, container: &str) -> Result<Option<Vec<MountPoint>>> {
+        self.users
+            .get(container.as_bytes())?
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|source| VolumeError::Corrupt {
+                    key: container.to_string(),
+                    source,
+                })
+            })
+            .transpose()
     }
 
     /// Forgets a container's mounts; with `remove_anonymous`, removes its anonymous volumes
