@@ -320,6 +320,30 @@ fn engine_exec_it_and_i() {
             "exec -i: {o:?}"
         );
 
+        // --privileged: every capability for the command, not the container's set.
+        let cap_eff = |priv_: bool| -> Result<u64> {
+            let mut args = vec!["exec"];
+            if priv_ {
+                args.push("--privileged");
+            }
+            args.extend(["host", "sh", "-c", "grep CapEff /proc/self/status"]);
+            let out = e.ok(&args)?;
+            let hex = out.split_whitespace().last().unwrap_or_default();
+            Ok(u64::from_str_radix(hex, 16)?)
+        };
+        let (plain, all) = (cap_eff(false)?, cap_eff(true)?);
+        ensure!(
+            all & plain == plain && all.count_ones() > plain.count_ones(),
+            "CapEff {plain:x} and with --privileged {all:x}"
+        );
+
+        // Ctrl-D at the prompt is the end of the shell's input, as on any terminal.
+        let mut t = on_pty(&e, &["exec", "-it", "host", "sh"], 24, 80)?;
+        t.expect("# ")?;
+        t.send("\x04")?;
+        let st = t.wait()?;
+        ensure!(code(st) == 0, "exec -it after ^D {st}:\n{}", t.output());
+
         // Detaching leaves the exec running.
         let mut d = on_pty(&e, &["exec", "-it", "host", "sh"], 24, 80)?;
         d.expect("# ")?;

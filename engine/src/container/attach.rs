@@ -432,21 +432,22 @@ impl Containers {
                 return Err(not_running(&rec, rec.state.status).into());
             }
             let mut conn = connect(&self.bundle(&rec.id)).await.map_err(|e| {
-                tracing::debug!(%e, id = rec.id, "connecting to the monitor failed");
                 let now = self
                     .records
                     .get(&rec.id)
                     .ok()
                     .flatten()
                     .map_or(Status::Dead, |r| r.state.status);
-                not_running(
-                    &rec,
-                    if now == Status::Running {
-                        Status::Exited
-                    } else {
-                        now
-                    },
-                )
+                // The monitor records the exit before it stops answering.
+                let ended = super::monitor::read_exit(&self.bundle(&rec.id)).is_some();
+                if now == Status::Running && !ended {
+                    ContainerError::Runtime(format!(
+                        "attach to container {}: its monitor does not answer: {e}",
+                        rec.name
+                    ))
+                } else {
+                    not_running(&rec, if ended { Status::Exited } else { now })
+                }
             })?;
             self.emit(&rec, "attach");
             if let Some((rows, cols)) = opts.size {
