@@ -604,6 +604,12 @@ fn engine_bad_mounts_are_refused_with_one_line_and_leave_nothing() {
         )?;
         one_line_failure(
             &e,
+            &["create", "--volumes-from", "nobody:rx", BUSYBOX],
+            125,
+            "the mode \"rx\" is not ro or rw",
+        )?;
+        one_line_failure(
+            &e,
             &["create", "--volumes-from", "nobody", BUSYBOX],
             125,
             "no such container: nobody",

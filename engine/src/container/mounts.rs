@@ -109,9 +109,11 @@ impl Containers {
                 Some((n, "ro")) => (n, Some(false)),
                 Some((n, "rw")) => (n, Some(true)),
                 Some((_, m)) => {
-                    return Err(ContainerError::Runtime(format!(
-                        "invalid --volumes-from {v:?}: the mode {m:?} is not ro or rw"
-                    )))
+                    return Err(MountError::VolumesFrom {
+                        spec: v.clone(),
+                        mode: m.to_string(),
+                    }
+                    .into())
                 }
             };
             let other = self.records.resolve(name)?;

@@ -94,6 +94,8 @@ pub enum MountError {
     Destination(String),
     #[error("duplicate mount point {0}")]
     Duplicate(String),
+    #[error("invalid --volumes-from {spec:?}: the mode {mode:?} is not ro or rw")]
+    VolumesFrom { spec: String, mode: String },
 }
 
 type Result<T, E = MountError> = std::result::Result<T, E>;
