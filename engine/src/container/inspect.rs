@@ -23,7 +23,8 @@ fn host_config_mounts(s: &Settings) -> Value {
         .filter_map(|m| mounts::parse_mount_flag(m).ok())
         .map(|r| {
             let p = &r.point;
-            let mut m = json!({ "Type": p.kind.as_str(), "Source": p.source, "Target": p.destination });
+            let mut m =
+                json!({ "Type": p.kind.as_str(), "Source": p.source, "Target": p.destination });
             if !p.rw {
                 m["ReadOnly"] = json!(true);
             }
