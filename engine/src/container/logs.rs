@@ -59,13 +59,20 @@ pub async fn follow(
     let Ok(file) = opened else { return };
     let mut reader = Some(BufReader::new(file));
     let mut partial: Vec<u8> = Vec::new();
+    // The start time of the run being followed: as in Docker, following ends when the process
+    // does, even one that its restart policy starts again (seen as another run's start).
+    let mut run: Option<String> = None;
     loop {
-        let finished = matches!(
-            state.borrow_and_update().status,
-            // As in Docker, following ends when the process does, even one that its restart
-            // policy starts again.
-            Status::Exited | Status::Dead | Status::Restarting
-        );
+        let finished = {
+            let st = state.borrow_and_update();
+            if run.is_none() && matches!(st.status, Status::Running | Status::Paused) {
+                run = Some(st.started_at.clone());
+            }
+            matches!(
+                st.status,
+                Status::Exited | Status::Dead | Status::Restarting
+            ) || run.as_ref().is_some_and(|r| *r != st.started_at)
+        };
         let Some(mut r) = reader.take() else { return };
         let mut carry = std::mem::take(&mut partial);
         let read = tokio::task::spawn_blocking(move || {

@@ -877,6 +877,14 @@ impl Containers {
         Ok(rec)
     }
 
+    /// Whether the container's process has ended (its runtime state is gone or stopped).
+    fn ended(&self, id: &str) -> bool {
+        match strata_runtime::Container::load(&self.runtime_root, id) {
+            Ok(mut c) => c.status() == strata_runtime::state::Status::Stopped,
+            Err(_) => true,
+        }
+    }
+
     /// Sends `sig` and emits Docker's kill event.
     fn signal_event(&self, rec: &Record, sig: nix::sys::signal::Signal, all: bool) -> Result<()> {
         self.signal(rec, sig, all)?;
@@ -934,7 +942,17 @@ impl Containers {
         }
         let rec = self.stopped_by_hand(&rec.id).await?;
         match rec.state.status {
-            Status::Running | Status::Paused => self.signal_event(&rec, sig, false),
+            Status::Running | Status::Paused => match self.signal_event(&rec, sig, false) {
+                // It ended meanwhile (its exit is being recorded): as Docker, a KILL of a
+                // process that is already dead did what was asked.
+                Err(_) if self.ended(&rec.id) && sig == nix::sys::signal::Signal::SIGKILL => Ok(()),
+                Err(_) if self.ended(&rec.id) => Err(ContainerError::State {
+                    name: rec.name,
+                    status: "exited",
+                    hint: "it is not running",
+                }),
+                r => r,
+            },
             Status::Restarting => Ok(()),
             _ => Err(ContainerError::State {
                 name: rec.name,
