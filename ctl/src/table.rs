@@ -2,18 +2,27 @@
 
 /// Renders rows (the first is the header) as aligned text, one line per row.
 pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
+    let rows: Vec<&[String]> = rows.iter().map(|r| r.as_slice()).collect();
+    render_rows(&rows)
+}
+
+/// [`render`] for rows whose width is known only at run time (the last cell of a row takes
+/// the rest of the line).
+pub fn render_rows<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let n = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0usize; n];
     for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
+        for (w, cell) in widths.iter_mut().zip(r.as_ref()) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     for r in rows {
+        let r = r.as_ref();
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {
             line.push_str(cell);
-            if i + 1 < N {
+            if i + 1 < r.len() {
                 line.extend(std::iter::repeat_n(
                     ' ',
                     widths[i] - cell.chars().count() + 3,

@@ -114,6 +114,7 @@ pub async fn serve(
         root: config.root.clone(),
         extra: Box::new(Vec::new),
         events: parts.events.clone(),
+        images: images.clone(),
     };
     let containers = ContainerService {
         containers: parts.containers.clone(),

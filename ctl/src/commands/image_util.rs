@@ -19,7 +19,7 @@ pub fn upload<M: Send + 'static>(
     wrap: fn(Vec<u8>) -> M,
     first: impl FnOnce(&mut M) + Send + 'static,
 ) -> CmdResult<ReceiverStream<M>> {
-    let mut input: Box<dyn Read + Send> = match path {
+    let input: Box<dyn Read + Send> = match path {
         Some(p) if p.is_dir() => dir_as_tar(p)?,
         Some(p) if p != Path::new("-") => Box::new(
             std::fs::File::open(p)
@@ -40,6 +40,18 @@ pub fn upload<M: Send + 'static>(
         .and_then(|p| std::fs::metadata(p).ok())
         .map(|m| m.len());
     let progress = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    Ok(upload_reader(input, total, progress, wrap, first))
+}
+
+/// Streams what `input` reads as messages made by `wrap` (the first gets `first` applied),
+/// showing the bytes sent (of `total`) on stderr with `progress`.
+pub fn upload_reader<M: Send + 'static>(
+    mut input: Box<dyn Read + Send>,
+    total: Option<u64>,
+    progress: bool,
+    wrap: fn(Vec<u8>) -> M,
+    first: impl FnOnce(&mut M) + Send + 'static,
+) -> ReceiverStream<M> {
     let (tx, rx) = mpsc::channel(8);
     std::thread::spawn(move || {
         let mut first = Some(first);
@@ -84,7 +96,7 @@ pub fn upload<M: Send + 'static>(
             }
         }
     });
-    Ok(ReceiverStream::new(rx))
+    ReceiverStream::new(rx)
 }
 
 /// A directory (an OCI image layout) as a tar stream, written by a thread into a pipe.

@@ -2,11 +2,15 @@
 
 mod attach;
 mod commit;
+mod container;
 mod container_args;
+mod cp;
 mod create;
+mod diff;
 mod events;
 mod exec;
 mod history;
+mod image;
 mod image_util;
 mod images;
 mod import;
@@ -16,6 +20,7 @@ mod kill;
 mod load;
 mod logs;
 mod pause;
+mod prune;
 mod ps;
 mod rename;
 mod restart;
@@ -24,8 +29,11 @@ mod rmi;
 mod run;
 mod save;
 mod start;
+mod stats;
 mod stop;
+mod system;
 mod tag;
+mod top;
 mod version;
 mod volume;
 mod wait;
@@ -94,6 +102,20 @@ pub enum Command {
     Version(version::Args),
     /// Manage volumes (create, ls, inspect, rm, prune)
     Volume(volume::Args),
+    /// Show a container's processes (ps options after the name; default -ef)
+    Top(top::Args),
+    /// Show containers' CPU, memory, network, block I/O and pids
+    Stats(stats::Args),
+    /// Copy files between a container and the host (CONTAINER:PATH on one side)
+    Cp(cp::Args),
+    /// Show what changed in a container's filesystem (A added, C changed, D deleted)
+    Diff(diff::Args),
+    /// Manage containers (prune, ls, rm, start, stop, logs, inspect, top, stats, cp, diff)
+    Container(container::Args),
+    /// Manage images (prune, ls, rm, tag, history)
+    Image(image::Args),
+    /// Manage the engine (prune, info, events)
+    System(system::Args),
 }
 
 /// Runs a command; returns the process exit code.
@@ -130,6 +152,13 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Info(a) => info::run(a, &client).await,
         Command::Events(a) => events::run(a, &client).await,
         Command::Volume(a) => volume::run(a, &client).await,
+        Command::Top(a) => top::run(a, &client).await,
+        Command::Stats(a) => stats::run(a, &client).await,
+        Command::Cp(a) => cp::run(a, &client).await,
+        Command::Diff(a) => diff::run(a, &client).await,
+        Command::Container(a) => container::run(a, &client).await,
+        Command::Image(a) => image::run(a, &client).await,
+        Command::System(a) => system::run(a, &client).await,
         Command::Version(_) => Ok(0),
     }
 }

@@ -484,12 +484,50 @@ impl Images {
                 });
             }
         }
+        self.delete_locked(&rec, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Removes what `docker image prune` does: dangling images (untagged ones), or with `all`
+    /// every image; never one a container uses (`in_use(id)`). Returns what was untagged and
+    /// deleted, and the bytes of the layers removed.
+    pub async fn prune(
+        &self,
+        all: bool,
+        in_use: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<(RemoveReport, u64), ImageError> {
+        let _guard = self.lock.lock().await;
+        let mut report = RemoveReport::default();
+        let mut space = 0;
+        for rec in self.meta.images()? {
+            if in_use(&rec.id) || !(all || rec.tags.is_empty()) {
+                continue;
+            }
+            space += self.delete_locked(&rec, &mut report).await?;
+        }
+        Ok((report, space))
+    }
+
+    /// Deletes an image (its tags, record, the layer snapshots and blobs only it used), adding
+    /// to `report`; returns the bytes of the layers removed. The caller holds the lock.
+    async fn delete_locked(
+        &self,
+        rec: &ImageRecord,
+        report: &mut RemoveReport,
+    ) -> Result<u64, ImageError> {
+        let familiar = |t: &str| {
+            Reference::parse(t)
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| t.to_string())
+        };
         report.untagged.extend(rec.tags.iter().map(|t| familiar(t)));
         let gone = self.meta.delete_image(&rec.id)?;
         report.deleted.push(rec.id.clone());
+        let mut space = 0;
         for l in &gone {
             match unpack::remove(&self.storage, &l.chain_id).await {
                 Ok(()) => {
+                    space += l.size;
                     report.deleted.push(l.chain_id.clone());
                     let drivers = self.meta.unpacked_drivers(&l.chain_id)?;
                     for d in drivers {
@@ -503,8 +541,8 @@ impl Images {
                 }
             }
         }
-        self.delete_unreferenced(&rec)?;
-        Ok(report)
+        self.delete_unreferenced(rec)?;
+        Ok(space)
     }
 
     /// Deletes the blobs of a deleted image that no remaining image references.

@@ -487,10 +487,7 @@ impl ContainersApi for ContainerService {
         }))
     }
 
-    async fn stat_path(
-        &self,
-        req: Request<StatPathRequest>,
-    ) -> Result<Response<PathStat>, Status> {
+    async fn stat_path(&self, req: Request<StatPathRequest>) -> Result<Response<PathStat>, Status> {
         let r = req.into_inner();
         let stat = self
             .containers
@@ -538,10 +535,11 @@ impl ContainersApi for ContainerService {
         req: Request<tonic::Streaming<CopyToRequest>>,
     ) -> Result<Response<CopyToResponse>, Status> {
         let mut input = req.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("copy: the first message must name the container and the directory"))?;
+        let first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument(
+                "copy: the first message must name the container and the directory",
+            )
+        })?;
         if first.container.is_empty() || first.path.is_empty() {
             return Err(Status::invalid_argument(
                 "copy: the first message must name the container and the directory",
@@ -551,9 +549,8 @@ impl ContainersApi for ContainerService {
             owner: (!first.copy_uid_gid).then_some((0, 0)),
             no_overwrite_dir_non_dir: first.no_overwrite_dir_non_dir,
         };
-        let reader = super::images::chunk_reader(input, Some(first.data), |m: CopyToRequest| {
-            m.data
-        });
+        let reader =
+            super::images::chunk_reader(input, Some(first.data), |m: CopyToRequest| m.data);
         self.containers
             .copy_to(&first.container, &first.path, reader, opts)
             .await
@@ -675,9 +672,10 @@ impl PruneFilter {
             Some((k, v)) => (k, Some(v)),
             None => (want, None),
         };
-        labels.iter().map(|l| pair(l)).any(|(k, v)| {
-            k == wk && wv.is_none_or(|wv| v == wv)
-        })
+        labels
+            .iter()
+            .map(|l| pair(l))
+            .any(|(k, v)| k == wk && wv.is_none_or(|wv| v == wv))
     }
 
     fn matches(&self, r: &Record) -> bool {

@@ -42,7 +42,7 @@ fn summary(s: &ImageSummary) -> PbSummary {
 }
 
 /// Reads the chunks a client streams.
-struct ChunkReader {
+pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<Result<Vec<u8>, io::Error>>,
     buf: Vec<u8>,
     pos: usize,
@@ -68,7 +68,7 @@ impl Read for ChunkReader {
 }
 
 /// A reader fed by a task that forwards a request stream (`data` picks the bytes out).
-fn chunk_reader<M: Send + 'static>(
+pub(crate) fn chunk_reader<M: Send + 'static>(
     mut stream: Streaming<M>,
     first: Option<Vec<u8>>,
     data: fn(M) -> Vec<u8>,
@@ -103,12 +103,20 @@ fn chunk_reader<M: Send + 'static>(
 }
 
 /// Writes into a response stream, in chunks.
-struct ChunkWriter {
+pub(crate) struct ChunkWriter {
     tx: mpsc::Sender<Result<DataChunk, Status>>,
     buf: Vec<u8>,
 }
 
 impl ChunkWriter {
+    /// A writer into the response stream `tx`.
+    pub(crate) fn new(tx: mpsc::Sender<Result<DataChunk, Status>>) -> Self {
+        ChunkWriter {
+            tx,
+            buf: Vec::new(),
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -379,10 +387,50 @@ impl ImagesApi for ImageService {
 
     async fn prune(
         &self,
-        _req: Request<strata_proto::engine::PruneImagesRequest>,
+        req: Request<strata_proto::engine::PruneImagesRequest>,
     ) -> Result<Response<strata_proto::engine::PruneResponse>, Status> {
-        Err(Status::unimplemented("image prune: being built"))
+        let all = req.into_inner().all;
+        Ok(Response::new(
+            prune_images(&self.images, &self.containers, all).await?,
+        ))
     }
+}
+
+/// Removes dangling (with `all`: unused) images, with Docker's untag and delete events.
+async fn prune_images(
+    images: &Images,
+    containers: &Containers,
+    all: bool,
+) -> Result<strata_proto::engine::PruneResponse, Status> {
+    let before = images.list().map_err(|e| e.to_status())?;
+    let in_use = |id: &str| {
+        containers
+            .records()
+            .all()
+            .map(|all| all.iter().any(|r| r.image_id == id))
+            .unwrap_or(true)
+    };
+    let (report, space) = images
+        .prune(all, &in_use)
+        .await
+        .map_err(|e| e.to_status())?;
+    for t in &report.untagged {
+        if let Some(i) = before.iter().find(|i| i.tags.contains(t)) {
+            image_event(containers, "untag", &i.id, t.clone());
+        }
+    }
+    for id in report
+        .deleted
+        .iter()
+        .filter(|d| before.iter().any(|i| &i.id == *d))
+    {
+        image_event(containers, "delete", id, id.clone());
+    }
+    Ok(strata_proto::engine::PruneResponse {
+        deleted: report.deleted,
+        untagged: report.untagged,
+        space_reclaimed: space,
+    })
 }
 
 /// What Docker's commit records of a container in the new image's config: its environment
@@ -420,6 +468,7 @@ fn committed_config(s: &Settings) -> serde_json::Map<String, serde_json::Value> 
 /// Resolves images for new containers, unpacking them into the current driver.
 struct Resolver {
     images: Arc<Images>,
+    containers: Arc<Containers>,
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
@@ -433,6 +482,13 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 }
 
 impl ImageResolver for Resolver {
+    fn prune(
+        &self,
+        all: bool,
+    ) -> BoxFuture<'_, Result<strata_proto::engine::PruneResponse, Status>> {
+        Box::pin(prune_images(&self.images, &self.containers, all))
+    }
+
     fn resolve<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<ResolvedImage, Status>> {
         Box::pin(async move {
             let rec = self.images.resolve(reference).map_err(|e| e.to_status())?;
@@ -494,5 +550,9 @@ pub fn wire(
                 .max_encoding_message_size(16 << 20),
         )
     });
-    Ok((Arc::new(Resolver { images }), vec![add]))
+    let resolver = Resolver {
+        images,
+        containers: parts.containers.clone(),
+    };
+    Ok((Arc::new(resolver), vec![add]))
 }

@@ -13,12 +13,18 @@ use crate::container::ResolvedImage;
 /// A boxed future, for the object-safe traits below.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What the container service needs from the images: an image resolved and unpacked in the
-/// current storage driver, ready for a container's snapshot.
+/// What the container and system services need from the images: an image resolved and
+/// unpacked in the current storage driver, ready for a container's snapshot; and a prune.
 pub trait ImageResolver: Send + Sync + 'static {
     /// Resolves `reference` (name, name:tag, id or id prefix) for a new container.
     fn resolve<'a>(
         &'a self,
         reference: &'a str,
     ) -> BoxFuture<'a, Result<ResolvedImage, tonic::Status>>;
+
+    /// Removes dangling images (with `all`: every image no container uses), as `image prune`.
+    fn prune(
+        &self,
+        all: bool,
+    ) -> BoxFuture<'_, Result<strata_proto::engine::PruneResponse, tonic::Status>>;
 }

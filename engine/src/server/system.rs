@@ -24,6 +24,8 @@ pub struct SystemService {
     /// Extra rows (e.g. the image count) computed on demand.
     pub extra: Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>,
     pub events: Arc<Events>,
+    /// For system prune.
+    pub images: Arc<dyn super::ImageResolver>,
 }
 
 fn kernel() -> String {
@@ -125,9 +127,33 @@ impl System for SystemService {
 
     async fn prune(
         &self,
-        _r: Request<SystemPruneRequest>,
+        r: Request<SystemPruneRequest>,
     ) -> Result<Response<SystemPruneResponse>, Status> {
-        Err(Status::unimplemented("system prune: being built"))
+        let r = r.into_inner();
+        // Containers first: the images and volumes they used become unused.
+        let containers =
+            super::containers::prune_containers(&self.containers, &self.storage, &[]).await?;
+        let volumes = if r.volumes {
+            let v = self
+                .containers
+                .volumes()
+                .prune(false)
+                .await
+                .map_err(|e| e.to_status())?;
+            Some(PruneResponse {
+                deleted: v.deleted,
+                untagged: Vec::new(),
+                space_reclaimed: v.space_reclaimed,
+            })
+        } else {
+            None
+        };
+        let images = self.images.prune(r.all).await?;
+        Ok(Response::new(SystemPruneResponse {
+            containers: Some(containers),
+            images: Some(images),
+            volumes,
+        }))
     }
 
     async fn info(&self, _r: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

@@ -12,6 +12,7 @@
 mod bpf;
 pub mod detect;
 mod oom;
+pub mod stats;
 mod v1;
 mod v2;
 
