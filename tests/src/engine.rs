@@ -160,6 +160,19 @@ impl Engine {
         ))
     }
 
+    /// Runs `strata`, requires it to fail with exit `code` and one line on stderr that starts
+    /// with `strata: ` and contains `want`.
+    pub fn fails_one_line(&self, args: &[&str], code: i32, want: &str) -> Result<()> {
+        let (got, err) = self.fails(args)?;
+        ensure!(got == code, "strata {}: exit {got}, want {code}", args.join(" "));
+        ensure!(
+            err.lines().count() == 1 && err.starts_with("strata: ") && err.contains(want),
+            "strata {}: want one line with {want:?}, got:\n{err}",
+            args.join(" ")
+        );
+        Ok(())
+    }
+
     /// A scratch directory beside the root.
     pub fn scratch(&self, name: &str) -> Result<PathBuf> {
         let p = self.root.with_file_name(name);

@@ -19,21 +19,6 @@ fn check(r: Result<()>) {
     }
 }
 
-fn one_line_failure(e: &Engine, args: &[&str], code: i32, want: &str) -> Result<()> {
-    let (got, err) = e.fails(args)?;
-    ensure!(
-        got == code,
-        "strata {}: exit {got}, want {code}",
-        args.join(" ")
-    );
-    ensure!(
-        err.lines().count() == 1 && err.contains(want),
-        "strata {}: want one line with {want:?}, got:\n{err}",
-        args.join(" ")
-    );
-    Ok(())
-}
-
 #[test]
 fn engine_container_network_shares_lo_hostname_and_files() {
     let e = engine();
@@ -209,8 +194,7 @@ fn engine_network_refusals() {
         e.ok(&["run", "-d", "--name", "up", BUSYBOX, "sleep", "300"])?;
         e.ok(&["create", "--name", "down", BUSYBOX, "true"])?;
         let before = e.ok(&["ps", "-aq"])?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &[
                 "run",
                 "--rm",
@@ -244,33 +228,28 @@ fn engine_network_refusals() {
                 "conflicting options: dns and the network mode",
             ),
         ] {
-            one_line_failure(
-                &e,
+            e.fails_one_line(
                 &["create", "--network", "container:up", flag, value, BUSYBOX],
                 125,
                 want,
             )?;
         }
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--dns", "resolver.example", BUSYBOX],
             125,
             "invalid --dns \"resolver.example\": not an IP address",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--add-host", "lonely", BUSYBOX],
             125,
             "invalid --add-host \"lonely\": expected name:ip",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--add-host", "h:300.1.1.1", BUSYBOX],
             125,
             "is not an IP address",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--network", "bridge", BUSYBOX],
             125,
             "invalid --network \"bridge\"",

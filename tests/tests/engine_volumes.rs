@@ -42,22 +42,6 @@ fn mountpoint(e: &Engine, name: &str) -> Result<PathBuf> {
     ))
 }
 
-/// One line on stderr, and a non-zero exit (125 for run/create, as Docker).
-fn one_line_failure(e: &Engine, args: &[&str], code: i32, want: &str) -> Result<()> {
-    let (got, err) = e.fails(args)?;
-    ensure!(
-        got == code,
-        "strata {}: exit {got}, want {code}",
-        args.join(" ")
-    );
-    ensure!(
-        err.lines().count() == 1 && err.contains(want),
-        "strata {}: want one line with {want:?}, got:\n{err}",
-        args.join(" ")
-    );
-    Ok(())
-}
-
 /// An image whose /data holds a file with an owner and mode of its own, and a symlink.
 fn seeded_image(e: &Engine) -> Result<()> {
     e.ok(&[
@@ -352,17 +336,12 @@ fn engine_volume_rm_refuses_one_in_use() {
         e.ok(&[
             "create", "--name", "user1", "-v", "busy:/b", BUSYBOX, "true",
         ])?;
-        one_line_failure(
-            &e,
-            &["volume", "rm", "busy"],
-            1,
-            "in use by container user1",
-        )?;
+        e.fails_one_line(&["volume", "rm", "busy"], 1, "in use by container user1")?;
         ensure!(names(&e)? == ["busy"]);
         e.ok(&["rm", "user1"])?;
         ensure!(e.ok(&["volume", "rm", "busy"])? == "busy\n");
         ensure!(names(&e)?.is_empty());
-        one_line_failure(&e, &["volume", "rm", "nosuch"], 1, "no such volume: nosuch")?;
+        e.fails_one_line(&["volume", "rm", "nosuch"], 1, "no such volume: nosuch")?;
         e.ok(&["volume", "rm", "-f", "nosuch"])?;
         Ok(())
     })());
@@ -559,20 +538,17 @@ fn engine_bad_mounts_are_refused_with_one_line_and_leave_nothing() {
     let e = engine();
     check((|| {
         let before = e.ok(&["ps", "-aq"])?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["run", "--rm", "-v", "data/sub:/x", BUSYBOX, "true"],
             125,
             "invalid volume name \"data/sub\"",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["run", "--rm", "-v", "./rel:/x", BUSYBOX, "true"],
             125,
             "a host directory must be given as an absolute path",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &[
                 "run",
                 "--rm",
@@ -584,38 +560,32 @@ fn engine_bad_mounts_are_refused_with_one_line_and_leave_nothing() {
             125,
             "unexpected key \"colour\"",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["run", "--rm", "-v", "/tmp:/x:rx", BUSYBOX, "true"],
             125,
             "invalid mode",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["run", "--rm", "-v", "v1:/d", "-v", "v2:/d", BUSYBOX, "true"],
             125,
             "duplicate mount point /d",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--tmpfs", "relative", BUSYBOX],
             125,
             "invalid mount path \"relative\"",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--volumes-from", "nobody:rx", BUSYBOX],
             125,
             "the mode \"rx\" is not ro or rw",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["create", "--volumes-from", "nobody", BUSYBOX],
             125,
             "no such container: nobody",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &[
                 "create",
                 "--mount",
@@ -625,27 +595,23 @@ fn engine_bad_mounts_are_refused_with_one_line_and_leave_nothing() {
             125,
             "bind source path does not exist: /no/such/dir",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["volume", "create", "-o", "size=1g", "x1"],
             1,
             "\"size\" is not an option",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["volume", "create", "-o", "type=tmpfs", "x2"],
             1,
             "needs the device option",
         )?;
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &["volume", "create", "a/b"],
             1,
             "invalid volume name \"a/b\"",
         )?;
         // A failure after a first volume was made takes that volume away again.
-        one_line_failure(
-            &e,
+        e.fails_one_line(
             &[
                 "create",
                 "--name",
