@@ -1077,15 +1077,19 @@ fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
-/// Whether `pid` is the monitor of container `id`.
-fn is_monitor(pid: i32, id: &str) -> bool {
-    pid > 0
-        && std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("strata-monitor") && c.contains(id)
-            })
-            .unwrap_or(false)
+/// Whether `pid` is the monitor of container `id` (whose directory is `bundle`): a monitor
+/// started for it names it on its command line; a spare that took it works in its directory.
+fn is_monitor(pid: i32, id: &str, bundle: &Path) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline.contains("strata-monitor")
+        && (cmdline.contains(id)
+            || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == bundle))
 }
 
 impl Containers {
@@ -1147,14 +1151,10 @@ impl Containers {
     /// records its exit if it has ended.
     async fn watch_again(self: &Arc<Self>, rec: Record) {
         let pid = rec.state.monitor_pid;
-        let watched = if is_monitor(pid, &rec.id) {
-            pidfd(pid).ok()
-        } else {
-            None
-        };
-        let Some(fd) = watched else {
+        let bundle = self.bundle(&rec.id);
+        if !is_monitor(pid, &rec.id, &bundle) {
             return self.exited_as(&rec.id, true).await;
-        };
+        }
         tracing::info!(
             id = rec.id,
             pid,
@@ -1164,13 +1164,16 @@ impl Containers {
         tokio::spawn(async move {
             // SAFETY: the AsyncFd owns the pidfd, which stays open and the same for its whole
             // life.
-            match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+            let watched =
+                pidfd(pid).and_then(|fd| Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?));
+            match watched {
                 Ok(afd) => {
                     let _ = afd.readable().await;
                 }
                 Err(e) => {
+                    // No pidfd (an old kernel): look now and then.
                     tracing::warn!(%e, id = rec.id, "cannot watch the monitor's pidfd; polling it");
-                    while is_monitor(pid, &rec.id) {
+                    while is_monitor(pid, &rec.id, &bundle) {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
