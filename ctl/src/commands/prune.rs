@@ -47,7 +47,7 @@ pub struct SystemArgs {
 }
 
 /// Prints `warning` and Docker's question; true only for "y" (or "Y").
-fn confirm(warning: &str) -> CmdResult<bool> {
+pub(super) fn confirm(warning: &str) -> CmdResult<bool> {
     let mut out = std::io::stdout().lock();
     write!(out, "{warning}\nAre you sure you want to continue? [y/N] ")
         .and_then(|()| out.flush())
@@ -65,7 +65,7 @@ fn confirm(warning: &str) -> CmdResult<bool> {
 }
 
 /// "Deleted Containers:" and the ids, then a blank line; nothing when none was deleted.
-fn section(title: &str, lines: impl IntoIterator<Item = String>) -> String {
+pub(super) fn section(title: &str, lines: impl IntoIterator<Item = String>) -> String {
     let lines: Vec<String> = lines.into_iter().collect();
     if lines.is_empty() {
         return String::new();
@@ -85,7 +85,7 @@ fn images_section(r: &PruneResponse) -> String {
     section("Images", untagged.chain(deleted))
 }
 
-fn total(space: u64) -> String {
+pub(super) fn total(space: u64) -> String {
     format!("Total reclaimed space: {}\n", human_size(space as i64))
 }
 

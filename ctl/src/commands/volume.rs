@@ -2,7 +2,6 @@
 //! `docker volume` manages them.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
 
 use clap::Subcommand;
 use strata_proto::engine::{
@@ -10,7 +9,6 @@ use strata_proto::engine::{
     RemoveVolumeRequest,
 };
 
-use super::image_util::human_size;
 use crate::client::{Client, CmdResult, Failure};
 
 #[derive(Debug, clap::Args)]
@@ -203,24 +201,13 @@ async fn inspect(i: InspectArgs, client: &Client) -> CmdResult<i32> {
     Ok(i32::from(failed))
 }
 
-/// Asks on the terminal, as Docker does; anything but y/Y (or no input) is a no.
-fn confirm(warning: &str) -> bool {
-    print!("{warning}\nAre you sure you want to continue? [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut answer = String::new();
-    if let Ok(0) | Err(_) = std::io::stdin().lock().read_line(&mut answer) {
-        println!();
-    }
-    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
-}
-
 async fn prune(p: PruneArgs, client: &Client) -> CmdResult<i32> {
     let warning = if p.all {
         "WARNING! This will remove all local volumes not used by at least one container."
     } else {
         "WARNING! This will remove anonymous local volumes not used by at least one container."
     };
-    if !p.force && !confirm(warning) {
+    if !p.force && !super::prune::confirm(warning)? {
         return Ok(0);
     }
     let r = client
@@ -228,16 +215,10 @@ async fn prune(p: PruneArgs, client: &Client) -> CmdResult<i32> {
         .prune(PruneVolumesRequest { all: p.all })
         .await?
         .into_inner();
-    if !r.deleted.is_empty() {
-        println!("Deleted Volumes:");
-        for d in &r.deleted {
-            println!("{d}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(r.space_reclaimed as i64)
+    print!(
+        "{}{}",
+        super::prune::section("Volumes", r.deleted),
+        super::prune::total(r.space_reclaimed)
     );
     Ok(0)
 }
