@@ -47,6 +47,20 @@ fn pids_matching(needles: &[&str]) -> Vec<i64> {
         .collect()
 }
 
+/// The monitor of container `id`: one started for it names it on its command line; a spare
+/// monitor that took it works in the container's directory.
+fn monitor_of(e: &Engine, id: &str) -> Vec<i64> {
+    let bundle = e.containers_dir().join(id);
+    pids_matching(&["strata-monitor"])
+        .into_iter()
+        .filter(|pid| {
+            let named = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(id));
+            named || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == bundle)
+        })
+        .collect()
+}
+
 #[test]
 fn engine_live_restore_after_kill9() {
     let mut e = engine();
@@ -207,7 +221,7 @@ fn engine_live_restore_paused_orphaned_and_policies() {
         e.kill9()?;
         // While the engine is down: a monitor is killed (its container keeps running, owned
         // by no one), and three containers end.
-        let monitors = pids_matching(&["strata-monitor", &orphan_id]);
+        let monitors = monitor_of(&e, &orphan_id);
         ensure!(monitors.len() == 1, "the orphan's monitor: {monitors:?}");
         kill_and_wait(monitors[0], Signal::SIGKILL)?;
         ensure!(alive(orphan), "the container outlives its monitor");

@@ -8,16 +8,19 @@ use strata_engine::container::monitor::{self, MonitorArgs};
 #[derive(Debug, Parser)]
 #[command(about = "Runs and watches one container for stratad (not for direct use)")]
 struct Args {
-    #[arg(long)]
-    id: String,
-    #[arg(long)]
-    bundle: PathBuf,
-    #[arg(long)]
-    runtime_root: PathBuf,
-    #[arg(long)]
-    log: PathBuf,
-    #[arg(long)]
-    state_dir: PathBuf,
+    /// Start ahead of time and wait on fd 3 for the engine to send the container.
+    #[arg(long, conflicts_with_all = ["id", "attached", "tty", "stdin"])]
+    spare: bool,
+    #[arg(long, required_unless_present = "spare")]
+    id: Option<String>,
+    #[arg(long, required_unless_present = "spare")]
+    bundle: Option<PathBuf>,
+    #[arg(long, required_unless_present = "spare")]
+    runtime_root: Option<PathBuf>,
+    #[arg(long, required_unless_present = "spare")]
+    log: Option<PathBuf>,
+    #[arg(long, required_unless_present = "spare")]
+    state_dir: Option<PathBuf>,
     /// The container has a terminal: receive its pty master.
     #[arg(long)]
     tty: bool,
@@ -38,34 +41,67 @@ fn parse_size(s: &str) -> Result<(u16, u16), String> {
     Ok((r.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?))
 }
 
-fn main() {
-    let a = Args::parse();
+fn init_log(state_dir: &std::path::Path) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(a.state_dir.join("monitor.log"));
+        .open(state_dir.join("monitor.log"));
     if let Ok(f) = log {
         tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(f))
             .with_ansi(false)
             .init();
     }
-    // SAFETY: first thing in this process; stratad passes the status pipe as fd 3.
-    let status = unsafe { monitor::status_fd() };
+}
+
+fn main() {
+    let a = Args::parse();
+    // SAFETY: first thing in this process; stratad passes the status pipe (a spare: its job
+    // socket) as fd 3.
+    let fd3 = unsafe { monitor::status_fd() };
+    if a.spare {
+        let code = match monitor::receive_job(fd3) {
+            Ok(Some((args, status, attached))) => {
+                init_log(&args.state_dir);
+                // Its command line does not name the container; its working directory does, so
+                // that a restarted engine recognizes it (the engine's paths are absolute).
+                if let Err(e) = std::env::set_current_dir(&args.state_dir) {
+                    tracing::warn!(%e, "entering the container's directory failed");
+                }
+                monitor::run(&args, status, attached)
+            }
+            // The engine stopped before it needed this monitor.
+            Ok(None) => 0,
+            Err(e) => {
+                eprintln!("strata-monitor: receiving the container from stratad: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    let (Some(id), Some(bundle), Some(runtime_root), Some(log), Some(state_dir)) =
+        (a.id, a.bundle, a.runtime_root, a.log, a.state_dir)
+    else {
+        eprintln!(
+            "strata-monitor: --id, --bundle, --runtime-root, --log and --state-dir are required"
+        );
+        std::process::exit(2);
+    };
+    init_log(&state_dir);
     // SAFETY: likewise, with --attached stratad passes the client's socket as fd 4.
     let attached = a.attached.then(|| unsafe { monitor::attach_fd() });
     let code = monitor::run(
         &MonitorArgs {
-            id: a.id,
-            bundle: a.bundle,
-            runtime_root: a.runtime_root,
-            log: a.log,
-            state_dir: a.state_dir,
+            id,
+            bundle,
+            runtime_root,
+            log,
+            state_dir,
             tty: a.tty,
             stdin: a.stdin,
             console_size: a.console_size,
         },
-        status,
+        fd3,
         attached,
     );
     std::process::exit(code);

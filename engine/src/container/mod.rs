@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod netns;
 pub mod record;
 pub mod restart;
+pub mod spare;
 pub mod spec;
 pub mod stats;
 pub mod top;
@@ -26,7 +27,6 @@ pub mod user;
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +185,7 @@ pub struct Containers {
     /// Restart-policy bookkeeping of the containers the engine has run (see restart.rs).
     restarts: std::sync::Mutex<HashMap<String, Restarts>>,
     volumes: Arc<Volumes>,
+    spares: spare::Spares,
 }
 
 /// What the engine keeps in memory about a container's restarts.
@@ -233,12 +234,13 @@ impl Containers {
             storage,
             dir,
             runtime_root: run_root.join("runtime"),
-            monitor,
+            monitor: monitor.clone(),
             watchers: Default::default(),
             locks: Default::default(),
             events,
             restarts: Default::default(),
             volumes,
+            spares: spare::Spares::new(monitor.clone()),
         }))
     }
 
@@ -567,59 +569,37 @@ impl Containers {
         let _ = std::fs::remove_file(monitor::exit_file(bundle));
         let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| start_err(format!("pipe: {e}")))?;
-        let mut cmd = std::process::Command::new(&self.monitor);
-        cmd.arg("--id")
-            .arg(&rec.id)
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--runtime-root")
-            .arg(&self.runtime_root);
-        cmd.arg("--log")
-            .arg(self.log_path(&rec.id))
-            .arg("--state-dir")
-            .arg(bundle);
-        if rec.settings.tty {
-            cmd.arg("--tty");
-        }
-        if rec.settings.open_stdin {
-            cmd.arg("--stdin");
-        }
         // A client attached before the start (`run -it`, `start -a`) sees all of the output.
         let pre = attach::take_preattached(&rec.id);
-        if let Some(p) = &pre {
-            cmd.arg("--attached");
-            if let Some((rows, cols)) = p.size {
-                cmd.arg("--console-size").arg(format!("{rows}x{cols}"));
+        let args = monitor::MonitorArgs {
+            id: rec.id.clone(),
+            bundle: bundle.to_path_buf(),
+            runtime_root: self.runtime_root.clone(),
+            log: self.log_path(&rec.id),
+            state_dir: bundle.to_path_buf(),
+            tty: rec.settings.tty,
+            stdin: rec.settings.open_stdin,
+            console_size: pre.as_ref().and_then(|p| p.size),
+        };
+        let attached = pre.as_ref().map(|p| p.conn.as_raw_fd());
+        let child = match self.spares.start(&args, &status_w, attached) {
+            Some(child) => child,
+            None => {
+                let mut line = args.to_command_line();
+                if attached.is_some() {
+                    line.push("--attached".into());
+                }
+                spare::spawn_monitor(&self.monitor, &line, status_w.as_raw_fd(), attached)
+                    .map_err(|e| start_err(format!("run {}: {e}", self.monitor.display())))?
             }
-        }
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let w = status_w.as_raw_fd();
-        let a = pre.as_ref().map(|p| p.conn.as_raw_fd());
-        // SAFETY: between fork and exec only dup2 (async-signal-safe) runs, on fds that are
-        // open in the parent for the whole spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(w, monitor::STATUS_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(a) = a {
-                    if libc::dup2(a, monitor::ATTACH_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = tokio::process::Command::from(cmd)
-            .spawn()
-            .map_err(|e| start_err(format!("run {}: {e}", self.monitor.display())))?;
+        };
         drop(status_w);
         drop(pre);
         let line = tokio::task::spawn_blocking(move || read_status(status_r))
             .await
             .map_err(|e| start_err(e.to_string()))?;
+        // The next start's monitor, made while this container runs rather than before it.
+        self.spares.refill();
         match line.strip_prefix("ok ").map(|p| p.trim().parse::<i32>()) {
             Some(Ok(pid)) => Ok((pid, child)),
             _ => {
@@ -1130,6 +1110,8 @@ impl Containers {
                 _ => {}
             }
         }
+        // The first start after this one need not wait for a monitor process to start.
+        self.spares.refill();
     }
 
     /// Undoes what an engine that died in the middle of a start or an exit may have left of a

@@ -12,6 +12,12 @@
 //! (or the pty) fed by attached clients, otherwise `/dev/null`. Output goes to the container's
 //! json-lines log and to every client attached through `attach.sock` (see [`super::attach`]);
 //! `--attached` adds fd 4 as a client before the container starts.
+//!
+//! A monitor can also be started ahead of time as a *spare* (`--spare`): with fd 3 a
+//! sequenced-packet socket to the engine, it loads and waits until the engine sends one job —
+//! its [`MonitorArgs`] as JSON with the status pipe (and the pre-attached client) as
+//! SCM_RIGHTS — and then runs exactly as a monitor started for that container. Starting a
+//! container then costs no process start; if the engine goes away first, the spare exits.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -25,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::attach::{read_frame, FromMonitor, ShortPath, ToMonitor, SOCKET};
 
 /// Where a monitor finds its container and writes what it learns.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MonitorArgs {
     pub id: String,
     pub bundle: PathBuf,
@@ -38,6 +44,36 @@ pub struct MonitorArgs {
     pub stdin: bool,
     /// The terminal's first window size (rows, columns).
     pub console_size: Option<(u16, u16)>,
+}
+
+impl MonitorArgs {
+    /// The arguments of a `strata-monitor` started for this container (with `--attached`
+    /// when a client is passed as fd 4, which the caller adds).
+    pub fn to_command_line(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "--id".into(),
+            self.id.clone().into(),
+            "--bundle".into(),
+            self.bundle.clone().into(),
+            "--runtime-root".into(),
+            self.runtime_root.clone().into(),
+            "--log".into(),
+            self.log.clone().into(),
+            "--state-dir".into(),
+            self.state_dir.clone().into(),
+        ];
+        if self.tty {
+            a.push("--tty".into());
+        }
+        if self.stdin {
+            a.push("--stdin".into());
+        }
+        if let Some((rows, cols)) = self.console_size {
+            a.push("--console-size".into());
+            a.push(format!("{rows}x{cols}").into());
+        }
+        a
+    }
 }
 
 /// How a container ended, as the monitor records it.
@@ -419,7 +455,93 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
     })
 }
 
-/// The status descriptor the engine passes.
+/// A job for a spare monitor.
+#[derive(Debug, Serialize, Deserialize)]
+struct Job {
+    args: MonitorArgs,
+    /// The second descriptor is a pre-attached client.
+    attached: bool,
+}
+
+/// Sends a spare monitor (on `sock`) its container: `status` is the pipe it reports on,
+/// `attached` a client to serve from the start.
+pub fn send_job(
+    sock: &impl AsRawFd,
+    args: &MonitorArgs,
+    status: &impl AsRawFd,
+    attached: Option<std::os::fd::RawFd>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let job = serde_json::to_vec(&Job {
+        args: args.clone(),
+        attached: attached.is_some(),
+    })
+    .map_err(std::io::Error::other)?;
+    let mut fds = vec![status.as_raw_fd()];
+    fds.extend(attached);
+    let iov = [std::io::IoSlice::new(&job)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let n = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    if n != job.len() {
+        return Err(std::io::Error::other("short send of a monitor job"));
+    }
+    Ok(())
+}
+
+/// The biggest job message a spare accepts.
+const MAX_JOB: usize = 64 * 1024;
+
+/// Waits for the engine's job on a spare monitor's socket. `None`: the engine went away.
+pub fn receive_job(
+    sock: OwnedFd,
+) -> std::io::Result<Option<(MonitorArgs, OwnedFd, Option<OwnedFd>)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = vec![0u8; MAX_JOB];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let (n, mut fds) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = loop {
+            match recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r?,
+            }
+        };
+        let mut fds = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: descriptors just received with SCM_RIGHTS belong to this process and
+                // nothing else owns them.
+                fds.extend(
+                    got.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (msg.bytes, fds)
+    };
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    let job: Job = serde_json::from_slice(&buf[..n]).map_err(std::io::Error::other)?;
+    if fds.is_empty() || (job.attached && fds.len() < 2) {
+        return Err(std::io::Error::other(
+            "a monitor job came without its descriptors",
+        ));
+    }
+    let attached = if job.attached {
+        Some(fds.remove(1))
+    } else {
+        None
+    };
+    Ok(Some((job.args, fds.remove(0), attached)))
+}
+
+/// The status descriptor the engine passes (a spare's job socket, with `--spare`).
 pub const STATUS_FD: i32 = 3;
 
 /// The pre-attached client's descriptor, with `--attached`.
