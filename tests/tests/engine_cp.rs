@@ -3,58 +3,17 @@
 //! the container's root: one in the container pointing at the host's files (absolutely or by
 //! climbing `../..`) neither lets a copy read the host's file nor write one.
 
+mod lifecycle_support;
+mod tools_support;
+
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use anyhow::{ensure, Context, Result};
+use lifecycle_support::{check, engine, wait_for};
 use strata_tests::engine::{Engine, BUSYBOX};
-use strata_tests::harness::find_binary;
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
-
-/// Runs `strata` with `input` on its stdin.
-fn strata_with_input(e: &Engine, args: &[&str], input: &[u8]) -> Result<Output> {
-    let mut child = Command::new(find_binary("strata"))
-        .arg("--address")
-        .arg(&e.address)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run strata")?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(input)
-        .context("write stdin")?;
-    Ok(child.wait_with_output()?)
-}
-
-/// A failure that says what was wrong in one `strata: …` line.
-fn fails_clearly(e: &Engine, args: &[&str], wanted: &str) -> Result<()> {
-    let (code, err) = e.fails(args)?;
-    ensure!(code != 0, "strata {args:?} exited 0");
-    ensure!(
-        err.lines().count() == 1 && err.starts_with("strata: ") && err.contains(wanted),
-        "strata {args:?}: want one line with {wanted:?}, got {err:?}"
-    );
-    Ok(())
-}
+use tools_support::strata_with_input;
 
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
@@ -159,29 +118,29 @@ fn copies_both_ways(e: &Engine, c: &str) -> Result<()> {
     e.ok(&["cp", &at("/tmp/streamed/in.txt"), &s(&out.join("in.txt"))])?;
     ensure!(fs::read_to_string(out.join("in.txt"))? == "in\n");
     // Missing paths, each a clear error.
-    fails_clearly(
-        e,
+    e.fails_one_line(
         &["cp", &at("/nope"), &s(&out)],
+        1,
         &format!("could not find the file /nope in container {c}"),
     )?;
-    fails_clearly(
-        e,
+    e.fails_one_line(
         &["cp", &s(&host.join("note.txt")), &at("/nope/dir/f")],
+        1,
         "no such directory",
     )?;
-    fails_clearly(
-        e,
+    e.fails_one_line(
         &["cp", &at("/tmp/renamed"), &s(&host.join("missing/dir/f"))],
+        1,
         "no such directory",
     )?;
-    fails_clearly(
-        e,
+    e.fails_one_line(
         &["cp", &s(&host.join("tree")), &at("/tmp/renamed")],
+        1,
         "cannot copy a directory onto the file",
     )?;
-    fails_clearly(
-        e,
+    e.fails_one_line(
         &["cp", &s(&host.join("note.txt")), &at("/tmp/new-dir/")],
+        1,
         "no such directory",
     )?;
     let o = strata_with_input(e, &["cp", "-", &at("/tmp/renamed")], &tar)?;
@@ -332,15 +291,9 @@ fn engine_cp_never_follows_a_symlink_out_of_the_root() {
             "-c",
             &format!("{running_links} && sleep 1000"),
         ])?;
-        let mut made = false;
-        for _ in 0..300 {
-            if e.strata(&["cp", "running:/tmp/etc", "-"])?.status.success() {
-                made = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        ensure!(made, "the running container made its links");
+        wait_for("the running container's links", || {
+            Ok(e.strata(&["cp", "running:/tmp/etc", "-"])?.status.success())
+        })?;
         stays_in_the_root(&e, "running")?;
         let stopped_links = links(&e.scratch("host-stopped")?);
         e.ok(&[
@@ -362,26 +315,26 @@ fn engine_cp_bad_input_is_one_clear_line() {
     let e = engine();
     check((|| {
         e.ok(&["create", "--name", "c", BUSYBOX, "true"])?;
-        fails_clearly(&e, &["cp", "a", "b"], "name a container on one side")?;
-        fails_clearly(
-            &e,
+        e.fails_one_line(&["cp", "a", "b"], 1, "name a container on one side")?;
+        e.fails_one_line(
             &["cp", "c:/a", "c:/b"],
+            1,
             "copying between containers is not supported",
         )?;
-        fails_clearly(
-            &e,
+        e.fails_one_line(
             &["cp", "nothing:/etc", "/tmp"],
+            1,
             "no such container: nothing",
         )?;
-        fails_clearly(&e, &["cp", "c:", "/tmp"], "the source path")?;
-        fails_clearly(
-            &e,
+        e.fails_one_line(&["cp", "c:", "/tmp"], 1, "the source path")?;
+        e.fails_one_line(
             &["cp", "/no/such/file", "c:/tmp"],
+            1,
             "cannot copy /no/such/file",
         )?;
-        fails_clearly(
-            &e,
+        e.fails_one_line(
             &["cp", "c:/dev", "/dev/null"],
+            1,
             "cannot copy a directory onto the file",
         )?;
         Ok(())

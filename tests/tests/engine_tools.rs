@@ -1,76 +1,14 @@
 //! End-to-end: the tools around containers — `top`, `stats`, `diff` and `container`, `image`
 //! and `system prune` — as a Docker user drives them. `cp` has its own file (engine_cp.rs).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod lifecycle_support;
+mod tools_support;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use lifecycle_support::{check, engine, pid, wait_for};
 use strata_tests::engine::{Engine, BUSYBOX};
-use strata_tests::harness::find_binary;
 use strata_tests::image::{busybox_layer, docker_archive, Entry};
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
-
-/// Runs `strata` with `input` on its stdin.
-fn strata_with_input(e: &Engine, args: &[&str], input: &[u8]) -> Result<Output> {
-    let mut child = Command::new(find_binary("strata"))
-        .arg("--address")
-        .arg(&e.address)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run strata")?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(input)
-        .context("write stdin")?;
-    Ok(child.wait_with_output()?)
-}
-
-/// A failure that says what was wrong in one `strata: …` line.
-fn fails_clearly(e: &Engine, args: &[&str], wanted: &str) -> Result<()> {
-    let (code, err) = e.fails(args)?;
-    ensure!(code != 0, "strata {args:?} exited 0");
-    ensure!(
-        err.lines().count() == 1 && err.starts_with("strata: ") && err.contains(wanted),
-        "strata {args:?}: want one line with {wanted:?}, got {err:?}"
-    );
-    Ok(())
-}
-
-/// The container's first process, from inspect.
-fn pid_of(e: &Engine, c: &str) -> Result<String> {
-    let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", c])?)?;
-    let doc = if doc.is_array() { doc[0].clone() } else { doc };
-    Ok(doc["State"]["Pid"].to_string())
-}
-
-/// Waits (generously) until `f` holds.
-fn wait_for(what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f()? {
-        if Instant::now() > deadline {
-            bail!("{what} did not happen within 30s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
+use tools_support::strata_with_input;
 
 #[test]
 fn engine_tools_top_lists_only_the_container_s_processes() {
@@ -92,7 +30,7 @@ fn engine_tools_top_lists_only_the_container_s_processes() {
         );
         // ps options are passed on.
         let out = e.ok(&["top", "one", "-o", "pid,args"])?;
-        let want = format!("{}   sleep 1001", pid_of(&e, "one")?);
+        let want = format!("{}   sleep 1001", pid(&e, "one")?);
         ensure!(
             out.lines().next().is_some_and(|l| l.starts_with("PID"))
                 && out.lines().nth(1) == Some(want.as_str())
@@ -100,10 +38,10 @@ fn engine_tools_top_lists_only_the_container_s_processes() {
             "top one -o pid,args: {out:?} (want {want:?})"
         );
         e.ok(&["stop", "-t", "1", "two"])?;
-        fails_clearly(&e, &["top", "two"], "two is exited")?;
-        fails_clearly(&e, &["top", "one", "-o", "user=PID"], "not allowed")?;
-        fails_clearly(&e, &["top", "one", "--no-such-option"], "ps:")?;
-        fails_clearly(&e, &["top", "nothing"], "no such container: nothing")?;
+        e.fails_one_line(&["top", "two"], 1, "two is exited")?;
+        e.fails_one_line(&["top", "one", "-o", "user=PID"], 1, "not allowed")?;
+        e.fails_one_line(&["top", "one", "--no-such-option"], 1, "ps:")?;
+        e.fails_one_line(&["top", "nothing"], 1, "no such container: nothing")?;
         Ok(())
     })());
 }
@@ -169,11 +107,7 @@ fn engine_tools_stats_shows_pids_and_the_memory_limit() {
             idle.contains("0B / 0B") && idle.ends_with(" 0"),
             "a stopped container shows zeros: {idle}"
         );
-        fails_clearly(
-            &e,
-            &["stats", "--no-stream", "nothing"],
-            "no such container",
-        )?;
+        e.fails_one_line(&["stats", "--no-stream", "nothing"], 1, "no such container")?;
         Ok(())
     })());
 }
@@ -212,7 +146,7 @@ fn engine_tools_diff_shows_added_changed_and_deleted() {
         e.ok(&["start", "changed"])?;
         e.ok(&["exec", "fresh", "touch", "/made"])?;
         ensure!(e.ok(&["diff", "fresh"])? == "A /made\n");
-        fails_clearly(&e, &["diff", "nothing"], "no such container: nothing")?;
+        e.fails_one_line(&["diff", "nothing"], 1, "no such container: nothing")?;
         Ok(())
     })());
 }
@@ -282,14 +216,14 @@ fn engine_tools_container_prune_removes_only_stopped_ones() {
             out == "Total reclaimed space: 0B\n",
             "nothing to prune: {out:?}"
         );
-        fails_clearly(
-            &e,
+        e.fails_one_line(
             &["container", "prune", "-f", "--filter", "colour=red"],
+            1,
             "invalid filter",
         )?;
-        fails_clearly(
-            &e,
+        e.fails_one_line(
             &["container", "prune", "-f", "--filter", "until=someday"],
+            1,
             "invalid filter",
         )?;
         Ok(())
@@ -313,7 +247,10 @@ fn engine_tools_image_prune_removes_dangling_images_but_not_used_ones() {
         let dangling = e.ok(&["commit", "a"])?.trim().to_string();
         let used = e.ok(&["commit", "b"])?.trim().to_string();
         e.ok(&["create", "--name", "user", &used])?;
-        e.ok(&["commit", "a", "unused:v1"])?;
+        // Another container's changes: committing `a` again in the same second would make
+        // the same image as `dangling`.
+        e.ok(&["run", "--name", "c", BUSYBOX, "sh", "-c", "echo c > /c"])?;
+        e.ok(&["commit", "c", "unused:v1"])?;
         let out = e.ok(&["image", "prune", "-f"])?;
         ensure!(
             out.starts_with(&format!("Deleted Images:\ndeleted: {dangling}\n"))

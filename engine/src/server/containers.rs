@@ -729,5 +729,11 @@ pub(crate) async fn prune_containers(
             Err(e) => tracing::warn!(%e, id = r.id, "pruning a container failed"),
         }
     }
+    containers.events().emit(
+        "container",
+        "prune",
+        "",
+        [("reclaimed", report.space_reclaimed.to_string())],
+    );
     Ok(report)
 }

@@ -426,6 +426,9 @@ async fn prune_images(
     {
         image_event(containers, "delete", id, id.clone());
     }
+    containers
+        .events()
+        .emit("image", "prune", "", [("reclaimed", space.to_string())]);
     Ok(strata_proto::engine::PruneResponse {
         deleted: report.deleted,
         untagged: report.untagged,

@@ -156,4 +156,44 @@ mod tests {
         assert_eq!(u.memory_limit, None, "the kernel's huge value is no limit");
         assert_eq!(u.pids, 0, "no pids hierarchy reads as zero");
     }
+
+    #[test]
+    fn usage_of_a_fake_v2_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("memory.current"), "2097152\n").unwrap();
+        std::fs::write(dir.join("memory.max"), "67108864\n").unwrap();
+        std::fs::write(dir.join("memory.stat"), "anon 1\ninactive_file 8192\n").unwrap();
+        std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+        std::fs::write(
+            dir.join("io.stat"),
+            "8:0 rbytes=10 wbytes=20 rios=1 wios=1\n",
+        )
+        .unwrap();
+        let cg = Cgroup {
+            mode: CgroupMode::V2,
+            path: "/x".into(),
+            dirs: vec![super::super::CgroupDir {
+                controllers: Vec::new(),
+                unified: true,
+                dir: dir.clone(),
+                created: Vec::new(),
+            }],
+        };
+        let u = cg.usage().unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                memory: 2_097_152,
+                inactive_file: 8192,
+                memory_limit: Some(64 << 20),
+                pids: 3,
+                block_read: 10,
+                block_write: 20,
+            }
+        );
+        std::fs::write(dir.join("memory.max"), "max\n").unwrap();
+        assert_eq!(cg.usage().unwrap().memory_limit, None, "max is no limit");
+    }
 }

@@ -1,0 +1,30 @@
+//! What the tools tests (engine_tools.rs, engine_cp.rs) share: `strata` fed on stdin.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result};
+use strata_tests::engine::Engine;
+use strata_tests::harness::find_binary;
+
+/// Runs `strata` with `input` on its stdin.
+pub fn strata_with_input(e: &Engine, args: &[&str], input: &[u8]) -> Result<Output> {
+    let mut child = Command::new(find_binary("strata"))
+        .arg("--address")
+        .arg(&e.address)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run strata")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input)
+        .context("write stdin")?;
+    Ok(child.wait_with_output()?)
+}
