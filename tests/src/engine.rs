@@ -164,7 +164,11 @@ impl Engine {
     /// with `strata: ` and contains `want`.
     pub fn fails_one_line(&self, args: &[&str], code: i32, want: &str) -> Result<()> {
         let (got, err) = self.fails(args)?;
-        ensure!(got == code, "strata {}: exit {got}, want {code}", args.join(" "));
+        ensure!(
+            got == code,
+            "strata {}: exit {got}, want {code}",
+            args.join(" ")
+        );
         ensure!(
             err.lines().count() == 1 && err.starts_with("strata: ") && err.contains(want),
             "strata {}: want one line with {want:?}, got:\n{err}",
