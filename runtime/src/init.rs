@@ -154,6 +154,10 @@ fn stage1_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<(),
     if !flags.is_empty() {
         sys.unshare(flags)?;
     }
+    if flags.contains(CloneFlags::CLONE_NEWNET) {
+        // As runc and crun do: a container with a network namespace of its own has `lo`.
+        sys.loopback_up()?;
+    }
     // SAFETY: a raw clone with no new stack behaves like fork: the child runs on a copy of
     // this stack. This process is single-threaded (a fresh fork), so no lock held by another
     // thread is copied. CLONE_PARENT makes the child the runtime's child, not ours.

@@ -15,7 +15,6 @@ pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
-pub mod netns;
 pub mod record;
 pub mod restart;
 pub mod spare;

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::etc::{self, EtcPaths};
 use super::inspect::Extras;
-use super::netns;
 use super::record::{Record, Settings, Status};
 use super::spec::{Prepared, SpecError};
 use super::{io, ContainerError, Containers, Result};
@@ -244,12 +243,6 @@ impl Containers {
     /// to start).
     pub(super) fn release_mounts(&self, id: &str) {
         self.volumes.unmount_all_of(id);
-        netns::remove(&self.netns_path(id));
-    }
-
-    /// Where a running container's own network namespace is kept.
-    fn netns_path(&self, id: &str) -> std::path::PathBuf {
-        self.runtime_root.with_file_name("netns").join(id)
     }
 
     /// Whose network `rec` uses. With `starting`, the container joined must be running.
@@ -292,12 +285,8 @@ impl Containers {
                         other.name
                     )));
                 }
-                let kept = self.netns_path(&other.id);
-                netns = if kept.exists() {
-                    kept.to_string_lossy().into_owned()
-                } else {
-                    format!("/proc/{}/ns/net", other.state.pid)
-                };
+                // Its init's namespace (the runtime brought `lo` up in it).
+                netns = format!("/proc/{}/ns/net", other.state.pid);
             }
             owner = other;
         }
@@ -307,8 +296,8 @@ impl Containers {
     }
 
     /// Readies a starting container's mounts: volumes mounted, `-v` bind sources made, the
-    /// network files written; with the hostname and the network namespace to join.
-    /// A container with a network of its own gets a namespace made here, with `lo` up.
+    /// network files written; with the hostname and the network namespace to join (none for
+    /// a network of its own: the runtime makes it, with `lo` up).
     pub(super) fn prepare_mounts(&self, rec: &Record) -> Result<Prepared> {
         let prepared = self.prepare_inner(rec);
         if prepared.is_err() {
@@ -318,15 +307,10 @@ impl Containers {
     }
 
     fn prepare_inner(&self, rec: &Record) -> Result<Prepared> {
-        let mut net = self.network(rec, true)?;
+        let net = self.network(rec, true)?;
         if net.own {
             etc::write(&net.files, &net.hostname, &rec.settings)
                 .map_err(io("write the network files in", &self.bundle(&rec.id)))?;
-            if rec.settings.network_mode != "host" {
-                let path = self.netns_path(&rec.id);
-                netns::create(&path).map_err(io("make the network namespace", &path))?;
-                net.netns = path.to_string_lossy().into_owned();
-            }
         }
         let mut all: Vec<(String, Value)> = Vec::new();
         for p in self.points_of(rec)? {

@@ -48,6 +48,7 @@ pub enum Call {
         nstype: CloneFlags,
     },
     Unshare(CloneFlags),
+    LoopbackUp,
     Setrlimit {
         resource: i32,
         soft: u64,
@@ -175,6 +176,9 @@ impl Syscall for RecordingSyscall {
     }
     fn unshare(&self, flags: CloneFlags) -> SysResult {
         self.record("unshare", Call::Unshare(flags))
+    }
+    fn loopback_up(&self) -> SysResult {
+        self.record("loopback_up", Call::LoopbackUp)
     }
     fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> SysResult {
         self.record(

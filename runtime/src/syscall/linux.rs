@@ -1,6 +1,6 @@
 //! The real [`Syscall`] implementation: thin wrappers over nix and libc.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -99,6 +99,33 @@ impl Syscall for LinuxSyscall {
 
     fn unshare(&self, flags: CloneFlags) -> SysResult {
         nix::sched::unshare(flags).map_err(|e| SyscallError::new("unshare", e))
+    }
+
+    fn loopback_up(&self) -> SysResult {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| SyscallError::new("socket", e))?;
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: a valid socket and a valid, writable ifreq naming the interface.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+            return Err(SyscallError::new("SIOCGIFFLAGS lo", Errno::last()));
+        }
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: a valid socket and a valid ifreq with the name and the new flags.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+            return Err(SyscallError::new("SIOCSIFFLAGS lo", Errno::last()));
+        }
+        Ok(())
     }
 
     fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> SysResult {

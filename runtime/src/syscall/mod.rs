@@ -97,6 +97,9 @@ pub trait Syscall {
     fn setns(&self, path: &Path, nstype: CloneFlags) -> SysResult;
     /// unshare(2).
     fn unshare(&self, flags: CloneFlags) -> SysResult;
+    /// Sets the loopback interface up in the caller's network namespace (SIOCSIFFLAGS), as a
+    /// new namespace has it down; the kernel then gives it 127.0.0.1 and ::1.
+    fn loopback_up(&self) -> SysResult;
     /// setrlimit(2); `resource` is a `RLIMIT_*` number.
     fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> SysResult;
     /// setgroups(2).
