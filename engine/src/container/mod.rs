@@ -24,7 +24,6 @@ pub mod top;
 pub mod user;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,6 +184,9 @@ pub struct Containers {
     restarts: std::sync::Mutex<HashMap<String, Restarts>>,
     volumes: Arc<Volumes>,
     spares: spare::Spares,
+    /// Held for each container while its monitor process lives, which may be a little after
+    /// the container's exit is recorded: a new start waits for it.
+    monitors: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// What the engine keeps in memory about a container's restarts.
@@ -240,6 +242,7 @@ impl Containers {
             restarts: Default::default(),
             volumes,
             spares: spare::Spares::new(monitor.clone()),
+            monitors: Default::default(),
         }))
     }
 
@@ -479,7 +482,12 @@ impl Containers {
         let mounts = self.rootfs_mounts(&rec).await?;
         let started = self.launch(&rec, &mounts, &bundle, &rootfs).await;
         match started {
-            Ok((pid, child)) => {
+            Ok(Launched {
+                pid,
+                child,
+                status,
+                slot,
+            }) => {
                 rec.state = State {
                     status: Status::Running,
                     pid,
@@ -497,8 +505,14 @@ impl Containers {
                 let id = rec.id.clone();
                 tokio::spawn(async move {
                     let mut child = child;
-                    let _ = child.wait().await;
+                    // The monitor says `exit` once the exit is recorded, before it cleans up
+                    // after the container; or the pipe ends with the monitor.
+                    let mut status = status;
+                    let mut line = String::new();
+                    let _ = tokio::io::AsyncBufReadExt::read_line(&mut status, &mut line).await;
                     me.exited(&id).await;
+                    let _ = child.wait().await;
+                    drop(slot);
                 });
                 Ok(rec)
             }
@@ -520,7 +534,7 @@ impl Containers {
         mounts: &[strata_proto::types::Mount],
         bundle: &Path,
         rootfs: &Path,
-    ) -> Result<(i32, tokio::process::Child)> {
+    ) -> Result<Launched> {
         let start_err = |message: String| ContainerError::Start {
             name: rec.name.clone(),
             message,
@@ -568,6 +582,16 @@ impl Containers {
         let _ = std::fs::remove_file(monitor::exit_file(bundle));
         let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| start_err(format!("pipe: {e}")))?;
+        // The monitor of the container's previous run may still be cleaning up after it.
+        let slot = self.monitor_slot(&rec.id);
+        let slot = match tokio::time::timeout(MONITOR_EXIT_WAIT, slot.lock_owned()).await {
+            Ok(g) => g,
+            Err(_) => {
+                return Err(start_err(format!(
+                    "the monitor of its previous run has not exited after {MONITOR_EXIT_WAIT:?}"
+                )))
+            }
+        };
         // A client attached before the start (`run -it`, `start -a`) sees all of the output.
         let pre = attach::take_preattached(&rec.id);
         let args = monitor::MonitorArgs {
@@ -594,13 +618,22 @@ impl Containers {
         };
         drop(status_w);
         drop(pre);
-        let line = tokio::task::spawn_blocking(move || read_status(status_r))
-            .await
-            .map_err(|e| start_err(e.to_string()))?;
+        let mut status = tokio::io::BufReader::new(
+            tokio::net::unix::pipe::Receiver::from_owned_fd(status_r)
+                .map_err(|e| start_err(format!("status pipe: {e}")))?,
+        );
+        let mut line = String::new();
+        let _ = tokio::io::AsyncBufReadExt::read_line(&mut status, &mut line).await;
+        let line = line.trim_end().to_string();
         // The next start's monitor, made while this container runs rather than before it.
         self.spares.refill();
         match line.strip_prefix("ok ").map(|p| p.trim().parse::<i32>()) {
-            Some(Ok(pid)) => Ok((pid, child)),
+            Some(Ok(pid)) => Ok(Launched {
+                pid,
+                child,
+                status,
+                slot,
+            }),
             _ => {
                 let msg = line
                     .strip_prefix("error ")
@@ -1005,6 +1038,10 @@ impl Containers {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.id);
+        self.monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
         self.forget_restarts(&rec.id);
         self.emit(&rec, "destroy");
         Ok(())
@@ -1054,6 +1091,30 @@ fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// How long a start waits for the monitor of the container's previous run to exit.
+const MONITOR_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// A started container: its first process, its monitor, the monitor's status pipe and the
+/// slot held while the monitor lives.
+struct Launched {
+    pid: i32,
+    child: tokio::process::Child,
+    /// Where `exit` follows the first line.
+    status: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
+    slot: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Containers {
+    fn monitor_slot(&self, id: &str) -> Arc<Mutex<()>> {
+        self.monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
 }
 
 /// Whether `pid` is the monitor of container `id` (whose directory is `bundle`): a monitor
@@ -1162,10 +1223,4 @@ impl Containers {
             me.exited(&rec.id).await;
         });
     }
-}
-
-fn read_status(fd: OwnedFd) -> String {
-    let mut s = String::new();
-    let _ = std::fs::File::from(fd).read_to_string(&mut s);
-    s.lines().next().unwrap_or_default().to_string()
 }

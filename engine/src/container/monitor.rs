@@ -2,10 +2,10 @@
 //! container with `strata-runtime`, owns its stdio, reaps it and records how it ended. It runs
 //! in a session of its own, so the container keeps running when `stratad` stops or dies.
 //!
-//! The engine starts it with a status pipe as fd 3. The monitor writes one line there —
-//! `ok <container pid>` once the container runs, or `error <message>` — and closes it. When
-//! the container has exited, it writes `exit.json` (code, OOM kill, time) into its state
-//! directory, deletes the runtime's state and exits.
+//! The engine starts it with a status pipe as fd 3. The monitor writes `ok <container pid>`
+//! there once the container runs (or `error <message>`, and ends). When the container has
+//! exited, it writes `exit.json` (code, OOM kill, time) into its state directory, then `exit`
+//! on the status pipe, deletes the runtime's state and exits.
 //!
 //! Its stdio: stdout and stderr are pipes (with a terminal, the pty master the runtime sends
 //! to a console socket, all output as stdout); with `--stdin` the container's stdin is a pipe
@@ -272,7 +272,6 @@ pub fn run(args: &MonitorArgs, status: OwnedFd, attached: Option<OwnedFd>) -> i3
     match start(args, attached) {
         Ok(mut m) => {
             let _ = writeln!(status, "ok {}", m.container.pid());
-            drop(status);
             let exit = m.container.wait();
             for r in m.pumps.drain(..) {
                 let _ = r.join();
@@ -297,6 +296,10 @@ pub fn run(args: &MonitorArgs, status: OwnedFd, attached: Option<OwnedFd>) -> i3
             }
             // New clients are refused from here on; those attached learn the code.
             let _ = fs::remove_file(args.state_dir.join(SOCKET));
+            // The engine can go on with the exit while the runtime's state is deleted; it
+            // waits for this process to end before it starts the container again.
+            let _ = writeln!(status, "exit");
+            drop(status);
             m.hub.finish(code);
             if let Err(e) = m.container.delete(true) {
                 tracing::error!(%e, "deleting the runtime state failed");
