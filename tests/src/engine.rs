@@ -263,12 +263,29 @@ impl Engine {
 }
 
 /// Kills every process whose command line mentions `needle`.
+/// Kills the processes whose command line names `needle`, or that work under it (a monitor
+/// that started as the engine's spare names no container; it works in the container's
+/// directory).
 fn kill_matching(needle: &Path) {
     let _ = Command::new("pkill")
         .arg("-KILL")
         .arg("-f")
         .arg(needle.as_os_str())
         .status();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.filter_map(|p| p.ok()) {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(needle)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// Removes the cgroups of the containers under `containers` (left when a monitor was killed).
@@ -292,6 +309,9 @@ fn remove_cgroups(containers: &Path) {
             if !cg.is_dir() {
                 continue;
             }
+            // A frozen process acts on SIGKILL only once thawed (freezer v1, cgroup v2).
+            let _ = fs::write(cg.join("freezer.state"), "THAWED");
+            let _ = fs::write(cg.join("cgroup.freeze"), "0");
             for pid in fs::read_to_string(cg.join("cgroup.procs"))
                 .unwrap_or_default()
                 .lines()

@@ -509,14 +509,26 @@ impl Containers {
                     // after the container; or the pipe ends with the monitor.
                     let mut status = status;
                     let mut line = String::new();
-                    let _ = tokio::io::AsyncBufReadExt::read_line(&mut status, &mut line).await;
+                    let exit = tokio::io::AsyncBufReadExt::read_line(&mut status, &mut line);
+                    tokio::pin!(exit);
+                    // The next start's monitor is made once this container has run a while,
+                    // or has ended and been dealt with: not on the way of a short run's exit.
+                    tokio::select! {
+                        _ = &mut exit => {}
+                        _ = tokio::time::sleep(spare::REFILL_AFTER) => {
+                            me.spares.refill();
+                            let _ = exit.await;
+                        }
+                    }
                     me.exited(&id).await;
+                    me.spares.refill();
                     let _ = child.wait().await;
                     drop(slot);
                 });
                 Ok(rec)
             }
             Err(e) => {
+                self.spares.refill();
                 if let Err(ue) = strata_snapshotter::mount::unmount_all(&rootfs) {
                     tracing::warn!(%ue, "unmounting after a failed start");
                 }
@@ -625,8 +637,6 @@ impl Containers {
         let mut line = String::new();
         let _ = tokio::io::AsyncBufReadExt::read_line(&mut status, &mut line).await;
         let line = line.trim_end().to_string();
-        // The next start's monitor, made while this container runs rather than before it.
-        self.spares.refill();
         match line.strip_prefix("ok ").map(|p| p.trim().parse::<i32>()) {
             Some(Ok(pid)) => Ok(Launched {
                 pid,

@@ -2,7 +2,9 @@
 //! the monitor process's own start (fork of the engine, exec, loading) is not work the
 //! container needs, so the engine keeps one `strata-monitor --spare` waiting and hands it the
 //! next container over a socket (see [`super::monitor::send_job`]). A new spare is started in
-//! the background after each use. A spare whose engine goes away exits.
+//! the background after each use, once the container has run for [`REFILL_AFTER`] or has
+//! ended (so that a short run's exit does not share the CPU with it). A spare whose engine goes
+//! away exits.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -10,6 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::monitor::{self, MonitorArgs};
+
+/// How long a container runs before the spare it used is replaced (sooner if it ends).
+pub const REFILL_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A waiting monitor: the process and the engine's end of its job socket.
 #[derive(Debug)]
