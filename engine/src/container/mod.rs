@@ -25,6 +25,7 @@ pub mod user;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -503,8 +504,13 @@ impl Containers {
                 self.emit(&rec, "start");
                 let me = self.clone();
                 let id = rec.id.clone();
+                // The slot is held until the monitor has ended.
                 tokio::spawn(async move {
                     let mut child = child;
+                    let _ = child.wait().await;
+                    drop(slot);
+                });
+                tokio::spawn(async move {
                     // The monitor says `exit` once the exit is recorded, before it cleans up
                     // after the container; or the pipe ends with the monitor.
                     let mut status = status;
@@ -522,8 +528,6 @@ impl Containers {
                     }
                     me.exited(&id).await;
                     me.spares.refill();
-                    let _ = child.wait().await;
-                    drop(slot);
                 });
                 Ok(rec)
             }
@@ -1032,11 +1036,21 @@ impl Containers {
             Err(s) if s.code() == tonic::Code::NotFound => {}
             Err(s) => return Err(storage_err(&self.storage, "remove the root filesystem", s)),
         }
+        // Its monitor may still be deleting the runtime's state and cgroups (it reports the exit
+        // first): once removed, nothing of the container is left.
+        let slot = self.monitor_slot(&rec.id);
+        if tokio::time::timeout(MONITOR_EXIT_WAIT, slot.lock())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                id = rec.id,
+                "removing a container whose monitor has not exited"
+            );
+        }
         self.records.remove(&rec)?;
         self.forget_mounts(&rec.id, volumes || rec.settings.auto_remove);
-        if let Err(e) = std::fs::remove_dir_all(&bundle) {
-            tracing::warn!(%e, dir = %bundle.display(), "removing the container directory failed");
-        }
+        self.discard_dir(&bundle);
         let mut dead = rec.clone();
         dead.state.status = Status::Dead;
         self.notify(&dead);
@@ -1101,6 +1115,55 @@ fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+impl Containers {
+    /// Where removed containers' directories go until they are deleted.
+    fn trash(&self) -> PathBuf {
+        self.dir.with_file_name("trash")
+    }
+
+    /// Takes a removed container's directory out of `containers/` at once (a rename) and
+    /// deletes it in the background; what a crash leaves in the trash goes at the next start.
+    fn discard_dir(&self, bundle: &Path) {
+        let trash = self.trash();
+        let Some(name) = bundle.file_name() else {
+            return;
+        };
+        // Never delete through a root filesystem that could not be unmounted.
+        let dev = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.dev()).ok();
+        let rootfs = bundle.join("rootfs");
+        if dev(&rootfs).is_some() && dev(&rootfs) != dev(bundle) {
+            tracing::warn!(dir = %bundle.display(), "keeping a removed container's directory: its root filesystem is still mounted");
+            return;
+        }
+        let gone = trash.join(name);
+        let moved = std::fs::create_dir_all(&trash).and_then(|_| std::fs::rename(bundle, &gone));
+        let target = match moved {
+            Ok(()) => gone,
+            Err(e) => {
+                tracing::debug!(%e, "moving a container directory to the trash failed; deleting it in place");
+                bundle.to_path_buf()
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&target) {
+                tracing::warn!(%e, dir = %target.display(), "removing the container directory failed");
+            }
+        });
+    }
+
+    /// Empties the trash (at the engine's start).
+    fn empty_trash(&self) {
+        let trash = self.trash();
+        if trash.exists() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(%e, dir = %trash.display(), "emptying the container trash failed");
+                }
+            });
+        }
+    }
 }
 
 /// How long a start waits for the monitor of the container's previous run to exit.
@@ -1180,6 +1243,7 @@ impl Containers {
                 _ => {}
             }
         }
+        self.empty_trash();
         // The first start after this one need not wait for a monitor process to start.
         self.spares.refill();
     }
