@@ -713,7 +713,13 @@ impl Containers {
         };
         rec.state.pid = 0;
         rec.state.monitor_pid = 0;
-        if let Err(e) = self.records.update(&rec) {
+        // An `--rm` container's record is removed (and that flushed) in a moment.
+        let recorded = if rec.settings.auto_remove && again.is_none() {
+            self.records.update_unflushed(&rec)
+        } else {
+            self.records.update(&rec)
+        };
+        if let Err(e) = recorded {
             tracing::error!(%e, id, "recording a container's exit failed");
         }
         self.notify(&rec);

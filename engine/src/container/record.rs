@@ -213,8 +213,16 @@ impl Records {
 
     /// Replaces a container's record (same id and name).
     pub fn update(&self, rec: &Record) -> Result<(), RecordError> {
-        self.containers.insert(rec.id.as_bytes(), encode(rec))?;
+        self.update_unflushed(rec)?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Replaces a container's record without waiting for the disk: for a state that a change
+    /// about to be flushed supersedes (an `--rm` container's exit, just before its removal),
+    /// or that a restarted engine learns again (from the monitor's exit record).
+    pub fn update_unflushed(&self, rec: &Record) -> Result<(), RecordError> {
+        self.containers.insert(rec.id.as_bytes(), encode(rec))?;
         Ok(())
     }
 
