@@ -90,6 +90,9 @@ pub struct InitConfig<'a> {
     pub preserve_fds: i32,
     /// Descriptors to become the process's stdin, stdout and stderr (else inherited).
     pub stdio: Option<[RawFd; 3]>,
+    /// Leave the unified hierarchy of a hybrid host to the caller (see
+    /// [`crate::CreateOptions::defer_hybrid_unified`]).
+    pub defer_unified: bool,
 }
 
 fn exit_now(code: i32) -> ! {
@@ -128,7 +131,7 @@ fn stage1_inner(sys: &dyn Syscall, cfg: &InitConfig, ch: &Channel) -> Result<(),
         set_stdio(stdio)?;
     }
     if let Some(cg) = cfg.cgroup {
-        cg.add_task(0)?;
+        cg.add_self(!cfg.defer_unified)?;
     }
     if let Some(adj) = cfg.process.oom_score_adj() {
         write_proc("/proc/self/oom_score_adj", &adj.to_string())?;

@@ -198,6 +198,37 @@ fn engine_resource_limits_are_applied() {
     })());
 }
 
+/// A running container's first process is in its cgroup in every hierarchy, the unified one
+/// of a hybrid host included (joined just after the start, off its path).
+#[test]
+fn engine_container_is_in_its_cgroup_in_every_hierarchy() {
+    let e = engine();
+    check((|| {
+        let id = e
+            .ok(&["run", "-d", BUSYBOX, "sleep", "100"])?
+            .trim()
+            .to_string();
+        let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", &id])?)?;
+        let pid = doc[0]["State"]["Pid"].as_i64().context("State.Pid")?;
+        let want = format!("/strata/{id}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+            let outside: Vec<&str> = cgroups.lines().filter(|l| !l.ends_with(&want)).collect();
+            if outside.is_empty() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "not in {want} in every hierarchy: {outside:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        e.ok(&["rm", "-f", &id])?;
+        Ok(())
+    })());
+}
+
 #[test]
 fn engine_memory_limit_oom_kills_and_inspect_says_so() {
     let e = engine();

@@ -358,7 +358,11 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
             .map(File::from)
             .map_err(|e| format!("dup: {e}"))
     };
-    let mut opts = strata_runtime::CreateOptions::default();
+    let mut opts = strata_runtime::CreateOptions {
+        // Joined just after the start, off its path (see `join_unified_later`).
+        defer_hybrid_unified: true,
+        ..Default::default()
+    };
     let (container, sources, stdin, pty) = if args.tty {
         let console = bind_in(&args.state_dir, "console.sock")?;
         let console_path = ShortPath::new(&args.state_dir, "console.sock")
@@ -435,6 +439,7 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
         let _ = container.delete(true);
         return Err(e.to_string());
     }
+    join_unified_later(&container);
     let pumps = sources
         .into_iter()
         .map(|(src, stream)| {
@@ -456,6 +461,46 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
         pumps,
         hub,
     })
+}
+
+/// Moves the container into the unified hierarchy of a hybrid host, in the background: the
+/// `cgroup.procs` write waits for an RCU grace period when the kernel's threadgroup lock is
+/// idle, which the start need not wait for. A container that has already ended is fine.
+fn join_unified_later(container: &strata_runtime::Container) {
+    let Some(cg) = container.cgroup().cloned() else {
+        return;
+    };
+    if cg.mode != strata_runtime::cgroups::CgroupMode::Hybrid {
+        return;
+    }
+    let pid = container.pid();
+    let me = std::process::id() as i32;
+    std::thread::spawn(move || {
+        // Only while the pid is still our running (not yet reaped) child: pids are handed out
+        // in order up to pid_max, so it cannot name another process between this check and the
+        // write a moment later.
+        if !is_running_child(pid, me) {
+            return;
+        }
+        if let Err(e) = cg.join_unified(pid) {
+            tracing::debug!(%e, pid, "joining the unified cgroup hierarchy failed");
+        }
+    });
+}
+
+/// Whether `pid` is a live (not zombie) child of `parent`, from /proc/PID/stat.
+fn is_running_child(pid: i32, parent: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses; it ends at the last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut f = rest.split_whitespace();
+    let state = f.next().unwrap_or("Z");
+    let ppid = f.next().and_then(|p| p.parse::<i32>().ok());
+    state != "Z" && state != "X" && ppid == Some(parent)
 }
 
 /// A job for a spare monitor.

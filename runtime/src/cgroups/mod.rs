@@ -300,6 +300,34 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves the calling process into the cgroup; it must be single-threaded (a fresh fork).
+    /// In a v1 hierarchy its one thread is written to `tasks`: moving a single thread needs
+    /// none of the kernel's global threadgroup lock that a `cgroup.procs` write takes, and
+    /// taking that lock when it is idle waits a whole RCU grace period (milliseconds). With
+    /// `unified` false the unified hierarchy of a hybrid host is left for
+    /// [`Cgroup::join_unified`].
+    pub fn add_self(&self, unified: bool) -> Result<()> {
+        for d in &self.dirs {
+            if !d.unified {
+                write(&d.dir, "tasks", "0")?;
+            } else if unified || self.mode != CgroupMode::Hybrid {
+                write(&d.dir, "cgroup.procs", "0")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into the unified hierarchy of a hybrid host (what `add_self(false)` left).
+    pub fn join_unified(&self, pid: i32) -> Result<()> {
+        if self.mode != CgroupMode::Hybrid {
+            return Ok(());
+        }
+        for d in self.dirs.iter().filter(|d| d.unified) {
+            write(&d.dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
     /// The processes in the cgroup.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let dir = self

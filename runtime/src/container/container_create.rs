@@ -31,6 +31,11 @@ pub struct CreateOptions {
     /// Descriptors (stdin, stdout, stderr) for the process; `None` inherits the caller's.
     /// They must stay open until the call returns.
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// On a hybrid host, leave the container's joining of the unified hierarchy to the caller,
+    /// who calls [`Container::join_unified`] after [`Container::start`]: that write takes a
+    /// kernel lock whose first taking costs an RCU grace period, which then need not delay the
+    /// start. Ignored when the spec sets hugetlb limits (the unified hierarchy may hold them).
+    pub defer_hybrid_unified: bool,
 }
 
 /// Undoes a half-done create when dropped, unless disarmed.
@@ -251,6 +256,13 @@ impl Container {
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio,
+            defer_unified: opts.defer_hybrid_unified
+                && spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.resources().as_ref())
+                    .and_then(|r| r.hugepage_limits().as_ref())
+                    .is_none_or(|h| h.is_empty()),
         };
         let empty = Vec::new();
         let maps = (

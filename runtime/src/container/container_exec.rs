@@ -64,6 +64,7 @@ impl Container {
             no_pivot: false,
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio,
+            defer_unified: false,
         };
         debug_assert!(!ns.creates(LinuxNamespaceType::User));
         let mut no_hooks = |_pid: i32| -> Result<String> {

@@ -122,6 +122,8 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds,
         stdio: None,
+        // A runc-compatible runtime joins every hierarchy before the container runs.
+        defer_hybrid_unified: false,
     }
 }
 
