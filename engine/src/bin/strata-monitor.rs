@@ -8,7 +8,7 @@ use strata_engine::container::monitor::{self, MonitorArgs};
 #[derive(Debug, Parser)]
 #[command(about = "Runs and watches one container for stratad (not for direct use)")]
 struct Args {
-    /// Start ahead of time and wait on fd 3 for the engine to send the container.
+    /// Start ahead of time and wait on stdin (a socket) for the engine to send the container.
     #[arg(long, conflicts_with_all = ["id", "attached", "tty", "stdin"])]
     spare: bool,
     #[arg(long, required_unless_present = "spare")]
@@ -56,11 +56,16 @@ fn init_log(state_dir: &std::path::Path) {
 
 fn main() {
     let a = Args::parse();
-    // SAFETY: first thing in this process; stratad passes the status pipe (a spare: its job
-    // socket) as fd 3.
-    let fd3 = unsafe { monitor::status_fd() };
     if a.spare {
-        let code = match monitor::receive_job(fd3) {
+        // SAFETY: a spare's stdin is its job socket, which nothing else in this process owns.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) };
+        let job = monitor::receive_job(sock);
+        // Descriptor 0 is free now: /dev/null takes it, or the next file opened would.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            // SAFETY: dup2 onto the standard input of this single-threaded process.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+        }
+        let code = match job {
             Ok(Some((args, status, attached))) => {
                 init_log(&args.state_dir);
                 // Its command line does not name the container; its working directory does, so
@@ -88,6 +93,9 @@ fn main() {
         std::process::exit(2);
     };
     init_log(&state_dir);
+    // SAFETY: first thing in this process that opens descriptors past the log; stratad passes
+    // the status pipe as fd 3.
+    let fd3 = unsafe { monitor::status_fd() };
     // SAFETY: likewise, with --attached stratad passes the client's socket as fd 4.
     let attached = a.attached.then(|| unsafe { monitor::attach_fd() });
     let code = monitor::run(

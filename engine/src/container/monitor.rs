@@ -13,7 +13,7 @@
 //! json-lines log and to every client attached through `attach.sock` (see [`super::attach`]);
 //! `--attached` adds fd 4 as a client before the container starts.
 //!
-//! A monitor can also be started ahead of time as a *spare* (`--spare`): with fd 3 a
+//! A monitor can also be started ahead of time as a *spare* (`--spare`): with its stdin a
 //! sequenced-packet socket to the engine, it loads and waits until the engine sends one job —
 //! its [`MonitorArgs`] as JSON with the status pipe (and the pre-attached client) as
 //! SCM_RIGHTS — and then runs exactly as a monitor started for that container. Starting a
@@ -463,6 +463,9 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
     })
 }
 
+/// How long after its start a container joins the unified hierarchy of a hybrid host.
+const UNIFIED_JOIN_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Moves the container into the unified hierarchy of a hybrid host, in the background: the
 /// `cgroup.procs` write waits for an RCU grace period when the kernel's threadgroup lock is
 /// idle, which the start need not wait for. A container that has already ended is fine.
@@ -476,6 +479,10 @@ fn join_unified_later(container: &strata_runtime::Container) {
     let pid = container.pid();
     let me = std::process::id() as i32;
     std::thread::spawn(move || {
+        // Not at once: the write cannot be interrupted, and this process cannot end until it
+        // is done, so a container that is over within moments skips it (its processes were
+        // only tracked there). Children its first process made before stay where they are.
+        std::thread::sleep(UNIFIED_JOIN_DELAY);
         // Only while the pid is still our running (not yet reaped) child: pids are handed out
         // in order up to pid_max, so it cannot name another process between this check and the
         // write a moment later.
@@ -589,7 +596,7 @@ pub fn receive_job(
     Ok(Some((job.args, fds.remove(0), attached)))
 }
 
-/// The status descriptor the engine passes (a spare's job socket, with `--spare`).
+/// The status descriptor the engine passes.
 pub const STATUS_FD: i32 = 3;
 
 /// The pre-attached client's descriptor, with `--attached`.

@@ -89,7 +89,15 @@ impl Spares {
             )
             .map_err(std::io::Error::from)
             .and_then(|(ours, theirs)| {
-                let child = spawn_monitor(&monitor, &["--spare".into()], theirs.as_raw_fd(), None)?;
+                // Its job socket is its stdin: with no code to run between fork and exec, the
+                // spawn is a posix_spawn (vfork), which does not copy the engine's page tables
+                // and stall its other threads as a fork does.
+                let mut cmd = std::process::Command::new(&monitor);
+                cmd.arg("--spare")
+                    .stdin(std::process::Stdio::from(theirs))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                let child = tokio::process::Command::from(cmd).spawn()?;
                 Ok(Spare { child, sock: ours })
             });
             match made {
