@@ -423,8 +423,11 @@ fn engine_interactive_bad_input_gets_one_clear_line() {
         e.ok(&["create", "--name", "made", BUSYBOX, "true"])?;
         let (_, err) = one_line(&["attach", "made"])?;
         ensure!(err.contains("start it first"), "{err}");
-        let (_, err) = one_line(&["exec", "made", "true"])?;
-        ensure!(err.contains("made"), "{err}");
+        // As Docker's CLI: the engine's refusal is 1; 126 and 127 are the command's own.
+        let (c, err) = one_line(&["exec", "made", "true"])?;
+        ensure!(c == 1 && err.contains("made"), "{c} {err}");
+        let (c, err) = one_line(&["exec", "no-such-container", "true"])?;
+        ensure!(c == 1 && err.contains("no such container"), "{c} {err}");
         let (c, err) = one_line(&["run", "-i", "--detach-keys", "ctrl-1", BUSYBOX, "true"])?;
         ensure!(c == 125 && err.contains("detach keys"), "{c} {err}");
         ensure!(

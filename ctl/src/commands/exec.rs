@@ -127,7 +127,8 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         .containers()
         .exec(ReceiverStream::new(rx))
         .await
-        .map_err(|s| Failure::from(s).with_code(126))?
+        // The engine refused (no such container, not running, bad flags): 1, as Docker's CLI.
+        .map_err(Failure::from)?
         .into_inner();
     attach::pump(client, &wiring, tx, up, out, down)
         .await
