@@ -264,3 +264,48 @@ fn engine_live_restore_paused_orphaned_and_policies() {
         Ok(())
     })());
 }
+
+/// What a container lost to a crash before its record reached the disk left behind (its root
+/// filesystem snapshot, its directory) is removed when the engine starts again.
+#[test]
+fn engine_start_removes_what_lost_containers_left() {
+    let mut e = engine();
+    check((|| {
+        let id = "0".repeat(63) + "1";
+        let key = format!("strata/container/{id}");
+        let socket = e.run_root.join("plugins/overlay2.sock");
+        let rt = tokio::runtime::Runtime::new()?;
+        let snap = rt.block_on(async {
+            let ch = strata_tests::harness::connect_unix(&socket).await?;
+            Ok::<_, anyhow::Error>(strata_tests::client::Snap::new(
+                strata_proto::snapshots::snapshots_client::SnapshotsClient::new(ch),
+            ))
+        })?;
+        rt.block_on(snap.prepare(&key, ""))?;
+        let dir = e.containers_dir().join(&id);
+        std::fs::create_dir_all(dir.join("rootfs"))?;
+        std::fs::write(dir.join("config.json"), "{}")?;
+        // A container the engine knows stays (a started one's record is flushed).
+        e.ok(&["run", "-d", "--name", "kept", BUSYBOX, "sleep", "100"])?;
+        e.kill9()?;
+        drop(snap);
+        e.spawn()?;
+        ensure!(!dir.exists(), "the lost container's directory is left");
+        let socket = e.run_root.join("plugins/overlay2.sock");
+        let gone = rt.block_on(async {
+            let ch = strata_tests::harness::connect_unix(&socket).await?;
+            let mut c = strata_proto::snapshots::snapshots_client::SnapshotsClient::new(ch);
+            let r = c
+                .stat(strata_proto::snapshots::StatSnapshotRequest {
+                    snapshotter: String::new(),
+                    key: key.clone(),
+                })
+                .await;
+            Ok::<_, anyhow::Error>(matches!(r, Err(s) if s.code() == tonic::Code::NotFound))
+        })?;
+        ensure!(gone, "the lost container's snapshot is left");
+        ensure!(e.ok(&["ps"])?.contains("kept"), "{}", e.ok(&["ps", "-a"])?);
+        e.ok(&["rm", "-f", "kept"])?;
+        Ok(())
+    })());
+}

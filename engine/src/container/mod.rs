@@ -1250,8 +1250,76 @@ impl Containers {
             }
         }
         self.empty_trash();
+        self.collect_orphans().await;
         // The first start after this one need not wait for a monitor process to start.
         self.spares.refill();
+    }
+
+    /// Removes what a container lost before its record reached the disk left behind (an
+    /// engine that died just after a create): root filesystem snapshots and directories that
+    /// no record names.
+    async fn collect_orphans(&self) {
+        let known: std::collections::HashSet<String> = match self.records.all() {
+            Ok(all) => all.into_iter().map(|r| r.id).collect(),
+            Err(_) => return,
+        };
+        let prefix = snapshot_key("");
+        let mut orphans = Vec::new();
+        match self
+            .storage
+            .snapshots()
+            .list(strata_proto::snapshots::ListSnapshotsRequest::default())
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                while let Ok(Some(batch)) = stream.message().await {
+                    for info in batch.info {
+                        if let Some(id) = info.name.strip_prefix(&prefix) {
+                            if !known.contains(id) {
+                                orphans.push(id.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%e, "listing snapshots to find orphans failed"),
+        }
+        if let Ok(dirs) = std::fs::read_dir(&self.dir) {
+            for d in dirs.filter_map(|d| d.ok()) {
+                let name = d.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) && !orphans.contains(&name) {
+                    orphans.push(name);
+                }
+            }
+        }
+        for id in orphans {
+            tracing::info!(id, "removing what a container lost in a crash left behind");
+            let bundle = self.bundle(&id);
+            if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {
+                tracing::warn!(%e, id, "unmounting an orphaned root filesystem failed");
+            }
+            match self
+                .storage
+                .snapshots()
+                .remove(RemoveSnapshotRequest {
+                    key: snapshot_key(&id),
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => tracing::warn!(
+                    id,
+                    error = s.message(),
+                    "removing an orphaned snapshot failed"
+                ),
+            }
+            if bundle.exists() {
+                self.discard_dir(&bundle);
+            }
+        }
     }
 
     /// Undoes what an engine that died in the middle of a start or an exit may have left of a

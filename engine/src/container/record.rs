@@ -191,7 +191,11 @@ impl Records {
         })
     }
 
-    /// Adds a new container; fails if its name is taken.
+    /// Adds a new container; fails if its name is taken. Not flushed before it returns: the
+    /// record is on disk with sled's next background flush (within half a second) or the
+    /// container's next flushed change (its start), whichever comes first. A container lost
+    /// to a crash in between never ran; what was made for it (its snapshot, its directory) is
+    /// removed when the engine starts again (`Containers::collect_orphans`).
     pub fn insert(&self, rec: &Record) -> Result<(), RecordError> {
         let bytes = encode(rec);
         tx((&self.containers, &self.names).transaction(|(c, n)| {
@@ -207,7 +211,6 @@ impl Records {
             c.insert(rec.id.as_bytes(), bytes.as_slice())?;
             Ok(())
         }))?;
-        self.db.flush()?;
         Ok(())
     }
 
