@@ -265,8 +265,9 @@ fn engine_live_restore_paused_orphaned_and_policies() {
     })());
 }
 
-/// What a container lost to a crash before its record reached the disk left behind (its root
-/// filesystem snapshot, its directory) is removed when the engine starts again.
+/// A container created just before the engine was killed is still there when it starts again;
+/// what a container with no record left behind (its root filesystem snapshot, its directory)
+/// is removed.
 #[test]
 fn engine_start_removes_what_lost_containers_left() {
     let mut e = engine();
@@ -285,8 +286,10 @@ fn engine_start_removes_what_lost_containers_left() {
         let dir = e.containers_dir().join(&id);
         std::fs::create_dir_all(dir.join("rootfs"))?;
         std::fs::write(dir.join("config.json"), "{}")?;
-        // A container the engine knows stays (a started one's record is flushed).
+        // A container the engine knows stays (a started one's record is flushed), and so does
+        // one just created, whose record the engine had not flushed when it was killed.
         e.ok(&["run", "-d", "--name", "kept", BUSYBOX, "sleep", "100"])?;
+        e.ok(&["create", "--name", "fresh", BUSYBOX, "echo", "made"])?;
         e.kill9()?;
         drop(snap);
         e.spawn()?;
@@ -305,7 +308,11 @@ fn engine_start_removes_what_lost_containers_left() {
         })?;
         ensure!(gone, "the lost container's snapshot is left");
         ensure!(e.ok(&["ps"])?.contains("kept"), "{}", e.ok(&["ps", "-a"])?);
-        e.ok(&["rm", "-f", "kept"])?;
+        ensure!(
+            e.ok(&["start", "-a", "fresh"])? == "made\n",
+            "the created container came back and runs"
+        );
+        e.ok(&["rm", "-f", "kept", "fresh"])?;
         Ok(())
     })());
 }

@@ -407,10 +407,14 @@ impl Containers {
                 .await
                 .map_err(|e| storage_err(&self.storage, "prepare the root filesystem", e))?;
             let recorded = match self.make_mounts(&rec, planned_mounts).await {
-                Ok(volumes) => self.records.insert(&rec).map_err(|e| {
-                    self.unmake_mounts(&rec.id, &volumes);
-                    ContainerError::from(e)
-                }),
+                Ok(volumes) => self
+                    .records
+                    .insert(&rec)
+                    .map(|()| self.keep_created(&rec))
+                    .map_err(|e| {
+                        self.unmake_mounts(&rec.id, &volumes);
+                        ContainerError::from(e)
+                    }),
                 Err(e) => Err(e),
             };
             if let Err(e) = recorded {
@@ -1172,6 +1176,9 @@ impl Containers {
     }
 }
 
+/// The copy of a new container's record in its directory (see `Records::insert`).
+const CREATED: &str = "create.json";
+
 /// How long a start waits for the monitor of the container's previous run to exit.
 const MONITOR_EXIT_WAIT: Duration = Duration::from_secs(10);
 
@@ -1255,9 +1262,50 @@ impl Containers {
         self.spares.refill();
     }
 
-    /// Removes what a container lost before its record reached the disk left behind (an
-    /// engine that died just after a create): root filesystem snapshots and directories that
-    /// no record names.
+    /// Keeps a copy of a new container's record in its directory until the record is on disk
+    /// (see `Records::insert`); if that cannot be written, the record is flushed instead.
+    fn keep_created(&self, rec: &Record) {
+        let path = self.bundle(&rec.id).join(CREATED);
+        let written = serde_json::to_vec(rec)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&path, b));
+        if let Err(e) = written {
+            tracing::warn!(%e, path = %path.display(), "keeping a new container's record failed; flushing it");
+            if let Err(e) = self.records.flush() {
+                tracing::error!(%e, id = rec.id, "flushing a new container's record failed");
+            }
+        }
+    }
+
+    /// A container whose record did not reach the disk before the engine died, from the copy
+    /// in its directory, if its snapshot is there too.
+    async fn recover_created(&self, id: &str) -> Option<Record> {
+        let bytes = std::fs::read(self.bundle(id).join(CREATED)).ok()?;
+        let rec: Record = serde_json::from_slice(&bytes).ok()?;
+        if rec.id != id || rec.state.status != Status::Created {
+            return None;
+        }
+        let stat = strata_proto::snapshots::StatSnapshotRequest {
+            key: rec.snapshot.clone(),
+            ..Default::default()
+        };
+        self.storage.snapshots().stat(stat).await.ok()?;
+        match self
+            .records
+            .insert(&rec)
+            .and_then(|()| self.records.flush())
+        {
+            Ok(()) => Some(rec),
+            Err(e) => {
+                tracing::warn!(%e, id, "recovering a created container failed");
+                None
+            }
+        }
+    }
+
+    /// Recovers containers whose record was lost with the engine (see `recover_created`) and
+    /// removes what is left of others: root filesystem snapshots and directories that no
+    /// record names.
     async fn collect_orphans(&self) {
         let known: std::collections::HashSet<String> = match self.records.all() {
             Ok(all) => all.into_iter().map(|r| r.id).collect(),
@@ -1294,6 +1342,15 @@ impl Containers {
             }
         }
         for id in orphans {
+            if let Some(rec) = self.recover_created(&id).await {
+                tracing::info!(
+                    id,
+                    name = rec.name,
+                    "recovered a created container whose record was lost with the engine"
+                );
+                self.notify(&rec);
+                continue;
+            }
             tracing::info!(id, "removing what a container lost in a crash left behind");
             let bundle = self.bundle(&id);
             if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {

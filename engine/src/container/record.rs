@@ -193,9 +193,9 @@ impl Records {
 
     /// Adds a new container; fails if its name is taken. Not flushed before it returns: the
     /// record is on disk with sled's next background flush (within half a second) or the
-    /// container's next flushed change (its start), whichever comes first. A container lost
-    /// to a crash in between never ran; what was made for it (its snapshot, its directory) is
-    /// removed when the engine starts again (`Containers::collect_orphans`).
+    /// container's next flushed change (its start), whichever comes first; the engine keeps a
+    /// copy in the container's directory meanwhile (`create.json`, one write(2): it survives
+    /// a crash of the engine, not of the machine), from which a restarted engine recovers it.
     pub fn insert(&self, rec: &Record) -> Result<(), RecordError> {
         let bytes = encode(rec);
         tx((&self.containers, &self.names).transaction(|(c, n)| {
@@ -211,6 +211,12 @@ impl Records {
             c.insert(rec.id.as_bytes(), bytes.as_slice())?;
             Ok(())
         }))?;
+        Ok(())
+    }
+
+    /// Makes every change so far durable.
+    pub fn flush(&self) -> Result<(), RecordError> {
+        self.db.flush()?;
         Ok(())
     }
 
