@@ -41,6 +41,12 @@ pub enum AttachError {
     Invalid(String),
 }
 
+impl From<AttachError> for tonic::Status {
+    fn from(e: AttachError) -> Self {
+        e.to_status()
+    }
+}
+
 impl AttachError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {

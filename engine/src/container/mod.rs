@@ -95,6 +95,12 @@ pub enum ContainerError {
     Etc(#[from] etc::EtcError),
 }
 
+impl From<ContainerError> for tonic::Status {
+    fn from(e: ContainerError) -> Self {
+        e.to_status()
+    }
+}
+
 impl ContainerError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {

@@ -100,6 +100,12 @@ pub enum ImageError {
     Task(String),
 }
 
+impl From<ImageError> for tonic::Status {
+    fn from(e: ImageError) -> Self {
+        e.to_status()
+    }
+}
+
 impl ImageError {
     /// The gRPC status for this error, with its message.
     pub fn to_status(&self) -> tonic::Status {

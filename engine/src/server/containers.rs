@@ -57,25 +57,15 @@ fn settings(c: ContainerConfig) -> Settings {
     }
 }
 
+/// A stop timeout as the API gives it: seconds, negative for Docker's default of 10.
+fn stop_timeout(secs: i32) -> Duration {
+    Duration::from_secs(u64::try_from(secs).unwrap_or(10))
+}
+
+/// An RFC 3339 time (as the runtime writes them), to the second.
 fn parse_time(s: &str) -> Option<std::time::SystemTime> {
-    // RFC 3339 "YYYY-MM-DDTHH:MM:SS(.frac)Z", as the runtime writes it.
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let time = time.trim_end_matches('Z');
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>());
-    let (h, mi, se) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil date (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se;
-    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
-    Some(std::time::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+    let secs = u64::try_from(crate::image::config::parse_time(s)).ok()?;
+    (secs > 0).then(|| std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// "3 minutes", "2 seconds" …, as Docker words ages.
@@ -149,8 +139,7 @@ impl ContainersApi for ContainerService {
         let rec = self
             .containers
             .create(&image, &name, settings(config))
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         Ok(Response::new(CreateContainerResponse {
             id: rec.id,
             warnings: vec![],
@@ -161,10 +150,7 @@ impl ContainersApi for ContainerService {
         &self,
         req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        self.containers
-            .start(&req.into_inner().container)
-            .await
-            .map_err(|e| e.to_status())?;
+        self.containers.start(&req.into_inner().container).await?;
         Ok(Response::new(StartContainerResponse {}))
     }
 
@@ -173,11 +159,8 @@ impl ContainersApi for ContainerService {
         req: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
         let r = req.into_inner();
-        let t = if r.timeout < 0 { 10 } else { r.timeout as u64 };
-        self.containers
-            .stop(&r.container, Duration::from_secs(t))
-            .await
-            .map_err(|e| e.to_status())?;
+        let t = stop_timeout(r.timeout);
+        self.containers.stop(&r.container, t).await?;
         Ok(Response::new(StopContainerResponse {}))
     }
 
@@ -186,10 +169,7 @@ impl ContainersApi for ContainerService {
         req: Request<KillContainerRequest>,
     ) -> Result<Response<KillContainerResponse>, Status> {
         let r = req.into_inner();
-        self.containers
-            .kill(&r.container, &r.signal)
-            .await
-            .map_err(|e| e.to_status())?;
+        self.containers.kill(&r.container, &r.signal).await?;
         Ok(Response::new(KillContainerResponse {}))
     }
 
@@ -200,8 +180,7 @@ impl ContainersApi for ContainerService {
         let r = req.into_inner();
         self.containers
             .remove_with(&r.container, r.force, r.volumes)
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         Ok(Response::new(RemoveContainerResponse {}))
     }
 
@@ -231,10 +210,7 @@ impl ContainersApi for ContainerService {
         &self,
         req: Request<InspectContainerRequest>,
     ) -> Result<Response<InspectResponse>, Status> {
-        let rec = self
-            .containers
-            .resolve(&req.into_inner().container)
-            .map_err(|e| e.to_status())?;
+        let rec = self.containers.resolve(&req.into_inner().container)?;
         let graph = match self
             .storage
             .snapshots()
@@ -285,10 +261,7 @@ impl ContainersApi for ContainerService {
         req: Request<WaitContainerRequest>,
     ) -> Result<Response<WaitContainerResponse>, Status> {
         let r = req.into_inner();
-        let rec = self
-            .containers
-            .resolve(&r.container)
-            .map_err(|e| e.to_status())?;
+        let rec = self.containers.resolve(&r.container)?;
         let st = match r.condition.as_str() {
             "" | "next-exit" => self.containers.wait_exit(&rec).await,
             "removed" => self.containers.wait_removed(&rec).await,
@@ -310,8 +283,7 @@ impl ContainersApi for ContainerService {
     ) -> Result<Response<PauseContainerResponse>, Status> {
         self.containers
             .set_paused(&req.into_inner().container, true)
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         Ok(Response::new(PauseContainerResponse {}))
     }
 
@@ -321,8 +293,7 @@ impl ContainersApi for ContainerService {
     ) -> Result<Response<UnpauseContainerResponse>, Status> {
         self.containers
             .set_paused(&req.into_inner().container, false)
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         Ok(Response::new(UnpauseContainerResponse {}))
     }
 
@@ -331,10 +302,7 @@ impl ContainersApi for ContainerService {
         req: Request<RenameContainerRequest>,
     ) -> Result<Response<RenameContainerResponse>, Status> {
         let r = req.into_inner();
-        self.containers
-            .rename(&r.container, &r.new_name)
-            .await
-            .map_err(|e| e.to_status())?;
+        self.containers.rename(&r.container, &r.new_name).await?;
         Ok(Response::new(RenameContainerResponse {}))
     }
 
@@ -343,16 +311,9 @@ impl ContainersApi for ContainerService {
         req: Request<RestartContainerRequest>,
     ) -> Result<Response<RestartContainerResponse>, Status> {
         let r = req.into_inner();
-        let t = if r.timeout < 0 { 10 } else { r.timeout as u64 };
-        self.containers
-            .stop(&r.container, Duration::from_secs(t))
-            .await
-            .map_err(|e| e.to_status())?;
-        let rec = self
-            .containers
-            .start(&r.container)
-            .await
-            .map_err(|e| e.to_status())?;
+        let t = stop_timeout(r.timeout);
+        self.containers.stop(&r.container, t).await?;
+        let rec = self.containers.start(&r.container).await?;
         self.containers.emit(&rec, "restart");
         Ok(Response::new(RestartContainerResponse {}))
     }
@@ -389,8 +350,7 @@ impl ContainersApi for ContainerService {
         };
         self.containers
             .exec(&r.container, spec, attach::exec_input(input), tx)
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -422,11 +382,7 @@ impl ContainersApi for ContainerService {
             size: attach::window_size(r.size.as_ref()),
             wait_removed: r.wait_removed,
         };
-        let session = self
-            .containers
-            .attach(&r.container, opts)
-            .await
-            .map_err(|e| e.to_status())?;
+        let session = self.containers.attach(&r.container, opts).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(session.run(attach::attach_input(input), tx));
         Ok(Response::new(Box::pin(
@@ -436,11 +392,7 @@ impl ContainersApi for ContainerService {
 
     async fn top(&self, req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
         let r = req.into_inner();
-        let top = self
-            .containers
-            .top(&r.container, &r.ps_args)
-            .await
-            .map_err(|e| e.to_status())?;
+        let top = self.containers.top(&r.container, &r.ps_args).await?;
         Ok(Response::new(TopResponse {
             titles: top.titles,
             processes: top
@@ -459,9 +411,7 @@ impl ContainersApi for ContainerService {
     ) -> Result<Response<Self::StatsStream>, Status> {
         let r = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        self.containers
-            .stats(r.containers, r.all, r.stream, tx)
-            .map_err(|e| e.to_status())?;
+        self.containers.stats(r.containers, r.all, r.stream, tx)?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -471,11 +421,7 @@ impl ContainersApi for ContainerService {
         &self,
         req: Request<ChangesRequest>,
     ) -> Result<Response<ChangesResponse>, Status> {
-        let changes = self
-            .containers
-            .changes(&req.into_inner().container)
-            .await
-            .map_err(|e| e.to_status())?;
+        let changes = self.containers.changes(&req.into_inner().container).await?;
         Ok(Response::new(ChangesResponse {
             changes: changes
                 .into_iter()
@@ -489,11 +435,7 @@ impl ContainersApi for ContainerService {
 
     async fn stat_path(&self, req: Request<StatPathRequest>) -> Result<Response<PathStat>, Status> {
         let r = req.into_inner();
-        let stat = self
-            .containers
-            .stat_path(&r.container, &r.path)
-            .await
-            .map_err(|e| e.to_status())?;
+        let stat = self.containers.stat_path(&r.container, &r.path).await?;
         Ok(Response::new(stat))
     }
 
@@ -509,8 +451,7 @@ impl ContainersApi for ContainerService {
         let done = self
             .containers
             .copy_from(&r.container, &r.path, out)
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         tokio::spawn(async move {
             match done.await {
                 Ok(Ok(_)) => {}
@@ -553,8 +494,7 @@ impl ContainersApi for ContainerService {
             super::images::chunk_reader(input, Some(first.data), |m: CopyToRequest| m.data);
         self.containers
             .copy_to(&first.container, &first.path, reader, opts)
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         Ok(Response::new(CopyToResponse {}))
     }
 
@@ -572,10 +512,7 @@ impl ContainersApi for ContainerService {
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
-        let rec = self
-            .containers
-            .resolve(&r.container)
-            .map_err(|e| e.to_status())?;
+        let rec = self.containers.resolve(&r.container)?;
         let path = self.containers.log_path(&rec.id);
         let (entries, offset) = logs::tail(&path, if r.tail < 0 { -1 } else { r.tail })
             .map_err(|e| Status::internal(format!("read log {}: {e}", path.display())))?;

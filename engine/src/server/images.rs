@@ -182,7 +182,7 @@ impl ImagesApi for ImageService {
         req: Request<Streaming<DataChunk>>,
     ) -> Result<Response<LoadResponse>, Status> {
         let reader = chunk_reader(req.into_inner(), None, |m: DataChunk| m.data);
-        let loaded = self.images.load(reader).await.map_err(|e| e.to_status())?;
+        let loaded = self.images.load(reader).await?;
         for i in &loaded {
             image_event(&self.containers, "load", &i.id, i.id.clone());
         }
@@ -206,7 +206,7 @@ impl ImagesApi for ImageService {
         }
         let mut ids = Vec::new();
         for i in &req.images {
-            let id = self.images.resolve(i).map_err(|e| e.to_status())?.id;
+            let id = self.images.resolve(i)?.id;
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -247,11 +247,7 @@ impl ImagesApi for ImageService {
             Reference::parse(&reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let reader = chunk_reader(stream, Some(first.data), |m: ImportRequest| m.data);
-        let s = self
-            .images
-            .import(reader, Some(&reference))
-            .await
-            .map_err(|e| e.to_status())?;
+        let s = self.images.import(reader, Some(&reference)).await?;
         image_event(&self.containers, "import", &s.id, s.id.clone());
         Ok(Response::new(ImportResponse {
             image: Some(summary(&s)),
@@ -262,7 +258,7 @@ impl ImagesApi for ImageService {
         &self,
         _req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        let list = self.images.list().map_err(|e| e.to_status())?;
+        let list = self.images.list()?;
         Ok(Response::new(ListImagesResponse {
             images: list.iter().map(summary).collect(),
         }))
@@ -272,10 +268,7 @@ impl ImagesApi for ImageService {
         &self,
         req: Request<InspectImageRequest>,
     ) -> Result<Response<InspectResponse>, Status> {
-        let v = self
-            .images
-            .inspect(&req.into_inner().image)
-            .map_err(|e| e.to_status())?;
+        let v = self.images.inspect(&req.into_inner().image)?;
         Ok(Response::new(InspectResponse {
             json: v.to_string(),
         }))
@@ -285,10 +278,7 @@ impl ImagesApi for ImageService {
         &self,
         req: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
-        let rows = self
-            .images
-            .history(&req.into_inner().image)
-            .map_err(|e| e.to_status())?;
+        let rows = self.images.history(&req.into_inner().image)?;
         Ok(Response::new(HistoryResponse {
             entries: rows
                 .into_iter()
@@ -306,9 +296,7 @@ impl ImagesApi for ImageService {
 
     async fn tag(&self, req: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {
         let r = req.into_inner();
-        self.images
-            .tag(&r.source, &r.target)
-            .map_err(|e| e.to_status())?;
+        self.images.tag(&r.source, &r.target)?;
         if let Ok(i) = self.images.resolve(&r.target) {
             image_event(&self.containers, "tag", &i.id, familiar(&r.target));
         }
@@ -322,11 +310,7 @@ impl ImagesApi for ImageService {
         let r = req.into_inner();
         let in_use = self.in_use_fn();
         let id = self.images.resolve(&r.image).map(|i| i.id).ok();
-        let report = self
-            .images
-            .remove(&r.image, r.force, &in_use)
-            .await
-            .map_err(|e| e.to_status())?;
+        let report = self.images.remove(&r.image, r.force, &in_use).await?;
         if let Some(id) = id {
             for _ in &report.untagged {
                 image_event(&self.containers, "untag", &id, id.clone());
@@ -347,11 +331,7 @@ impl ImagesApi for ImageService {
     ) -> Result<Response<CommitResponse>, Status> {
         let r = req.into_inner();
         // The container's changes as a layer tar, on top of the image it was made from.
-        let (rec, layer) = self
-            .containers
-            .diff_tar(&r.container)
-            .await
-            .map_err(|e| e.to_status())?;
+        let (rec, layer) = self.containers.diff_tar(&r.container).await?;
         let changes = committed_config(&rec.settings);
         let s = self
             .images
@@ -363,8 +343,7 @@ impl ImagesApi for ImageService {
                 &r.author,
                 Some(&changes),
             )
-            .await
-            .map_err(|e| e.to_status())?;
+            .await?;
         let image_ref = if r.reference.is_empty() {
             String::new()
         } else {
@@ -402,7 +381,7 @@ async fn prune_images(
     containers: &Containers,
     all: bool,
 ) -> Result<strata_proto::engine::PruneResponse, Status> {
-    let before = images.list().map_err(|e| e.to_status())?;
+    let before = images.list()?;
     let in_use = |id: &str| {
         containers
             .records()
@@ -410,10 +389,7 @@ async fn prune_images(
             .map(|all| all.iter().any(|r| r.image_id == id))
             .unwrap_or(true)
     };
-    let (report, space) = images
-        .prune(all, &in_use)
-        .await
-        .map_err(|e| e.to_status())?;
+    let (report, space) = images.prune(all, &in_use).await?;
     for t in &report.untagged {
         if let Some(i) = before.iter().find(|i| i.tags.contains(t)) {
             image_event(containers, "untag", &i.id, t.clone());
@@ -494,8 +470,8 @@ impl ImageResolver for Resolver {
 
     fn resolve<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<ResolvedImage, Status>> {
         Box::pin(async move {
-            let rec = self.images.resolve(reference).map_err(|e| e.to_status())?;
-            let cfg = self.images.config_json(&rec).map_err(|e| e.to_status())?;
+            let rec = self.images.resolve(reference)?;
+            let cfg = self.images.config_json(&rec)?;
             let c = &cfg["config"];
             let defaults = ImageDefaults {
                 env: strings(&c["Env"]),
@@ -505,11 +481,7 @@ impl ImageResolver for Resolver {
                 user: c["User"].as_str().unwrap_or("").to_string(),
                 stop_signal: c["StopSignal"].as_str().unwrap_or("").to_string(),
             };
-            let chain = self
-                .images
-                .top_chain(&rec.id)
-                .await
-                .map_err(|e| e.to_status())?;
+            let chain = self.images.top_chain(&rec.id).await?;
             let reference = match Reference::parse(reference) {
                 Ok(r) if rec.tags.contains(&r.to_string()) => r.familiar(),
                 _ => rec.id.clone(),

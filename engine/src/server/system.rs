@@ -134,12 +134,7 @@ impl System for SystemService {
         let containers =
             super::containers::prune_containers(&self.containers, &self.storage, &[]).await?;
         let volumes = if r.volumes {
-            let v = self
-                .containers
-                .volumes()
-                .prune(false)
-                .await
-                .map_err(|e| e.to_status())?;
+            let v = self.containers.volumes().prune(false).await?;
             Some(PruneResponse {
                 deleted: v.deleted,
                 untagged: Vec::new(),

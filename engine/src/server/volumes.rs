@@ -94,15 +94,12 @@ pub fn prune_response(r: crate::volume::PruneReport) -> PruneResponse {
 impl VolumesApi for VolumeService {
     async fn create(&self, req: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = req.into_inner();
-        let (v, _) = self
-            .volumes
-            .create(
-                &r.name,
-                &r.driver,
-                r.labels.into_iter().collect(),
-                r.driver_opts.into_iter().collect(),
-            )
-            .map_err(|e| e.to_status())?;
+        let (v, _) = self.volumes.create(
+            &r.name,
+            &r.driver,
+            r.labels.into_iter().collect(),
+            r.driver_opts.into_iter().collect(),
+        )?;
         let mp = self.volumes.data_dir(&v.name);
         Ok(Response::new(to_proto(v, &mp, 0)))
     }
@@ -112,11 +109,10 @@ impl VolumesApi for VolumeService {
         req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let keep = matcher(&req.into_inner().filters)?;
-        let refs = self.volumes.ref_counts().map_err(|e| e.to_status())?;
+        let refs = self.volumes.ref_counts()?;
         let volumes = self
             .volumes
-            .list()
-            .map_err(|e| e.to_status())?
+            .list()?
             .into_iter()
             .filter_map(|v| {
                 let n = refs.get(&v.name).copied().unwrap_or(0);
@@ -134,7 +130,7 @@ impl VolumesApi for VolumeService {
         req: Request<InspectVolumeRequest>,
     ) -> Result<Response<InspectResponse>, Status> {
         let name = req.into_inner().name;
-        let v = self.volumes.get(&name).map_err(|e| e.to_status())?;
+        let v = self.volumes.get(&name)?;
         let doc = volume_json(&v, &self.volumes.data_dir(&v.name));
         Ok(Response::new(InspectResponse {
             json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
@@ -146,9 +142,7 @@ impl VolumesApi for VolumeService {
         req: Request<RemoveVolumeRequest>,
     ) -> Result<Response<RemoveVolumeResponse>, Status> {
         let r = req.into_inner();
-        self.volumes
-            .remove(&r.name, r.force)
-            .map_err(|e| e.to_status())?;
+        self.volumes.remove(&r.name, r.force)?;
         Ok(Response::new(RemoveVolumeResponse {}))
     }
 
@@ -156,11 +150,7 @@ impl VolumesApi for VolumeService {
         &self,
         req: Request<PruneVolumesRequest>,
     ) -> Result<Response<PruneResponse>, Status> {
-        let report = self
-            .volumes
-            .prune(req.into_inner().all)
-            .await
-            .map_err(|e| e.to_status())?;
+        let report = self.volumes.prune(req.into_inner().all).await?;
         Ok(Response::new(prune_response(report)))
     }
 }

@@ -91,6 +91,12 @@ pub enum VolumeError {
     Mount { name: String, message: String },
 }
 
+impl From<VolumeError> for tonic::Status {
+    fn from(e: VolumeError) -> Self {
+        e.to_status()
+    }
+}
+
 impl VolumeError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {
