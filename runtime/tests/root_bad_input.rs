@@ -171,6 +171,8 @@ fn root_systemd_cgroup_is_refused() {
 #[test]
 fn root_uml_bad_input_on_cgroup_v2() {
     if uml::inside() {
+        // This test is the one that boots UML and runs the others inside it; inside, it has
+        // nothing to run (the inner run also --skips it), so it never boots UML recursively.
         return;
     }
     common::require_root();

@@ -226,6 +226,8 @@ fn root_pause_freezes_and_resume_thaws() {
 #[test]
 fn root_uml_cgroup_v2_suite() {
     if uml::inside() {
+        // This test is the one that boots UML and runs the others inside it; inside, it has
+        // nothing to run (the inner run also --skips it), so it never boots UML recursively.
         return;
     }
     common::require_root();

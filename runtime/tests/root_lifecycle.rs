@@ -397,6 +397,8 @@ fn root_failing_prestart_hook_fails_create_and_cleans_up() {
 #[test]
 fn root_uml_lifecycle_on_cgroup_v2() {
     if uml::inside() {
+        // This test is the one that boots UML and runs the others inside it; inside, it has
+        // nothing to run (the inner run also --skips it), so it never boots UML recursively.
         return;
     }
     common::require_root();
