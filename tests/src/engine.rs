@@ -12,6 +12,20 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::harness::{find_binary, unique_name};
 use crate::image::{busybox_layer, docker_archive};
 
+/// A started engine with the busybox test image loaded; the test fails if it cannot be had.
+pub fn engine() -> Engine {
+    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
+    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
+    e
+}
+
+/// Fails the test with the whole error chain of `r`.
+pub fn check(r: Result<()>) {
+    if let Err(e) = r {
+        panic!("{e:?}");
+    }
+}
+
 /// The reference the busybox test image is loaded as.
 pub const BUSYBOX: &str = "busybox:latest";
 

@@ -3,14 +3,9 @@
 //!
 //! Needs root and the built binaries (stratad, strata, strata-aufs, the runtime).
 
-use anyhow::{ensure, Result};
+use anyhow::ensure;
+use strata_tests::engine::check;
 use strata_tests::engine::{Engine, BUSYBOX};
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
 
 #[test]
 fn aufs_engine_runs_containers() {

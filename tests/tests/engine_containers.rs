@@ -5,19 +5,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use strata_tests::engine::{Engine, BUSYBOX};
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
+use strata_tests::engine::BUSYBOX;
+use strata_tests::engine::{check, engine};
 
 #[test]
 fn engine_run_prints_output_and_exits_with_the_code() {

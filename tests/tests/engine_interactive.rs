@@ -8,21 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use strata_tests::engine::{check, engine};
 use strata_tests::engine::{Engine, BUSYBOX};
 use strata_tests::harness::find_binary;
 use strata_tests::pty::{run_with_input, Guarded, Pty, PATIENCE};
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
 
 /// `strata ARGS` against `e`, for a pty or a pipe.
 fn strata(e: &Engine, args: &[&str]) -> Command {

@@ -4,20 +4,9 @@
 
 use std::fs;
 
-use anyhow::{ensure, Context, Result};
-use strata_tests::engine::{Engine, BUSYBOX};
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
+use anyhow::{ensure, Context};
+use strata_tests::engine::BUSYBOX;
+use strata_tests::engine::{check, engine};
 
 #[test]
 fn engine_container_network_shares_lo_hostname_and_files() {

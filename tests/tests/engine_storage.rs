@@ -3,16 +3,11 @@
 
 use std::fs;
 
-use anyhow::{ensure, Result};
+use anyhow::ensure;
+use strata_tests::engine::check;
 use strata_tests::engine::{Engine, BUSYBOX};
 use strata_tests::harness::run_case;
 use strata_tests::{layouts, PluginProcess, PluginSpec, Sandbox};
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
 
 #[test]
 fn engine_uses_an_external_snapshotter_from_the_config() {

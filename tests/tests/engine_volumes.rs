@@ -8,19 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
+use strata_tests::engine::{check, engine};
 use strata_tests::engine::{Engine, BUSYBOX};
-
-fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
 
 fn names(e: &Engine) -> Result<Vec<String>> {
     Ok(e.ok(&["volume", "ls", "-q"])?

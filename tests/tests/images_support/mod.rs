@@ -10,19 +10,8 @@ use std::process::Command;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use strata_tests::engine::Engine;
+pub use strata_tests::engine::{check, engine};
 use strata_tests::image::{busybox_layer, docker_archive, layer, Entry};
-
-pub fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
-
-pub fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
 
 pub fn inspect(e: &Engine, image: &str) -> Result<Value> {
     let out = e.ok(&["inspect", "--type", "image", image])?;

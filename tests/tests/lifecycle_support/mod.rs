@@ -8,20 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use strata_tests::engine::Engine;
-
-/// An engine with the busybox image loaded.
-pub fn engine() -> Engine {
-    let e = Engine::start(&[]).unwrap_or_else(|e| panic!("{e:?}"));
-    e.load_busybox().unwrap_or_else(|err| panic!("{err:?}"));
-    e
-}
-
-/// Panics with the whole error chain.
-pub fn check(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{e:?}");
-    }
-}
+pub use strata_tests::engine::{check, engine};
 
 /// The container's inspect document.
 pub fn inspect(e: &Engine, name: &str) -> Result<Value> {
