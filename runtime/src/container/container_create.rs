@@ -32,9 +32,10 @@ pub struct CreateOptions {
     /// They must stay open until the call returns.
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
     /// On a hybrid host, leave the container's joining of the unified hierarchy to the caller,
-    /// who calls [`Container::join_unified`] after [`Container::start`]: that write takes a
-    /// kernel lock whose first taking costs an RCU grace period, which then need not delay the
-    /// start. Ignored when the spec sets hugetlb limits (the unified hierarchy may hold them).
+    /// who calls [`crate::cgroups::Cgroup::join_unified`] (on [`Container::cgroup`]) after
+    /// [`Container::start`]: that write takes a kernel lock whose first taking costs an RCU
+    /// grace period, which then need not delay the start. Ignored when the spec sets hugetlb
+    /// limits (the unified hierarchy may hold them).
     pub defer_hybrid_unified: bool,
 }
 

@@ -238,16 +238,6 @@ impl Container {
         self.state.cgroup.as_ref()
     }
 
-    /// Moves the container's first process into the unified hierarchy of a hybrid host, when
-    /// it was created with [`crate::CreateOptions::defer_hybrid_unified`] (elsewhere: nothing
-    /// to do). Processes it started before this stay where they are in that hierarchy only.
-    pub fn join_unified(&self) -> Result<()> {
-        match &self.state.cgroup {
-            Some(cg) => Ok(cg.join_unified(self.state.pid)?),
-            None => Ok(()),
-        }
-    }
-
     /// Waits for the container's first process to exit and reports how. Only the process that
     /// created the container (its parent) can do this.
     pub fn wait(&mut self) -> Result<ExitStatus> {
