@@ -203,12 +203,7 @@ impl Plugin {
             driver = self.driver,
             "a storage plugin left by an earlier stratad still serves; stopping it"
         );
-        let gone = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-                s.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
-            })
-        };
+        let gone = || strata_runtime::state::proc_stat(pid).is_none_or(|s| !s.alive());
         for (sig, wait) in [
             (nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15)),
             (nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5)),

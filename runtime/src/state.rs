@@ -156,17 +156,40 @@ impl ContainerState {
     }
 }
 
-/// The start time of a process (clock ticks since boot), or `None` if it does not exist or
-/// is a zombie.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+/// What Strata reads of `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `R`, `S`, `D`, `Z` (zombie), `X` (dead) …
+    pub state: char,
+    pub ppid: i32,
+    /// Clock ticks since boot.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    pub fn alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// The state, parent and start time of a process, or `None` if it does not exist.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
-    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The start time of a process (clock ticks since boot), or `None` if it does not exist or
+/// is a zombie.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).filter(ProcStat::alive).map(|s| s.start_time)
 }
 
 /// Now, in RFC 3339 with nanoseconds (what Go's time parser, i.e. containerd, reads).
@@ -207,6 +230,14 @@ mod tests {
     fn time_format() {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339(1_709_210_096, 5), "2024-02-29T12:34:56.000000005Z");
+    }
+
+    #[test]
+    fn own_stat_names_our_parent() {
+        let s = proc_stat(std::process::id() as i32).unwrap();
+        assert!(s.alive(), "{s:?}");
+        assert_eq!(s.ppid, nix::unistd::getppid().as_raw());
+        assert!(proc_stat(i32::MAX).is_none());
     }
 
     #[test]

@@ -486,28 +486,15 @@ fn join_unified_later(container: &strata_runtime::Container) {
         // Only while the pid is still our running (not yet reaped) child: pids are handed out
         // in order up to pid_max, so it cannot name another process between this check and the
         // write a moment later.
-        if !is_running_child(pid, me) {
+        let running_child =
+            strata_runtime::state::proc_stat(pid).is_some_and(|s| s.alive() && s.ppid == me);
+        if !running_child {
             return;
         }
         if let Err(e) = cg.join_unified(pid) {
             tracing::debug!(%e, pid, "joining the unified cgroup hierarchy failed");
         }
     });
-}
-
-/// Whether `pid` is a live (not zombie) child of `parent`, from /proc/PID/stat.
-fn is_running_child(pid: i32, parent: i32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) state ppid …": comm may hold spaces and parentheses; it ends at the last ')'.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
-    let mut f = rest.split_whitespace();
-    let state = f.next().unwrap_or("Z");
-    let ppid = f.next().and_then(|p| p.parse::<i32>().ok());
-    state != "Z" && state != "X" && ppid == Some(parent)
 }
 
 /// A job for a spare monitor.
