@@ -62,27 +62,12 @@ fn marker_header() -> Header {
 
 /// Whether a directory is marked opaque in an overlay upper dir.
 fn is_opaque(dir: &Path) -> bool {
-    nix_getxattr(dir, "trusted.overlay.opaque").is_some_and(|v| v == b"y")
+    crate::xattr::get(dir, b"trusted.overlay.opaque").is_ok_and(|v| v == b"y")
 }
 
 /// Whether an entry of an overlay layer is a whiteout (a 0/0 character device).
 fn is_whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
-fn nix_getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let n = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: lgetxattr with NUL-terminated strings and a buffer of the given length.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    buf.truncate(r as usize);
-    Some(buf)
 }
 
 fn header_for(meta: &fs::Metadata, kind: EntryType) -> Header {

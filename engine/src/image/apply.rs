@@ -26,7 +26,7 @@
 //! and no directory replaced by a non-directory or the reverse.
 
 use std::collections::{HashSet, VecDeque};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -652,7 +652,7 @@ impl Applier {
                 tracing::warn!(entry, "not copying an overlay-private xattr from a layer");
                 continue;
             }
-            if let Err(err) = lsetxattr(path, k, v) {
+            if let Err(err) = crate::xattr::set(path, k, v) {
                 if err.raw_os_error() == Some(libc::ENOTSUP) {
                     tracing::warn!(entry, xattr = %String::from_utf8_lossy(k), "the filesystem does not support this xattr");
                     continue;
@@ -692,7 +692,7 @@ impl Applier {
     /// Makes `dir` opaque.
     fn opaque(&mut self, dir: &Path, entry: &str) -> Result<(), ApplyError> {
         match self.mode {
-            ApplyMode::OverlayUpper => lsetxattr(dir, b"trusted.overlay.opaque", b"y")
+            ApplyMode::OverlayUpper => crate::xattr::set(dir, b"trusted.overlay.opaque", b"y")
                 .map_err(self.io(entry, "set opaque xattr on", dir)),
             ApplyMode::AufsBranch => Ok(()),
             ApplyMode::Mounted => {
@@ -719,27 +719,6 @@ fn set_times(path: &Path, mtime: u64) -> io::Result<()> {
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(io::Error::from)
-}
-
-/// Sets an xattr without following a symlink.
-pub(crate) fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let n = CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: both strings are valid NUL-terminated C strings that outlive the call, and
-    // `value` is a valid buffer of `value.len()` bytes.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -104,13 +104,7 @@ impl Sandbox {
 }
 
 fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let cn = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the given length, all alive for the call.
-    let n =
-        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (n >= 0).then(|| buf[..n as usize].to_vec())
+    crate::xattr::get(p, name.as_bytes()).ok()
 }
 
 #[test]

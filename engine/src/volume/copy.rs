@@ -4,10 +4,8 @@
 //! owner and mode of the image's directory.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -122,61 +120,10 @@ fn copy_entry(
     .map_err(|e| at("set times of", dst)(e.into()))
 }
 
-fn c_path(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
-}
-
-/// The names of `path`'s extended attributes (not following a symlink).
-fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let p = c_path(path)?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: `p` is a NUL-terminated string and `buf` a writable buffer of `buf.len()`
-        // bytes, both alive for the call.
-        let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf
-                .split(|b| *b == 0)
-                .filter(|n| !n.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(e),
-        }
-    }
-}
-
-/// The value of one extended attribute.
-fn get_xattr(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
-    let p = c_path(path)?;
-    let n = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: `p` and `n` are NUL-terminated strings and `buf` a writable buffer of
-        // `buf.len()` bytes, all alive for the call.
-        let r =
-            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(e),
-        }
-    }
-}
-
 fn copy_xattrs(src: &Path, dst: &Path) -> Result<(), CopyError> {
-    for name in list_xattrs(src).map_err(at("list extended attributes of", src))? {
-        let value = get_xattr(src, &name).map_err(at("read extended attribute of", src))?;
-        if let Err(e) = crate::image::apply::lsetxattr(dst, &name, &value) {
+    for name in crate::xattr::list(src).map_err(at("list extended attributes of", src))? {
+        let value = crate::xattr::get(src, &name).map_err(at("read extended attribute of", src))?;
+        if let Err(e) = crate::xattr::set(dst, &name, &value) {
             if e.raw_os_error() == Some(libc::ENOTSUP) {
                 tracing::warn!(
                     path = %dst.display(),
@@ -226,7 +173,7 @@ mod tests {
         fs::set_permissions(src.join("sub/f"), fs::Permissions::from_mode(0o640)).unwrap();
         fs::hard_link(src.join("sub/f"), src.join("hl")).unwrap();
         std::os::unix::fs::symlink("sub/f", src.join("ln")).unwrap();
-        crate::image::apply::lsetxattr(&src.join("sub/f"), b"user.strata", b"kept").unwrap();
+        crate::xattr::set(&src.join("sub/f"), b"user.strata", b"kept").unwrap();
         fs::set_permissions(&src, fs::Permissions::from_mode(0o710)).unwrap();
         let old = TimeSpec::new(1_000_000, 5);
         nix::sys::stat::utimensat(
@@ -241,7 +188,7 @@ mod tests {
         seed(&src, &dst).unwrap();
         assert_eq!(fs::read_to_string(dst.join("sub/f")).unwrap(), "data");
         assert_eq!(
-            get_xattr(&dst.join("sub/f"), b"user.strata").unwrap(),
+            crate::xattr::get(&dst.join("sub/f"), b"user.strata").unwrap(),
             b"kept",
             "extended attributes are copied"
         );
