@@ -514,11 +514,17 @@ impl Containers {
                 self.emit(&rec, "start");
                 let me = self.clone();
                 let id = rec.id.clone();
-                // The slot is held until the monitor has ended.
+                // The slot is held until the monitor is done with the container: it closes the
+                // status pipe once the runtime's state and cgroups are deleted, or it ends.
+                let slot = Arc::new(std::sync::Mutex::new(Some(slot)));
+                let release = move |slot: &std::sync::Mutex<Option<_>>| {
+                    slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                };
+                let on_exit = slot.clone();
                 tokio::spawn(async move {
                     let mut child = child;
                     let _ = child.wait().await;
-                    drop(slot);
+                    release(&on_exit);
                 });
                 tokio::spawn(async move {
                     // The monitor says `exit` once the exit is recorded, before it cleans up
@@ -536,6 +542,11 @@ impl Containers {
                             let _ = exit.await;
                         }
                     }
+                    tokio::spawn(async move {
+                        let mut rest = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut status, &mut rest).await;
+                        release(&slot);
+                    });
                     me.exited(&id).await;
                     me.spares.refill();
                 });
@@ -1185,11 +1196,11 @@ impl Containers {
 /// The copy of a new container's record in its directory (see `Records::insert`).
 const CREATED: &str = "create.json";
 
-/// How long a start waits for the monitor of the container's previous run to exit.
+/// How long a start waits for the monitor of the container's previous run to finish.
 const MONITOR_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A started container: its first process, its monitor, the monitor's status pipe and the
-/// slot held while the monitor lives.
+/// slot held while the monitor is busy with the container.
 struct Launched {
     pid: i32,
     child: tokio::process::Child,

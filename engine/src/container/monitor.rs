@@ -5,7 +5,7 @@
 //! The engine starts it with a status pipe as fd 3. The monitor writes `ok <container pid>`
 //! there once the container runs (or `error <message>`, and ends). When the container has
 //! exited, it writes `exit.json` (code, OOM kill, time) into its state directory, then `exit`
-//! on the status pipe, deletes the runtime's state and exits.
+//! on the status pipe, deletes the runtime's state, closes the pipe and exits.
 //!
 //! Its stdio: stdout and stderr are pipes (with a terminal, the pty master the runtime sends
 //! to a console socket, all output as stdout); with `--stdin` the container's stdin is a pipe
@@ -296,14 +296,14 @@ pub fn run(args: &MonitorArgs, status: OwnedFd, attached: Option<OwnedFd>) -> i3
             }
             // New clients are refused from here on; those attached learn the code.
             let _ = fs::remove_file(args.state_dir.join(SOCKET));
-            // The engine can go on with the exit while the runtime's state is deleted; it
-            // waits for this process to end before it starts the container again.
+            // The engine can go on with the exit while the runtime's state is deleted; the
+            // pipe's end tells it that is done (before it removes or starts the container).
             let _ = writeln!(status, "exit");
-            drop(status);
             m.hub.finish(code);
             if let Err(e) = m.container.delete(true) {
                 tracing::error!(%e, "deleting the runtime state failed");
             }
+            drop(status);
             0
         }
         Err(e) => {
@@ -589,13 +589,23 @@ pub const STATUS_FD: i32 = 3;
 /// The pre-attached client's descriptor, with `--attached`.
 pub const ATTACH_FD: i32 = 4;
 
-/// Takes ownership of the status descriptor.
+/// Takes ownership of the status descriptor and keeps it from the container and its hooks
+/// (its end tells the engine that this monitor is done).
 ///
 /// # Safety
 /// Call once, at the start of the monitor process, where fd 3 is the engine's status pipe.
 pub unsafe fn status_fd() -> OwnedFd {
     // SAFETY: the caller guarantees fd 3 is the open status pipe and nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(STATUS_FD) }
+    close_on_exec(unsafe { OwnedFd::from_raw_fd(STATUS_FD) })
+}
+
+/// Marks `fd` close-on-exec (an inherited descriptor of this process's own).
+fn close_on_exec(fd: OwnedFd) -> OwnedFd {
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    fd
 }
 
 /// Takes ownership of the pre-attached client's descriptor and keeps it from the container.
@@ -604,10 +614,5 @@ pub unsafe fn status_fd() -> OwnedFd {
 /// Call once, at the start of the monitor process, where fd 4 is the engine's socket.
 pub unsafe fn attach_fd() -> OwnedFd {
     // SAFETY: the caller guarantees fd 4 is the open client socket and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(ATTACH_FD) };
-    let _ = nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    fd
+    close_on_exec(unsafe { OwnedFd::from_raw_fd(ATTACH_FD) })
 }

@@ -439,6 +439,11 @@ impl Volumes {
 
     /// Records a container's mounts (making its volumes in use).
     pub fn attach(&self, container: &str, mounts: &[MountPoint]) -> Result<()> {
+        if mounts.is_empty() {
+            // Nothing to record (and no flush on the way of every create): a container
+            // without an entry has the mounts of its `-v` flags, none here (see `recorded`).
+            return Ok(());
+        }
         let _g = self.guard();
         for m in mounts.iter().filter(|m| m.kind == Kind::Volume) {
             self.get(&m.source)?;
@@ -456,7 +461,8 @@ impl Volumes {
         Ok(self.recorded(container)?.unwrap_or_default())
     }
 
-    /// A container's mounts; `None` for a container made before mounts were recorded.
+    /// A container's mounts; `None` for a container made without any, or before mounts were
+    /// recorded.
     pub fn recorded(&self, container: &str) -> Result<Option<Vec<MountPoint>>> {
         self.users
             .get(container.as_bytes())?
@@ -474,8 +480,9 @@ impl Volumes {
     pub fn detach(&self, container: &str, remove_anonymous: bool) -> Result<()> {
         let mounts = self.mounts_of(container)?;
         let _g = self.guard();
-        self.users.remove(container.as_bytes())?;
-        self.db.flush()?;
+        if self.users.remove(container.as_bytes())?.is_some() {
+            self.db.flush()?;
+        }
         if !remove_anonymous {
             return Ok(());
         }
