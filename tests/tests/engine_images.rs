@@ -592,12 +592,57 @@ fn engine_images_commit_makes_an_image_with_the_changes() {
         // Save and load it elsewhere: the same image.
         let f = e.scratch("commit")?.join("c.tar");
         e.ok(&["save", "-o", &f.to_string_lossy(), "committed:1"])?;
+        // The container's layer has its changes and not the mount points the runtime made for
+        // the engine's /etc files (as Docker's init layer keeps them out of a commit).
+        let layer = last_layer_entries(&f)?;
+        ensure!(
+            layer.iter().any(|n| n == "etc/new") && layer.iter().any(|n| n == "data/f"),
+            "{layer:?}"
+        );
+        ensure!(
+            !layer
+                .iter()
+                .any(|n| n.starts_with("etc/host") || n == "etc/resolv.conf"),
+            "{layer:?}"
+        );
         let fresh = Engine::start(&[])?;
         fresh.ok(&["load", "-i", &f.to_string_lossy()])?;
         ensure!(inspect(&fresh, "committed:1")?["Id"] == id.as_str());
         ensure!(fresh.ok(&["run", "--rm", "committed:1", "cat", "/etc/new"])? == "changed\n");
         Ok(())
     })());
+}
+
+/// The entry names of the top layer of the one image in a Docker `save` archive.
+fn last_layer_entries(archive: &Path) -> Result<Vec<String>> {
+    let mut files = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(fs::File::open(archive)?);
+    for entry in a.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data)?;
+        files.insert(name, data);
+    }
+    let manifest: Value =
+        serde_json::from_slice(files.get("manifest.json").context("no manifest")?)?;
+    let top = manifest[0]["Layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(Value::as_str)
+        .context("no layers")?;
+    let mut layer = tar::Archive::new(files.get(top).context("no top layer")?.as_slice());
+    let mut names = Vec::new();
+    for entry in layer.entries()? {
+        names.push(
+            entry?
+                .path()?
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string(),
+        );
+    }
+    Ok(names)
 }
 
 /// `strata save IMAGE | strata load` between two engines, as Docker users pipe it.

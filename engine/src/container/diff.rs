@@ -97,6 +97,10 @@ struct TarSink<W: io::Write> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Bytes of file content written.
     content: u64,
+    /// For a layer: the lower layers (top first; the parent's tree for the naive diff), so
+    /// that the runtime's [`PLACEHOLDERS`] stay out of it as they stay out of `docker commit`.
+    /// `None` for the tar of a tree (`cp`), which has every entry.
+    lowers: Option<Vec<PathBuf>>,
 }
 
 impl<W: io::Write> TarSink<W> {
@@ -105,6 +109,14 @@ impl<W: io::Write> TarSink<W> {
             tar: tar::Builder::new(out),
             links: HashMap::new(),
             content: 0,
+            lowers: None,
+        }
+    }
+
+    fn layer(out: W, lowers: &[PathBuf]) -> Self {
+        TarSink {
+            lowers: Some(lowers.to_vec()),
+            ..TarSink::new(out)
         }
     }
 
@@ -132,6 +144,11 @@ impl<W: io::Write> Sink for TarSink<W> {
     }
 
     fn entry(&mut self, abs: &Path, rel: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        if let Some(lowers) = &self.lowers {
+            if placeholder(abs, rel, meta) && lower_meta(lowers, rel).is_none() {
+                return Ok(());
+            }
+        }
         let ft = meta.file_type();
         if ft.is_dir() {
             let mut h = header_for(meta, EntryType::Directory);
@@ -189,8 +206,20 @@ const PLACEHOLDERS: [&str; 6] = [
     "etc/resolv.conf",
 ];
 
-/// Whether `rel` (at `abs`) is one of [`PLACEHOLDERS`], still empty.
+/// Whether `rel` (at `abs`) is one of [`PLACEHOLDERS`], still empty, or `etc` holding nothing
+/// but such placeholders (made for them in an image without one).
 fn placeholder(abs: &Path, rel: &Path, meta: &fs::Metadata) -> bool {
+    if rel == Path::new("etc") && meta.is_dir() {
+        return fs::read_dir(abs).is_ok_and(|d| {
+            d.into_iter().all(|e| {
+                e.is_ok_and(|e| {
+                    let r = rel.join(e.file_name());
+                    PLACEHOLDERS.iter().any(|p| r == Path::new(p))
+                        && e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0)
+                })
+            })
+        });
+    }
     PLACEHOLDERS.iter().any(|p| rel == Path::new(p))
         && if meta.is_dir() {
             fs::read_dir(abs).is_ok_and(|mut d| d.next().is_none())
@@ -348,9 +377,10 @@ fn walk(root: &Path, prefix: &Path, tree: Tree, sink: &mut impl Sink) -> io::Res
     Ok(())
 }
 
-/// The tar of an overlay upper dir (or of a whole root with no parent).
-pub fn native_diff(upper: &Path, out: impl io::Write) -> io::Result<()> {
-    let mut w = TarSink::new(out);
+/// The tar of an overlay upper dir over its lower dirs, top first (or of a whole root with no
+/// parent, and no lower dirs).
+pub fn native_diff(upper: &Path, lowers: &[PathBuf], out: impl io::Write) -> io::Result<()> {
+    let mut w = TarSink::layer(out, lowers);
     walk(upper, Path::new(""), Tree::Layer, &mut w)?;
     w.finish().map(drop)
 }
@@ -430,7 +460,7 @@ fn walk_trees(lower: &Path, upper: &Path, sink: &mut impl Sink) -> io::Result<()
 
 /// The tar of what differs between `lower` (the parent's tree) and `upper` (the container's).
 pub fn tree_diff(lower: &Path, upper: &Path, out: impl io::Write) -> io::Result<()> {
-    let mut w = TarSink::new(out);
+    let mut w = TarSink::layer(out, &[lower.to_path_buf()]);
     walk_trees(lower, upper, &mut w)?;
     w.finish().map(drop)
 }
@@ -469,7 +499,7 @@ impl Containers {
         self.read_layer(&rec, "write the layer of", move |src| {
             let out = io::BufWriter::new(out);
             match src {
-                Source::Upper { upper, .. } => native_diff(&upper, out),
+                Source::Upper { upper, lowers } => native_diff(&upper, &lowers, out),
                 Source::Trees { lower, upper } => tree_diff(&lower, &upper, out),
             }
         })
@@ -741,7 +771,7 @@ mod tests {
         fs::write(d.path().join("a"), "1").unwrap();
         fs::hard_link(d.path().join("a"), d.path().join("b")).unwrap();
         let mut out = Vec::new();
-        native_diff(d.path(), &mut out).unwrap();
+        native_diff(d.path(), &[], &mut out).unwrap();
         let mut a = tar::Archive::new(out.as_slice());
         let kinds: Vec<EntryType> = a
             .entries()
@@ -749,5 +779,39 @@ mod tests {
             .map(|e| e.unwrap().header().entry_type())
             .collect();
         assert_eq!(kinds, vec![EntryType::Regular, EntryType::Link]);
+    }
+
+    #[test]
+    fn layers_leave_out_the_runtimes_empty_mount_points() {
+        let d = tempfile::tempdir().unwrap();
+        let (lower, up) = (d.path().join("l"), d.path().join("u"));
+        // The image has /etc/hosts but no /proc; the container made /proc and the etc files
+        // as mount points, emptied /etc/hosts (a real change) and wrote a file.
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::write(lower.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        for dir in ["proc", "etc"] {
+            fs::create_dir_all(up.join(dir)).unwrap();
+        }
+        for f in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+            fs::write(up.join(f), "").unwrap();
+        }
+        fs::write(up.join("data"), "d").unwrap();
+        let mut out = Vec::new();
+        native_diff(&up, &[lower.clone()], &mut out).unwrap();
+        let mut n = names(&out);
+        n.sort();
+        assert_eq!(n, ["data", "etc", "etc/hosts"]);
+        // No lower layer: /etc holds nothing but mount points, and is left out with them.
+        fs::remove_file(up.join("etc/hosts")).unwrap();
+        let mut out = Vec::new();
+        native_diff(&up, &[], &mut out).unwrap();
+        assert_eq!(names(&out), ["data"]);
+        // The naive diff does the same against the parent's tree (where /etc is unchanged and
+        // the emptied /etc/hosts, now gone, is whited out).
+        let mut out = Vec::new();
+        tree_diff(&lower, &up, &mut out).unwrap();
+        let mut n = names(&out);
+        n.sort();
+        assert_eq!(n, ["data", "etc/.wh.hosts"]);
     }
 }
