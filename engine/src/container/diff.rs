@@ -797,7 +797,7 @@ mod tests {
         }
         fs::write(up.join("data"), "d").unwrap();
         let mut out = Vec::new();
-        native_diff(&up, &[lower.clone()], &mut out).unwrap();
+        native_diff(&up, std::slice::from_ref(&lower), &mut out).unwrap();
         let mut n = names(&out);
         n.sort();
         assert_eq!(n, ["data", "etc", "etc/hosts"]);
