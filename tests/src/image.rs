@@ -82,6 +82,17 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Writes a Docker `save` archive of one image, tagged `reference`, to `out`.
 pub fn docker_archive(out: &Path, reference: &str, layers: &[Vec<u8>], cmd: &[&str]) -> Result<()> {
+    let config = serde_json::json!({ "Cmd": cmd, "Env": ["PATH=/bin"] });
+    docker_archive_with(out, reference, layers, config)
+}
+
+/// [`docker_archive`] with the image config's `config` section (Cmd, Env, Volumes, …) given.
+pub fn docker_archive_with(
+    out: &Path,
+    reference: &str,
+    layers: &[Vec<u8>],
+    config: serde_json::Value,
+) -> Result<()> {
     let diff_ids: Vec<String> = layers
         .iter()
         .map(|l| format!("sha256:{}", sha256_hex(l)))
@@ -89,7 +100,7 @@ pub fn docker_archive(out: &Path, reference: &str, layers: &[Vec<u8>], cmd: &[&s
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": { "Cmd": cmd, "Env": ["PATH=/bin"] },
+        "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "strata test"})).collect::<Vec<_>>(),
     });

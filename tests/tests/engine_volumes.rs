@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use strata_tests::engine::{check, engine};
 use strata_tests::engine::{Engine, BUSYBOX};
+use strata_tests::image::{busybox_layer, docker_archive_with, Entry};
 
 fn names(e: &Engine) -> Result<Vec<String>> {
     Ok(e.ok(&["volume", "ls", "-q"])?
@@ -234,6 +235,137 @@ fn engine_volumes_from_and_read_only_mounts() {
         ensure!(doc[0]["HostConfig"]["Binds"]
             .as_array()
             .is_some_and(|b| b.len() == 2));
+        Ok(())
+    })());
+}
+
+/// An image declaring `VOLUME /data` (with a file in it) and `VOLUME /cache` (not in the image).
+fn volume_image(e: &Engine) -> Result<()> {
+    let layer = busybox_layer(vec![
+        Entry::Dir("data", 0o755),
+        Entry::File("data/seed".into(), b"from the image\n".to_vec(), 0o644),
+    ])?;
+    let f = e.scratch("volimage")?.join("img.tar");
+    let config = serde_json::json!({
+        "Cmd": ["sh"],
+        "Env": ["PATH=/bin"],
+        "Volumes": { "/data": {}, "/cache": {} },
+    });
+    docker_archive_with(&f, "volimage:1", &[layer], config)?;
+    e.ok(&["load", "-i", &f.to_string_lossy()])?;
+    Ok(())
+}
+
+/// The destinations and types of a container's `Mounts` in `inspect`.
+fn mounts_of(e: &Engine, name: &str) -> Result<Vec<(String, String, String)>> {
+    let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", name])?)?;
+    let mut m: Vec<_> = doc[0]["Mounts"]
+        .as_array()
+        .context("Mounts")?
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (s("Destination"), s("Type"), s("Name"))
+        })
+        .collect();
+    m.sort();
+    Ok(m)
+}
+
+#[test]
+fn engine_image_volumes_become_anonymous_volumes() {
+    let e = engine();
+    check((|| {
+        volume_image(&e)?;
+        // Each VOLUME of the image is an anonymous volume, filled from the image's content.
+        let out = e.ok(&[
+            "run",
+            "--name",
+            "v1",
+            "volimage:1",
+            "sh",
+            "-c",
+            "cat /data/seed; echo kept > /data/new; ls /cache | wc -l",
+        ])?;
+        ensure!(out == "from the image\n0\n", "{out:?}");
+        let m = mounts_of(&e, "v1")?;
+        ensure!(
+            m.len() == 2
+                && m[0].0 == "/cache"
+                && m[1].0 == "/data"
+                && m.iter().all(|(_, t, n)| t == "volume" && n.len() == 64),
+            "{m:?}"
+        );
+        let anon = names(&e)?;
+        ensure!(anon.len() == 2, "{anon:?}");
+        let data = &m[1].2;
+        ensure!(fs::read_to_string(mountpoint(&e, data)?.join("new"))? == "kept\n");
+        // A mount at a VOLUME's path takes its place: a named volume, a bind, a tmpfs.
+        let host = e.scratch("volhost")?;
+        fs::write(host.join("h"), "host\n")?;
+        let out = e.ok(&[
+            "run",
+            "--name",
+            "v2",
+            "-v",
+            "named:/data",
+            "--tmpfs",
+            "/cache",
+            "volimage:1",
+            "sh",
+            "-c",
+            "cat /data/seed; grep ' /cache ' /proc/mounts | cut -d' ' -f3",
+        ])?;
+        ensure!(out == "from the image\ntmpfs\n", "{out:?}");
+        // (`--tmpfs` mounts are not among Docker's `Mounts`.)
+        let m = mounts_of(&e, "v2")?;
+        ensure!(
+            m == [("/data".into(), "volume".into(), "named".into())],
+            "{m:?}"
+        );
+        ensure!(
+            names(&e)?.len() == 3,
+            "no anonymous volume for a covered VOLUME"
+        );
+        let out = e.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/data:ro", host.display()),
+            "volimage:1",
+            "cat",
+            "/data/h",
+        ])?;
+        ensure!(out == "host\n", "{out:?}");
+        // --rm and rm -v take the image's anonymous volumes with them; commit leaves them out.
+        ensure!(
+            names(&e)?.len() == 3,
+            "run --rm left a volume: {:?}",
+            names(&e)?
+        );
+        e.ok(&["commit", "v1", "volimage:committed"])?;
+        let out = e.ok(&["run", "--rm", "volimage:committed", "sh", "-c", "ls /data"])?;
+        ensure!(
+            out == "seed\n",
+            "the commit has the volume's content: {out:?}"
+        );
+        e.ok(&["rm", "-v", "v1"])?;
+        e.ok(&["rm", "v2"])?;
+        ensure!(names(&e)? == ["named"], "{:?}", names(&e)?);
+        // A VOLUME that is no mount path is refused at create, with one line naming it.
+        let f = e.scratch("badvolimage")?.join("img.tar");
+        let config = serde_json::json!({ "Cmd": ["sh"], "Volumes": { "data/../..": {} } });
+        docker_archive_with(&f, "badvol:1", &[busybox_layer(Vec::new())?], config)?;
+        e.ok(&["load", "-i", &f.to_string_lossy()])?;
+        e.fails_one_line(
+            &["run", "--rm", "badvol:1", "true"],
+            125,
+            "VOLUME \"data/../..\"",
+        )?;
+        ensure!(
+            e.ok(&["ps", "-aq"])?.trim().is_empty(),
+            "a failed create left a container"
+        );
         Ok(())
     })());
 }

@@ -365,7 +365,7 @@ impl Containers {
             s.user = image.defaults.user.clone();
         }
         spec::capabilities(&s)?;
-        let planned_mounts = self.plan_mounts(&mut s)?;
+        let planned_mounts = self.plan_mounts(&mut s, &image.defaults.volumes)?;
         let policy =
             restart::Policy::parse(&s.restart_policy).map_err(ContainerError::RestartPolicy)?;
         if s.auto_remove && policy.restarts() {

@@ -61,8 +61,13 @@ impl Containers {
     }
 
     /// Checks the mount and network flags of a new container and resolves the containers they
-    /// name (`--volumes-from`, `--network container:`, kept by id); makes nothing.
-    pub(super) fn plan_mounts(&self, s: &mut Settings) -> Result<Vec<Request>> {
+    /// name (`--volumes-from`, `--network container:`, kept by id); adds an anonymous volume
+    /// for each of the image's `VOLUME`s no mount covers, as Docker does; makes nothing.
+    pub(super) fn plan_mounts(
+        &self,
+        s: &mut Settings,
+        image_volumes: &[String],
+    ) -> Result<Vec<Request>> {
         etc::validate(s)?;
         if let Some(other) = s.network_mode.strip_prefix("container:") {
             if other.is_empty() {
@@ -132,6 +137,13 @@ impl Containers {
         let taken: Vec<String> = own_dests().map(String::from).collect();
         from.retain(|r| !taken.contains(&r.point.destination));
         from.extend(own);
+        for path in image_volumes {
+            let r = mounts::image_volume(path)?;
+            let dest = &r.point.destination;
+            if !taken.contains(dest) && !from.iter().any(|f| &f.point.destination == dest) {
+                from.push(r);
+            }
+        }
         Ok(from)
     }
 

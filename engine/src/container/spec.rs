@@ -17,6 +17,8 @@ pub struct ImageDefaults {
     pub working_dir: String,
     pub user: String,
     pub stop_signal: String,
+    /// The image's `VOLUME`s: each becomes an anonymous volume unless a mount is there.
+    pub volumes: Vec<String>,
 }
 
 /// A spec that cannot be built from the flags.

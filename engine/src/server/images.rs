@@ -480,6 +480,10 @@ impl ImageResolver for Resolver {
                 working_dir: c["WorkingDir"].as_str().unwrap_or("").to_string(),
                 user: c["User"].as_str().unwrap_or("").to_string(),
                 stop_signal: c["StopSignal"].as_str().unwrap_or("").to_string(),
+                volumes: c["Volumes"]
+                    .as_object()
+                    .map(|v| v.keys().cloned().collect())
+                    .unwrap_or_default(),
             };
             let chain = self.images.top_chain(&rec.id).await?;
             let reference = match Reference::parse(reference) {

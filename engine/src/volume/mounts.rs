@@ -96,6 +96,8 @@ pub enum MountError {
     Duplicate(String),
     #[error("invalid --volumes-from {spec:?}: the mode {mode:?} is not ro or rw")]
     VolumesFrom { spec: String, mode: String },
+    #[error("the image's VOLUME {0:?} is not a valid mount path: it must be absolute, not \"/\" and without \"..\"")]
+    ImageVolume(String),
 }
 
 type Result<T, E = MountError> = std::result::Result<T, E>;
@@ -221,6 +223,21 @@ pub fn parse_volume_flag(spec: &str) -> Result<Request> {
             anonymous: src.is_empty(),
             make_source: kind == Kind::Bind,
             consistency: consistency.unwrap_or_default().to_string(),
+            ..Default::default()
+        },
+        volume: NewVolume::default(),
+    })
+}
+
+/// The anonymous volume of an image's `VOLUME` at `path` (as `-v PATH` makes one).
+pub fn image_volume(path: &str) -> Result<Request> {
+    let destination = destination(path).map_err(|_| MountError::ImageVolume(path.to_string()))?;
+    Ok(Request {
+        point: MountPoint {
+            kind: Kind::Volume,
+            destination,
+            rw: true,
+            anonymous: true,
             ..Default::default()
         },
         volume: NewVolume::default(),
