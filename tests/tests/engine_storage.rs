@@ -1,5 +1,6 @@
 //! How the engine gets its storage: an already-running snapshotter given by `storage.address`,
-//! and the driver chosen by the state under the root when none is configured.
+//! the driver chosen by the state under the root when none is configured, and a switch of
+//! driver that keeps the images.
 
 use std::fs;
 
@@ -69,6 +70,30 @@ fn engine_defaults_to_overlay2() {
     check((|| {
         let e = Engine::start(&[])?;
         ensure!(e.ok(&["info"])?.contains("Storage Driver: overlay2"));
+        Ok(())
+    })());
+}
+
+/// A host switches from overlay2 to aufs and back without loading its images again: each
+/// driver unpacks an image's layers from the content store for its first container.
+#[test]
+fn engine_switches_storage_driver_without_reloading_images() {
+    check((|| {
+        let mut e = Engine::start(&[])?;
+        e.load_busybox()?;
+        ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "overlay2"])? == "overlay2\n");
+        e.stop()?;
+        e.spawn_with(&["--storage-driver", "aufs"])?;
+        ensure!(e.ok(&["info"])?.contains("Storage Driver: aufs"));
+        ensure!(e.ok(&["images", "-q"])?.lines().count() == 1);
+        ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "aufs"])? == "aufs\n");
+        ensure!(
+            fs::read_dir(e.root.join("storage/aufs/diff"))?.count() == 1,
+            "aufs has the image's one layer, and no container's"
+        );
+        e.stop()?;
+        e.spawn_with(&["--storage-driver", "overlay2"])?;
+        ensure!(e.ok(&["run", "--rm", BUSYBOX, "echo", "back"])? == "back\n");
         Ok(())
     })());
 }

@@ -48,7 +48,8 @@ pub struct ResolvedImage {
     pub reference: String,
     /// Its config's defaults.
     pub defaults: ImageDefaults,
-    /// The chain id of its top layer, unpacked in the current driver ("" for no layers).
+    /// The chain id of its top layer ("" for no layers), which the current driver may not
+    /// have yet (see [`ContainerError::LayersMissing`]).
     pub chain: String,
 }
 
@@ -73,6 +74,9 @@ pub enum ContainerError {
     },
     #[error("storage: {0}")]
     Storage(String),
+    /// The image's layers are not (all) in the storage driver: unpack them and create again.
+    #[error("storage: the image's layers are not unpacked: {0}")]
+    LayersMissing(String),
     #[error("start container {name}: {message}")]
     Start { name: String, message: String },
     #[error("{op} {}: {source}", path.display())]
@@ -411,7 +415,12 @@ impl Containers {
                 .snapshots()
                 .prepare(req)
                 .await
-                .map_err(|e| storage_err(&self.storage, "prepare the root filesystem", e))?;
+                .map_err(|e| match e.code() {
+                    tonic::Code::NotFound if !image.chain.is_empty() => {
+                        ContainerError::LayersMissing(e.message().to_string())
+                    }
+                    _ => storage_err(&self.storage, "prepare the root filesystem", e),
+                })?;
             let recorded = match self.make_mounts(&rec, planned_mounts).await {
                 Ok(volumes) => self
                     .records

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::ImageResolver;
 use crate::container::record::{Record, Settings, Status as CStatus};
-use crate::container::{attach, inspect, logs, Containers};
+use crate::container::{attach, inspect, logs, ContainerError, Containers};
 use crate::storage::Storage;
 
 /// Serves the container verbs.
@@ -134,12 +134,17 @@ impl ContainersApi for ContainerService {
         if config.image.is_empty() {
             return Err(Status::invalid_argument("create: an image is required"));
         }
-        let image = self.images.resolve(&config.image).await?;
+        let mut image = self.images.resolve(&config.image).await?;
         let name = config.name.clone();
-        let rec = self
-            .containers
-            .create(&image, &name, settings(config))
-            .await?;
+        let s = settings(config);
+        let rec = match self.containers.create(&image, &name, s.clone()).await {
+            // The first container of an image in this storage driver: unpack, then again.
+            Err(ContainerError::LayersMissing(_)) => {
+                image.chain = self.images.unpack(&image.id).await?;
+                self.containers.create(&image, &name, s).await?
+            }
+            made => made?,
+        };
         Ok(Response::new(CreateContainerResponse {
             id: rec.id,
             warnings: vec![],

@@ -468,6 +468,10 @@ impl ImageResolver for Resolver {
         Box::pin(prune_images(&self.images, &self.containers, all))
     }
 
+    fn unpack<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, Status>> {
+        Box::pin(async move { Ok(self.images.top_chain(id).await?) })
+    }
+
     fn resolve<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<ResolvedImage, Status>> {
         Box::pin(async move {
             let rec = self.images.resolve(reference)?;
@@ -485,7 +489,11 @@ impl ImageResolver for Resolver {
                     .map(|v| v.keys().cloned().collect())
                     .unwrap_or_default(),
             };
-            let chain = self.images.top_chain(&rec.id).await?;
+            let chain = rec
+                .layers
+                .last()
+                .map(|l| l.chain_id.clone())
+                .unwrap_or_default();
             let reference = match Reference::parse(reference) {
                 Ok(r) if rec.tags.contains(&r.to_string()) => r.familiar(),
                 _ => rec.id.clone(),
