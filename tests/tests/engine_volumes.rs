@@ -298,6 +298,13 @@ fn engine_image_volumes_become_anonymous_volumes() {
         );
         let anon = names(&e)?;
         ensure!(anon.len() == 2, "{anon:?}");
+        // As Docker's: the config's Volumes are the image's.
+        let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", "v1"])?)?;
+        ensure!(
+            doc[0]["Config"]["Volumes"] == serde_json::json!({"/cache": {}, "/data": {}}),
+            "{}",
+            doc[0]["Config"]
+        );
         let data = &m[1].2;
         ensure!(fs::read_to_string(mountpoint(&e, data)?.join("new"))? == "kept\n");
         // A mount at a VOLUME's path takes its place: a named volume, a bind, a tmpfs.
@@ -362,6 +369,22 @@ fn engine_image_volumes_become_anonymous_volumes() {
             125,
             "VOLUME \"data/../..\"",
         )?;
+        // A VOLUME where the image has a file is refused at create too, as Docker does.
+        let f = e.scratch("filevolimage")?.join("img.tar");
+        let layer = busybox_layer(vec![Entry::File("vfile".into(), b"x".to_vec(), 0o644)])?;
+        let config = serde_json::json!({ "Cmd": ["sh"], "Volumes": { "/vfile": {} } });
+        docker_archive_with(&f, "filevol:1", &[layer], config)?;
+        e.ok(&["load", "-i", &f.to_string_lossy()])?;
+        e.fails_one_line(
+            &["create", "filevol:1", "true"],
+            125,
+            "cannot mount a volume over the image's file /vfile",
+        )?;
+        ensure!(
+            names(&e)? == ["named"],
+            "a failed create left a volume: {:?}",
+            names(&e)?
+        );
         ensure!(
             e.ok(&["ps", "-aq"])?.trim().is_empty(),
             "a failed create left a container"

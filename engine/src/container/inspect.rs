@@ -63,9 +63,13 @@ fn host_config_mounts(s: &Settings) -> Value {
     }
 }
 
-/// `-v` specs with a source (`HostConfig.Binds`) and the anonymous ones (`Config.Volumes`).
+/// `-v` specs with a source (`HostConfig.Binds`), and the anonymous ones with the image's
+/// `VOLUME`s (`Config.Volumes`).
 fn binds_and_volumes(s: &Settings) -> (Value, Value) {
     let (mut binds, mut volumes) = (Vec::new(), serde_json::Map::new());
+    for v in &s.image_volumes {
+        volumes.insert(v.clone(), json!({}));
+    }
     for b in &s.binds {
         match mounts::parse_volume_flag(b) {
             Ok(r) if r.point.anonymous => {

@@ -368,6 +368,7 @@ impl Containers {
         if s.user.is_empty() {
             s.user = image.defaults.user.clone();
         }
+        s.image_volumes = image.defaults.volumes.clone();
         spec::capabilities(&s)?;
         let planned_mounts = self.plan_mounts(&mut s, &image.defaults.volumes)?;
         let policy =
@@ -524,7 +525,7 @@ impl Containers {
                 let me = self.clone();
                 let id = rec.id.clone();
                 // The slot is held until the monitor is done with the container: it closes the
-                // status pipe once the runtime's state and cgroups are deleted, or it ends.
+                // status pipe after deleting the runtime's state and cgroups, or it ends.
                 let slot = Arc::new(std::sync::Mutex::new(Some(slot)));
                 let release = move |slot: &std::sync::Mutex<Option<_>>| {
                     slot.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -634,7 +635,7 @@ impl Containers {
             Ok(g) => g,
             Err(_) => {
                 return Err(start_err(format!(
-                    "the monitor of its previous run has not exited after {MONITOR_EXIT_WAIT:?}"
+                    "the monitor of its previous run has not finished after {MONITOR_EXIT_WAIT:?}"
                 )))
             }
         };
@@ -1081,7 +1082,7 @@ impl Containers {
         {
             tracing::warn!(
                 id = rec.id,
-                "removing a container whose monitor has not exited"
+                "removing a container whose monitor has not finished"
             );
         }
         self.records.remove(&rec)?;
@@ -1401,6 +1402,10 @@ impl Containers {
             }
             if bundle.exists() {
                 self.discard_dir(&bundle);
+            }
+            // Its volumes are no longer in use (its anonymous ones go, as with `--rm`).
+            if let Err(e) = self.volumes.detach(&id, true) {
+                tracing::warn!(%e, id, "forgetting an orphaned container's volumes failed");
             }
         }
     }

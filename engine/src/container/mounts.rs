@@ -158,6 +158,8 @@ impl Containers {
         let mut created = Vec::new();
         let made = self.make_volumes(rec, plan, &mut created).await;
         let attached = made.and_then(|points| Ok(self.volumes.attach(&rec.id, &points)?));
+        // Recorded (in use from now on through the record), or to be removed below.
+        self.volumes.release(&rec.id);
         if let Err(e) = attached {
             self.unmake_mounts(&rec.id, &created);
             return Err(e);
@@ -179,9 +181,10 @@ impl Containers {
                 if point.anonymous {
                     labels.insert(ANONYMOUS_LABEL.into(), String::new());
                 }
+                // Held for this container while it is filled, before its mounts are recorded.
                 let (v, made) =
                     self.volumes
-                        .create(&point.source, "", labels, volume.driver_opts)?;
+                        .create_held(&rec.id, &point.source, labels, volume.driver_opts)?;
                 if made {
                     created.push(v.name.clone());
                 }
@@ -209,7 +212,11 @@ impl Containers {
             let src = strata_runtime::rootfs::mounts::secure_join(&root, Path::new(&p.destination))
                 .map_err(|e| ContainerError::Runtime(e.to_string()))?;
             if !src.is_dir() {
-                return Ok(());
+                // Nothing to copy where the image has nothing; a volume cannot go over a file.
+                return match std::fs::symlink_metadata(&src) {
+                    Ok(_) => Err(MountError::OverFile(p.destination.clone()).into()),
+                    Err(_) => Ok(()),
+                };
             }
             let copied = self.volumes.with_data(&p.source, |data| {
                 if copy::is_empty_dir(data)? {

@@ -72,6 +72,8 @@ pub struct Settings {
     pub dns_options: Vec<String>,
     pub restart_policy: String,
     pub labels: Vec<String>,
+    /// The image's `VOLUME`s, as the config's `Volumes` shows them with the anonymous `-v`s.
+    pub image_volumes: Vec<String>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

@@ -323,7 +323,6 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
         json!({ "bounding": caps, "effective": caps, "permitted": caps });
     // Limits are inherited from the engine, as Docker's are without --ulimit.
     spec["process"]["rlimits"] = json!([]);
-    json!([{ "type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64 }]);
     let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
     let own = &inp.prepared.mounts;
     mounts.retain(|m| !own.iter().any(|o| o["destination"] == m["destination"]));

@@ -54,6 +54,8 @@ fn settings(c: ContainerConfig) -> Settings {
         dns_options: c.dns_options,
         restart_policy: c.restart_policy,
         labels: c.labels,
+        // From the image, at create.
+        image_volumes: Vec::new(),
     }
 }
 

@@ -194,6 +194,10 @@ pub struct Volumes {
     events: Arc<Events>,
     records: Records,
     lock: Mutex<()>,
+    /// Volumes a container being created uses before its mounts are recorded (between the
+    /// volume's creation and [`Volumes::attach`], while it is filled): in use all the same,
+    /// so a prune or a removal meanwhile leaves them.
+    held: Mutex<HashMap<String, Vec<MountPoint>>>,
 }
 
 impl Volumes {
@@ -215,6 +219,7 @@ impl Volumes {
             events,
             records,
             lock: Mutex::new(()),
+            held: Mutex::default(),
         }))
     }
 
@@ -236,6 +241,53 @@ impl Volumes {
         labels: BTreeMap<String, String>,
         options: BTreeMap<String, String>,
     ) -> Result<(Volume, bool)> {
+        self.create_for(None, name, driver, labels, options)
+    }
+
+    /// [`Volumes::create`] for `container`, which holds the volume (in use) until its mounts
+    /// are recorded or [`Volumes::release`]d.
+    pub fn create_held(
+        &self,
+        container: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+    ) -> Result<(Volume, bool)> {
+        self.create_for(Some(container), name, "", labels, options)
+    }
+
+    /// Ends what [`Volumes::create_held`] held for `container`.
+    pub fn release(&self, container: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(container);
+    }
+
+    fn hold(&self, container: Option<&str>, name: &str) {
+        if let Some(c) = container {
+            let point = MountPoint {
+                kind: Kind::Volume,
+                source: name.to_string(),
+                ..Default::default()
+            };
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(c.to_string())
+                .or_default()
+                .push(point);
+        }
+    }
+
+    fn create_for(
+        &self,
+        holder: Option<&str>,
+        name: &str,
+        driver: &str,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+    ) -> Result<(Volume, bool)> {
         if !driver.is_empty() && driver != DRIVER {
             return Err(VolumeError::Driver(driver.to_string()));
         }
@@ -246,6 +298,7 @@ impl Volumes {
         let _g = self.guard();
         if !name.is_empty() {
             if let Some(v) = self.find(name)? {
+                self.hold(holder, name);
                 return Ok((v, false));
             }
         }
@@ -282,6 +335,7 @@ impl Volumes {
             let _ = std::fs::remove_dir_all(&top);
             return Err(e);
         }
+        self.hold(holder, &name);
         self.events
             .emit("volume", "create", &name, [("driver", DRIVER.to_string())]);
         Ok((v, true))
@@ -319,9 +373,10 @@ impl Volumes {
             .collect()
     }
 
-    /// Every container's mounts.
+    /// Every container's mounts, with what containers being created hold.
     fn all_mounts(&self) -> Result<Vec<(String, Vec<MountPoint>)>> {
-        self.users
+        let mut all = self
+            .users
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -332,7 +387,10 @@ impl Volumes {
                 })?;
                 Ok((id, m))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(held.iter().map(|(id, m)| (id.clone(), m.clone())));
+        Ok(all)
     }
 
     /// How many containers use each volume.
@@ -440,8 +498,9 @@ impl Volumes {
     /// Records a container's mounts (making its volumes in use).
     pub fn attach(&self, container: &str, mounts: &[MountPoint]) -> Result<()> {
         if mounts.is_empty() {
-            // Nothing to record (and no flush on the way of every create): a container
-            // without an entry has the mounts of its `-v` flags, none here (see `recorded`).
+            // Nothing to record (and no flush on the way of every create): no entry means no
+            // mounts (`Containers::points_of` reads `-v` binds only for a container made
+            // before mounts were recorded).
             return Ok(());
         }
         let _g = self.guard();
@@ -739,6 +798,34 @@ mod tests {
             Err(VolumeError::NotFound(_))
         ));
         assert!(!vols.remove("data", true).unwrap());
+    }
+
+    #[test]
+    fn a_volume_held_for_a_container_being_created_is_in_use() {
+        let t = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let records = Records::open(&db).unwrap();
+        let vols = Volumes::open(&db, t.path(), Arc::new(Events::default()), records).unwrap();
+        let anonymous = opts(&[(ANONYMOUS_LABEL, "")]);
+        let (anon, made) = vols
+            .create_held("c1", "", anonymous, BTreeMap::new())
+            .unwrap();
+        assert!(made);
+        vols.create("kept", "", BTreeMap::new(), BTreeMap::new())
+            .unwrap();
+        // An existing named volume is held too when a container being created names it.
+        vols.create_held("c1", "kept", BTreeMap::new(), BTreeMap::new())
+            .unwrap();
+        // While c1 fills them, before its mounts are recorded: neither prune nor rm takes them.
+        assert!(futures_prune(&vols, true).deleted.is_empty());
+        let e = vols.remove(&anon.name, true).unwrap_err().to_string();
+        assert!(e.contains("in use by container c1"), "{e}");
+        vols.release("c1");
+        let mut gone = futures_prune(&vols, true).deleted;
+        gone.sort();
+        let mut want = vec![anon.name, "kept".to_string()];
+        want.sort();
+        assert_eq!(gone, want);
     }
 
     fn futures_prune(v: &Volumes, all: bool) -> PruneReport {

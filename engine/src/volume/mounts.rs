@@ -96,6 +96,8 @@ pub enum MountError {
     Duplicate(String),
     #[error("invalid --volumes-from {spec:?}: the mode {mode:?} is not ro or rw")]
     VolumesFrom { spec: String, mode: String },
+    #[error("cannot mount a volume over the image's file {0}: it is not a directory")]
+    OverFile(String),
     #[error("the image's VOLUME {0:?} is not a valid mount path: it must be absolute, not \"/\" and without \"..\"")]
     ImageVolume(String),
 }
