@@ -5,9 +5,11 @@
 //! whose digest does not match is refused and its temporary file removed. Blobs are immutable
 //! and never depend on the storage driver.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -86,6 +88,31 @@ impl std::fmt::Display for Digest {
 pub struct ContentStore {
     blobs: PathBuf,
     ingest: PathBuf,
+    /// Blobs an operation in progress relies on (see [`Pins`]), with how many pin each.
+    pinned: Arc<Mutex<HashMap<Digest, usize>>>,
+}
+
+/// The blobs one operation in progress (a load reading its archive) has written or found,
+/// kept from [`ContentStore::delete`] until it is dropped: another image's removal or a
+/// failed load meanwhile cannot take a blob from under it.
+#[derive(Debug)]
+pub struct Pins {
+    store: ContentStore,
+    held: Vec<Digest>,
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let mut pinned = self.store.lock_pins();
+        for d in self.held.drain(..) {
+            if let Some(n) = pinned.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    pinned.remove(&d);
+                }
+            }
+        }
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContentError + 'a {
@@ -104,7 +131,28 @@ impl ContentStore {
         fs::create_dir_all(&blobs).map_err(io_err("create directory", &blobs))?;
         let _ = fs::remove_dir_all(&ingest);
         fs::create_dir_all(&ingest).map_err(io_err("create directory", &ingest))?;
-        Ok(ContentStore { blobs, ingest })
+        Ok(ContentStore {
+            blobs,
+            ingest,
+            pinned: Arc::default(),
+        })
+    }
+
+    fn lock_pins(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
+        self.pinned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty set of pins for one operation.
+    pub fn pins(&self) -> Pins {
+        Pins {
+            store: self.clone(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Whether an operation in progress relies on the blob.
+    pub fn is_pinned(&self, d: &Digest) -> bool {
+        self.lock_pins().contains_key(d)
     }
 
     /// Where a blob lives.
@@ -145,8 +193,29 @@ impl ContentStore {
     /// Returns the digest and size.
     pub fn write(
         &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), ContentError> {
+        self.write_with(reader, expected, None)
+    }
+
+    /// [`ContentStore::write`], pinning the blob in `pins` before it is in place (so that a
+    /// deletion of the same blob meanwhile either came before, and this puts it back, or
+    /// leaves it).
+    pub fn write_pinned(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        pins: &mut Pins,
+    ) -> Result<(Digest, u64), ContentError> {
+        self.write_with(reader, expected, Some(pins))
+    }
+
+    fn write_with(
+        &self,
         mut reader: impl Read,
         expected: Option<&Digest>,
+        pins: Option<&mut Pins>,
     ) -> Result<(Digest, u64), ContentError> {
         let tmp = self
             .ingest
@@ -177,6 +246,10 @@ impl ContentStore {
                 }
             }
             f.sync_all().map_err(io_err("sync", &tmp))?;
+            if let Some(p) = pins {
+                *self.lock_pins().entry(actual.clone()).or_default() += 1;
+                p.held.push(actual.clone());
+            }
             let dest = self.path(&actual);
             fs::rename(&tmp, &dest).map_err(io_err("rename into", &dest))?;
             Ok((actual, size))
@@ -187,15 +260,20 @@ impl ContentStore {
         result
     }
 
-    /// Deletes a blob (missing is fine).
-    pub fn delete(&self, d: &Digest) -> Result<(), ContentError> {
+    /// Deletes a blob (missing is fine), unless an operation in progress has it pinned; then
+    /// it stays, and `false` says so.
+    pub fn delete(&self, d: &Digest) -> Result<bool, ContentError> {
+        let pinned = self.lock_pins();
+        if pinned.contains_key(d) {
+            return Ok(false);
+        }
         match fs::remove_file(self.path(d)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ContentError::Io {
                 op: "remove",
                 path: self.path(d),
                 source: e,
             }),
-            _ => Ok(()),
+            _ => Ok(true),
         }
     }
 }
@@ -225,5 +303,29 @@ mod tests {
         assert!(!s.contains(&wrong));
         assert!(Digest::parse("sha256:abc").is_err());
         assert!(Digest::parse(d.as_str()).is_ok());
+    }
+
+    #[test]
+    fn a_pinned_blob_outlives_deletes_until_its_pins_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let (mut a, mut b) = (s.pins(), s.clone().pins());
+        let (d, _) = s.write_pinned(&b"shared"[..], None, &mut a).unwrap();
+        s.write_pinned(&b"shared"[..], None, &mut b).unwrap();
+        assert!(!s.delete(&d).unwrap(), "kept while pinned");
+        drop(a);
+        assert!(
+            !s.delete(&d).unwrap(),
+            "the other operation still relies on it"
+        );
+        assert!(s.contains(&d));
+        drop(b);
+        assert!(!s.is_pinned(&d));
+        assert!(s.delete(&d).unwrap() && !s.contains(&d));
+        let (other, _) = s.write(&b"plain"[..], None).unwrap();
+        assert!(
+            s.delete(&other).unwrap(),
+            "a blob written without pins goes at once"
+        );
     }
 }

@@ -675,3 +675,81 @@ fn engine_images_save_to_stdout_piped_into_load() {
         Ok(())
     })());
 }
+
+/// Runs `strata ARGS` to its end, or fails (killing it) if it has not ended within `secs`: for
+/// a command that must not wait for something the test holds up.
+fn ok_within(e: &Engine, args: &[&str], secs: u64) -> Result<String> {
+    let mut child = Command::new(find_binary("strata"))
+        .arg("--address")
+        .arg(&e.address)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("strata {} did not end within {secs}s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "strata {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A load reads its archive without holding up the other image changes: while its client is
+/// still sending, `tag`, `commit`, `rmi` and a run of another image go on, and the load ends
+/// well once the rest arrives.
+#[test]
+fn engine_images_load_does_not_hold_up_other_image_changes() {
+    let e = engine();
+    check((|| {
+        let f = e.scratch("slowload")?.join("slow.tar");
+        let layer = busybox_layer(vec![Entry::File("big".into(), vec![7u8; 1 << 20], 0o644)])?;
+        docker_archive(&f, "slow:1", &[layer], &["sh"])?;
+        let data = fs::read(&f)?;
+        let mut load = Command::new(find_binary("strata"))
+            .arg("--address")
+            .arg(&e.address)
+            .arg("load")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = load.stdin.take().context("the load's stdin")?;
+        std::io::Write::write_all(&mut stdin, &data[..data.len() / 2])?;
+        std::io::Write::flush(&mut stdin)?;
+        // The load waits for the rest of its archive; meanwhile:
+        ok_within(&e, &["tag", BUSYBOX, "other:1"], 60)?;
+        ok_within(&e, &["run", "--name", "c", BUSYBOX, "touch", "/x"], 60)?;
+        ok_within(&e, &["commit", "c", "committed:1"], 60)?;
+        ok_within(&e, &["rmi", "other:1"], 60)?;
+        ensure!(
+            ok_within(&e, &["run", "--rm", "committed:1", "ls", "/x"], 60)? == "/x\n",
+            "the image committed meanwhile runs"
+        );
+        ensure!(
+            load.try_wait()?.is_none(),
+            "the load ended before its archive"
+        );
+        std::io::Write::write_all(&mut stdin, &data[data.len() / 2..])?;
+        drop(stdin);
+        let out = load.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let size = e.ok(&["run", "--rm", "slow:1", "sh", "-c", "busybox wc -c < /big"])?;
+        ensure!(size.trim() == (1 << 20).to_string(), "{size:?}");
+        Ok(())
+    })());
+}

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::apply::{self, ApplyError};
 use super::reference::Reference;
-use crate::content::{ContentError, ContentStore, Digest};
+use crate::content::{ContentError, ContentStore, Digest, Pins};
 
 /// OCI media types.
 pub mod media {
@@ -106,8 +106,11 @@ pub struct ArchiveImage {
 pub struct ReadArchive {
     /// The images.
     pub images: Vec<ArchiveImage>,
-    /// Blobs this load added to the content store (to delete if the load fails later).
+    /// Blobs this load added to the content store that its images use (to delete if the load
+    /// fails later).
     pub new_blobs: Vec<Digest>,
+    /// Blobs this load added that no image of the archive uses (to delete).
+    pub unused: Vec<Digest>,
 }
 
 /// Files seen in the archive.
@@ -169,43 +172,56 @@ fn invalid(s: impl Into<String>) -> ArchiveError {
     ArchiveError::Invalid(s.into())
 }
 
-/// Reads an archive into the content store; on failure removes what it added.
+/// Reads an archive into the content store, pinning in `pins` every blob it writes (see
+/// [`Pins`]); `new` gets, whatever happens, the blobs that were not in the store before. The
+/// caller deletes those the load does not keep, under the image lock (where no image record
+/// can come to name them meanwhile): all of them if this fails, else [`ReadArchive::unused`].
+pub fn read_archive_pinned(
+    reader: impl Read,
+    content: &ContentStore,
+    pins: &mut Pins,
+    new: &mut Vec<Digest>,
+) -> Result<ReadArchive, ArchiveError> {
+    let mut files = Files::default();
+    let result = read_files(reader, content, pins, &mut files)
+        .and_then(|()| images(content, pins, &mut files));
+    new.extend(files.new.iter().cloned());
+    let images = result?;
+    // Blobs in the archive that no image uses are not kept.
+    let used: HashSet<&Digest> = images
+        .iter()
+        .flat_map(|i| {
+            [&i.manifest_digest, &i.config_digest]
+                .into_iter()
+                .chain(i.layers.iter().map(|l| &l.digest))
+        })
+        .collect();
+    let (new_blobs, unused) = files.new.into_iter().partition(|d| used.contains(d));
+    Ok(ReadArchive {
+        images,
+        new_blobs,
+        unused,
+    })
+}
+
+/// [`read_archive_pinned`] alone, removing what it added on failure and the blobs no image
+/// uses on success (with nothing else changing images meanwhile).
+#[cfg(test)]
 pub fn read_archive(
     reader: impl Read,
     content: &ContentStore,
 ) -> Result<ReadArchive, ArchiveError> {
-    let mut files = Files::default();
-    let result = read_files(reader, content, &mut files).and_then(|()| images(content, &mut files));
-    match result {
-        Ok(images) => {
-            // Blobs in the archive that no image uses are not kept.
-            let used: HashSet<&Digest> = images
-                .iter()
-                .flat_map(|i| {
-                    [&i.manifest_digest, &i.config_digest]
-                        .into_iter()
-                        .chain(i.layers.iter().map(|l| &l.digest))
-                })
-                .collect();
-            let mut new_blobs = Vec::new();
-            for d in &files.new {
-                if used.contains(d) {
-                    new_blobs.push(d.clone());
-                } else if let Err(e) = content.delete(d) {
-                    tracing::warn!(%e, "removing an unused blob of a loaded archive failed");
-                }
-            }
-            Ok(ReadArchive { images, new_blobs })
-        }
-        Err(e) => {
-            for d in &files.new {
-                if let Err(de) = content.delete(d) {
-                    tracing::warn!(%de, "removing a blob of a failed load failed");
-                }
-            }
-            Err(e)
-        }
+    let (mut pins, mut new) = (content.pins(), Vec::new());
+    let r = read_archive_pinned(reader, content, &mut pins, &mut new);
+    drop(pins);
+    let discard = match &r {
+        Ok(read) => &read.unused,
+        Err(_) => &new,
+    };
+    for d in discard {
+        let _ = content.delete(d);
     }
+    r
 }
 
 fn present_blobs(content: &ContentStore) -> HashSet<String> {
@@ -225,6 +241,7 @@ fn present_blobs(content: &ContentStore) -> HashSet<String> {
 fn read_files(
     reader: impl Read,
     content: &ContentStore,
+    pins: &mut Pins,
     files: &mut Files,
 ) -> Result<(), ArchiveError> {
     let before = present_blobs(content);
@@ -285,7 +302,7 @@ fn read_files(
             inner: &mut entry,
             n: 0,
         };
-        let (d, n) = match content.write(&mut counted, expected.as_ref()) {
+        let (d, n) = match content.write_pinned(&mut counted, expected.as_ref(), pins) {
             Ok(x) => x,
             Err(ContentError::Mismatch { .. }) if counted.n != size => {
                 return Err(truncated(&path))
@@ -340,7 +357,11 @@ fn truncated(path: &str) -> ArchiveError {
     ))
 }
 
-fn images(content: &ContentStore, files: &mut Files) -> Result<Vec<ArchiveImage>, ArchiveError> {
+fn images(
+    content: &ContentStore,
+    pins: &mut Pins,
+    files: &mut Files,
+) -> Result<Vec<ArchiveImage>, ArchiveError> {
     let legacy_tags = legacy_repo_tags(files)?;
     if let Some(index) = files.metadata.get("index.json") {
         let index = parse_json("index.json", index)?;
@@ -368,7 +389,7 @@ fn images(content: &ContentStore, files: &mut Files) -> Result<Vec<ArchiveImage>
         return Ok(out);
     }
     if files.metadata.contains_key("manifest.json") {
-        return legacy_images(content, files);
+        return legacy_images(content, pins, files);
     }
     Err(invalid(
         "no manifest.json or index.json: not a Docker save tarball or OCI image archive",
@@ -557,6 +578,7 @@ fn is_gzip(content: &ContentStore, d: &Digest) -> Result<bool, ArchiveError> {
 
 fn legacy_images(
     content: &ContentStore,
+    pins: &mut Pins,
     files: &mut Files,
 ) -> Result<Vec<ArchiveImage>, ArchiveError> {
     let m = parse_json("manifest.json", &files.metadata["manifest.json"])?;
@@ -618,8 +640,10 @@ fn legacy_images(
         }
         let manifest = synthesize_manifest(&config, config_size, &layers);
         let manifest_digest = Digest::of(&manifest);
-        if !content.contains(&manifest_digest) {
-            content.write(&manifest[..], Some(&manifest_digest))?;
+        // Written (pinned) either way: a removal between the look and the pin is undone.
+        let existed = content.contains(&manifest_digest);
+        content.write_pinned(&manifest[..], Some(&manifest_digest), pins)?;
+        if !existed {
             files.new.insert(manifest_digest.clone());
         }
         merge(

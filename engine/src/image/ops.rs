@@ -24,6 +24,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Images {
+    /// Deletes those of `blobs` that no image names (the caller holds the image lock).
+    fn delete_unused(&self, blobs: &[Digest]) {
+        for d in blobs {
+            if !self.blob_in_use(d).unwrap_or(true) {
+                self.delete_blobs(std::slice::from_ref(d));
+            }
+        }
+    }
+
     fn delete_blobs(&self, blobs: &[Digest]) {
         for d in blobs {
             if let Err(e) = self.content.delete(d) {
@@ -134,11 +143,29 @@ impl Images {
         &self,
         reader: impl Read + Send + 'static,
     ) -> Result<Vec<ImageSummary>, ImageError> {
-        let _guard = self.lock.lock().await;
         let started = std::time::Instant::now();
+        // The archive is read (from the client, for as long as that takes) without the image
+        // lock: its blobs are pinned until its images are stored, so other image changes go
+        // on meanwhile and none takes a blob this load relies on.
         let content = self.content.clone();
-        let read = blocking(move || Ok(archive::read_archive(reader, &content)?)).await?;
+        let (read, pins, new) = tokio::task::spawn_blocking(move || {
+            let (mut pins, mut new) = (content.pins(), Vec::new());
+            let read = archive::read_archive_pinned(reader, &content, &mut pins, &mut new);
+            (read, pins, new)
+        })
+        .await
+        .map_err(|e| ImageError::Task(e.to_string()))?;
         let read_ms = started.elapsed().as_millis() as u64;
+        let _guard = self.lock.lock().await;
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                drop(pins);
+                self.delete_unused(&new);
+                return Err(e.into());
+            }
+        };
+        self.delete_unused(&read.unused);
         let mut made: Vec<String> = Vec::new();
         let mut created: Vec<String> = Vec::new();
         let mut out = Vec::new();
@@ -161,15 +188,14 @@ impl Images {
                         }
                     }
                     self.remove_chains(&made).await;
-                    for d in &read.new_blobs {
-                        if !self.blob_in_use(d).unwrap_or(true) {
-                            self.delete_blobs(std::slice::from_ref(d));
-                        }
-                    }
+                    drop(pins);
+                    self.delete_unused(&read.new_blobs);
                     return Err(e);
                 }
             }
         }
+        // The images name their blobs now.
+        drop(pins);
         tracing::info!(
             images = out.len(),
             read_ms,
