@@ -715,7 +715,9 @@ fn engine_images_load_does_not_hold_up_other_image_changes() {
         let f = e.scratch("slowload")?.join("slow.tar");
         let layer = busybox_layer(vec![Entry::File("big".into(), vec![7u8; 1 << 20], 0o644)])?;
         docker_archive(&f, "slow:1", &[layer], &["sh"])?;
-        let data = fs::read(&f)?;
+        // With a file no image names: stored while read, not kept.
+        let data = with_extra_file(&fs::read(&f)?)?;
+        let before = blobs(&e);
         let mut load = Command::new(find_binary("strata"))
             .arg("--address")
             .arg(&e.address)
@@ -750,6 +752,27 @@ fn engine_images_load_does_not_hold_up_other_image_changes() {
         );
         let size = e.ok(&["run", "--rm", "slow:1", "sh", "-c", "busybox wc -c < /big"])?;
         ensure!(size.trim() == (1 << 20).to_string(), "{size:?}");
+        // Its config, its layer and its manifest; the committed image's config, layer and
+        // manifest; the extra file is gone.
+        let added = blobs(&e).difference(&before).count();
+        ensure!(added == 6, "{added} blobs added: {:?}", blobs(&e));
         Ok(())
     })());
+}
+
+/// A Docker archive with one more file in it, `extra/unused.bin`, that nothing names.
+fn with_extra_file(archive: &[u8]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for entry in tar::Archive::new(archive).entries()? {
+        let mut entry = entry?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data)?;
+        let mut h = entry.header().clone();
+        b.append_data(&mut h, entry.path()?, data.as_slice())?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "extra/unused.bin", &b"extra"[..])?;
+    Ok(b.into_inner()?)
 }

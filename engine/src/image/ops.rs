@@ -165,7 +165,6 @@ impl Images {
                 return Err(e.into());
             }
         };
-        self.delete_unused(&read.unused);
         let mut made: Vec<String> = Vec::new();
         let mut created: Vec<String> = Vec::new();
         let mut out = Vec::new();
@@ -190,12 +189,14 @@ impl Images {
                     self.remove_chains(&made).await;
                     drop(pins);
                     self.delete_unused(&read.new_blobs);
+                    self.delete_unused(&read.unused);
                     return Err(e);
                 }
             }
         }
-        // The images name their blobs now.
+        // The images name their blobs now; those of the archive no image uses go.
         drop(pins);
+        self.delete_unused(&read.unused);
         tracing::info!(
             images = out.len(),
             read_ms,
