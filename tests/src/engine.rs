@@ -133,12 +133,16 @@ impl Engine {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// A `strata ARGS` command against this engine, to be spawned as the caller wants it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(find_binary("strata"));
+        c.arg("--address").arg(&self.address).args(args);
+        c
+    }
+
     /// Runs `strata` against this engine.
     pub fn strata(&self, args: &[&str]) -> Result<Output> {
-        Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&self.address)
-            .args(args)
+        self.command(args)
             .stdin(Stdio::null())
             .output()
             .context("run strata")

@@ -14,7 +14,7 @@ use anyhow::{ensure, Context, Result};
 use images_support::*;
 use serde_json::Value;
 use strata_tests::engine::{Engine, BUSYBOX};
-use strata_tests::harness::{find_binary, unique_name};
+use strata_tests::harness::unique_name;
 use strata_tests::image::{busybox_layer, docker_archive, Entry};
 
 #[test]
@@ -88,12 +88,7 @@ fn engine_images_save_load_round_trip_keeps_digests() {
         let f = dir.join("both-docker.tar");
         run(Command::new("gzip").arg("-k").arg("-f").arg(&f))?;
         let gz = fs::File::open(dir.join("both-docker.tar.gz"))?;
-        let out = Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&e2.address)
-            .arg("load")
-            .stdin(Stdio::from(gz))
-            .output()?;
+        let out = e2.command(&["load"]).stdin(Stdio::from(gz)).output()?;
         ensure!(
             out.status.success(),
             "load from stdin: {}",
@@ -651,19 +646,12 @@ fn engine_images_save_to_stdout_piped_into_load() {
     let e = engine();
     let e2 = Engine::start(&[]).unwrap_or_else(|err| panic!("{err:?}"));
     check((|| {
-        let mut save = Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&e.address)
-            .args(["save", BUSYBOX])
+        let mut save = e
+            .command(&["save", BUSYBOX])
             .stdout(Stdio::piped())
             .spawn()?;
         let out = save.stdout.take().context("no stdout")?;
-        let load = Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&e2.address)
-            .arg("load")
-            .stdin(Stdio::from(out))
-            .output()?;
+        let load = e2.command(&["load"]).stdin(Stdio::from(out)).output()?;
         ensure!(save.wait()?.success(), "save failed");
         ensure!(
             load.status.success(),
@@ -679,10 +667,8 @@ fn engine_images_save_to_stdout_piped_into_load() {
 /// Runs `strata ARGS` to its end, or fails (killing it) if it has not ended within `secs`: for
 /// a command that must not wait for something the test holds up.
 fn ok_within(e: &Engine, args: &[&str], secs: u64) -> Result<String> {
-    let mut child = Command::new(find_binary("strata"))
-        .arg("--address")
-        .arg(&e.address)
-        .args(args)
+    let mut child = e
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -718,10 +704,8 @@ fn engine_images_load_does_not_hold_up_other_image_changes() {
         // With a file no image names: stored while read, not kept.
         let data = with_extra_file(&fs::read(&f)?)?;
         let before = blobs(&e);
-        let mut load = Command::new(find_binary("strata"))
-            .arg("--address")
-            .arg(&e.address)
-            .arg("load")
+        let mut load = e
+            .command(&["load"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

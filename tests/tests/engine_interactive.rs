@@ -10,14 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use strata_tests::engine::{check, engine};
 use strata_tests::engine::{Engine, BUSYBOX};
-use strata_tests::harness::find_binary;
 use strata_tests::pty::{run_with_input, Guarded, Pty, PATIENCE};
 
 /// `strata ARGS` against `e`, for a pty or a pipe.
 fn strata(e: &Engine, args: &[&str]) -> Command {
-    let mut c = Command::new(find_binary("strata"));
-    c.arg("--address").arg(&e.address).args(args);
-    c
+    e.command(args)
 }
 
 /// `strata ARGS` on a terminal of `rows` x `cols`.

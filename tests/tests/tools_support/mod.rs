@@ -3,18 +3,15 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use anyhow::{Context, Result};
 use strata_tests::engine::Engine;
-use strata_tests::harness::find_binary;
 
 /// Runs `strata` with `input` on its stdin.
 pub fn strata_with_input(e: &Engine, args: &[&str], input: &[u8]) -> Result<Output> {
-    let mut child = Command::new(find_binary("strata"))
-        .arg("--address")
-        .arg(&e.address)
-        .args(args)
+    let mut child = e
+        .command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
