@@ -6,7 +6,12 @@
 # Prints the medians and the ratios. Targets (issue 4): strata run <= 1.0x crun and <= 0.15x
 # ctr; strata load <= 0.7x ctr import.
 #
-#   bench/engine.sh [RUNS (30)] [ROUNDS (3)]
+#   [BENCH_DIR=/var/tmp] bench/engine.sh [RUNS (30)] [ROUNDS (3)]
+#
+# All three keep their roots, state and the bundle side by side under BENCH_DIR (default
+# /var/tmp, on the filesystem of /var/lib where a host keeps them; this machine's /tmp
+# directory makes every mkdir and file creation under it 5-10x slower, as bench/snapshotter.sh
+# notes, which costs the engine, making a dozen entries per container, more than crun).
 #
 # As root. crun 1.8 refuses hybrid cgroup hosts, so every command runs in a private mount
 # namespace where /sys/fs/cgroup/unified/cgroup.controllers is hidden (shared/ENVIRONMENT.md);
@@ -22,7 +27,7 @@ done
 cargo build --release -q --workspace --bins
 bin=$PWD/target/release
 
-work=$(mktemp -d /tmp/strata-ebench.XXXXXX)
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/strata-ebench.XXXXXX")
 run=/run/sebench.$$
 mkdir -p "$run"
 pids=()
@@ -114,6 +119,9 @@ inns() {
     unshare -m --propagation private sh -c "mount --bind /dev/null /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true; $1"
 }
 for r in $(seq "$rounds"); do
+    # The previous round's loads leave hundreds of MB to write back: every flush (strata's and
+    # containerd's metadata) would wait behind them, so each round starts on a synced disk.
+    sync
     inns "cd $work/bundle && hyperfine -N -w 3 -r $runs --style basic --export-json $work/run$r.json \
         '$S run --rm busybox true' \
         'crun --root $work/crun run bench-crun' \
