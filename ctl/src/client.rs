@@ -46,6 +46,20 @@ impl From<tonic::Status> for Failure {
     }
 }
 
+impl Failure {
+    /// The engine's refusal of a container to run, with Docker's `run` exit codes: the code the
+    /// engine names for a command that is not there (127) or cannot be run (126; in the
+    /// status's `strata-exit-code`, the engine's `EXIT_CODE_KEY`), else 125.
+    pub fn refused(s: tonic::Status) -> Failure {
+        let code = s
+            .metadata()
+            .get("strata-exit-code")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(125);
+        Failure::from(s).with_code(code)
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::new(format!("{e:#}"))

@@ -494,6 +494,38 @@ fn engine_bad_input_gets_one_clear_line() {
                 "{args:?}: {err:?} should name {needle:?}"
             );
         }
+        // As Docker's run: 127 for a command that is not there, 126 for one that cannot be
+        // run, in the foreground, detached and attached alike; --rm leaves nothing of them.
+        let commands: &[(&[&str], i32, &str)] = &[
+            (
+                &["run", "--rm", BUSYBOX, "nosuchcmd"],
+                127,
+                "\"nosuchcmd\": executable file not found",
+            ),
+            (
+                &["run", "-d", "--rm", BUSYBOX, "/no/such/file"],
+                127,
+                "executable file not found",
+            ),
+            (
+                &["run", "--rm", "-i", BUSYBOX, "nosuchcmd"],
+                127,
+                "executable file not found",
+            ),
+            (
+                &["run", "--rm", BUSYBOX, "/etc"],
+                126,
+                "/etc: permission denied",
+            ),
+        ];
+        for (args, code, want) in commands {
+            e.fails_one_line(args, *code, want)?;
+        }
+        ensure!(
+            e.ok(&["ps", "-aq"])?.trim().is_empty(),
+            "{}",
+            e.ok(&["ps", "-a"])?
+        );
         e.ok(&["create", "--name", "taken", BUSYBOX, "true"])?;
         let (_, err) = e.fails(&["create", "--name", "taken", BUSYBOX, "true"])?;
         ensure!(err.contains("taken") && err.contains("in use"), "{err}");

@@ -1,6 +1,7 @@
 //! `strata run [OPTIONS] IMAGE [COMMAND...]`: create, start, stream the output, exit with the
-//! container's code (125 when the engine refuses, as Docker). With `-i`/`-t` the session is
-//! interactive: attached before the start, stdin and a terminal as `docker run -it` has them.
+//! container's code (as Docker: 125 when the engine refuses, 126/127 when the command cannot be
+//! run or is not there). With `-i`/`-t` the session is interactive: attached before the start,
+//! stdin and a terminal as `docker run -it` has them.
 
 use std::io::Write;
 
@@ -58,7 +59,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
                 container: id.clone(),
             })
             .await
-            .map_err(|s| Failure::from(s).with_code(125))?;
+            .map_err(Failure::refused)?;
         println!("{id}");
         return Ok(0);
     }
@@ -73,7 +74,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             timestamps: false,
         })
         .await
-        .map_err(|s| Failure::from(s).with_code(125))?
+        .map_err(Failure::refused)?
         .into_inner();
     let mut waiter = client.containers();
     let wait_id = id.clone();
@@ -98,7 +99,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         if a.c.rm {
             remove(client, &id).await;
         }
-        return Err(Failure::from(s).with_code(125));
+        return Err(Failure::refused(s));
     }
     let printer = tokio::spawn(async move {
         while let Ok(Some(e)) = logs.message().await {
@@ -131,7 +132,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
     };
     let status = status
         .map_err(|e| Failure::new(e.to_string()))?
-        .map_err(|s| Failure::from(s).with_code(125))?;
+        .map_err(Failure::refused)?;
     let _ = printer.await;
     Ok(status.into_inner().exit_code)
 }
@@ -147,7 +148,7 @@ async fn interactive(a: Args, client: &Client) -> CmdResult<i32> {
             config: Some(config),
         })
         .await
-        .map_err(|s| Failure::from(s).with_code(125))?
+        .map_err(Failure::refused)?
         .into_inner()
         .id;
     let s = Session {
@@ -169,7 +170,7 @@ async fn interactive(a: Args, client: &Client) -> CmdResult<i32> {
             if a.c.rm || st.code() == tonic::Code::InvalidArgument {
                 remove(client, &id).await;
             }
-            Err(Failure::from(st).with_code(125))
+            Err(Failure::refused(st))
         }
         Err(e) => Err(e.into()),
     }

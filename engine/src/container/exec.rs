@@ -136,8 +136,8 @@ fn start_failure(stderr: &[u8]) -> (String, i32) {
         .trim_start_matches("container init failed: ")
         .trim_start_matches("exec: ")
         .to_string();
-    let missing = msg.contains("executable file not found");
-    (msg, if missing { 127 } else { 126 })
+    let code = super::command_failure_code(&msg).unwrap_or(126);
+    (msg, code)
 }
 
 impl Containers {

@@ -105,12 +105,37 @@ impl From<ContainerError> for tonic::Status {
     }
 }
 
+/// The metadata key of a start's failure status that names the exit code `strata run` gives
+/// for it, as Docker's: 127 when the command is not there, 126 when it cannot be run.
+pub const EXIT_CODE_KEY: &str = "strata-exit-code";
+
+/// The exit code of a failure to run a container's command (from the runtime's message), if
+/// the command was the problem: 127 for a missing program, 126 for one that cannot be run.
+pub fn command_failure_code(message: &str) -> Option<i32> {
+    if message.contains("executable file not found") {
+        Some(127)
+    } else if message.contains("exec: ") && message.contains("permission denied") {
+        Some(126)
+    } else {
+        None
+    }
+}
+
 impl ContainerError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {
         use tonic::Code;
         if let ContainerError::Volume(v) = self {
             return v.to_status();
+        }
+        if let ContainerError::Start { message, .. } = self {
+            if let Some(code) = command_failure_code(message) {
+                let mut st = tonic::Status::failed_precondition(self.to_string());
+                if let Ok(v) = code.to_string().parse() {
+                    st.metadata_mut().insert(EXIT_CODE_KEY, v);
+                }
+                return st;
+            }
         }
         let code = match self {
             ContainerError::Record(RecordError::NotFound(_)) => Code::NotFound,
@@ -460,7 +485,7 @@ impl Containers {
     pub async fn start(self: &Arc<Self>, query: &str) -> Result<Record> {
         let rec = self.resolve(query)?;
         let lock = self.lock(&rec.id);
-        let _g = lock.lock().await;
+        let g = lock.lock().await;
         let mut rec = self
             .records
             .get(&rec.id)?
@@ -493,7 +518,16 @@ impl Containers {
         rec.state.restart_count = 0;
         rec.state.manually_stopped = false;
         self.restarts_of(&rec.id, |r| r.backoff = restart::Backoff::default());
-        self.run(rec).await
+        let (id, auto_remove) = (rec.id.clone(), rec.settings.auto_remove);
+        let started = self.run(rec).await;
+        if started.is_err() && auto_remove {
+            // As Docker: an `--rm` container that could not start is removed.
+            drop(g);
+            if let Err(e) = self.remove(&id, true).await {
+                tracing::warn!(%e, id, "removing an --rm container that did not start failed");
+            }
+        }
+        started
     }
 
     /// Starts the container of `rec` (whose lock the caller holds) and watches its monitor.
