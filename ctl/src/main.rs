@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod format;
 mod table;
 mod tty;
 mod units;

@@ -638,3 +638,51 @@ fn engine_exec_runs_in_the_container() {
         Ok(())
     })());
 }
+
+/// `--format` as Docker's CLI takes it: Go templates on `ps`, `images`, `inspect -f` and
+/// `info -f`, `table` templates with a header, `json`; `inspect`'s config as Docker's.
+#[test]
+fn engine_format_templates_as_docker() {
+    let e = engine();
+    check((|| {
+        e.ok(&[
+            "create", "--name", "fmt", "-e", "K=v", BUSYBOX, "echo", "hi",
+        ])?;
+        e.ok(&["create", "--name", "ep", "--entrypoint", "echo", BUSYBOX])?;
+        let out = e.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])?;
+        let mut lines: Vec<&str> = out.lines().collect();
+        lines.sort();
+        ensure!(lines == ["ep Created", "fmt Created"], "{out:?}");
+        let out = e.ok(&["ps", "-a", "--format", "table {{.ID}}\\t{{.Names}}"])?;
+        let head = out.lines().next().unwrap_or_default();
+        ensure!(
+            head.starts_with("CONTAINER ID") && head.ends_with("NAMES") && out.lines().count() == 3,
+            "{out}"
+        );
+        let json = e.ok(&["ps", "-a", "--format", "{{json .}}"])?;
+        for line in json.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            ensure!(v["ID"].as_str().map(str::len) == Some(12), "{line}");
+        }
+        let out = e.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?;
+        ensure!(out == "busybox:latest\n", "{out:?}");
+        // inspect -f on each object; Config as Docker's: the command in effect, the
+        // entrypoint (null when there is none).
+        let out = e.ok(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{json .Config.Cmd}} {{json .Config.Entrypoint}} {{json .Config.Env}}",
+            "fmt",
+            "ep",
+        ])?;
+        ensure!(
+            out == "/fmt [\"echo\",\"hi\"] null [\"PATH=/bin\",\"K=v\"]\n\
+                    /ep null [\"echo\"] [\"PATH=/bin\"]\n",
+            "{out:?}"
+        );
+        let out = e.ok(&["info", "-f", "{{.Driver}} {{.Containers}}"])?;
+        ensure!(out == "overlay2 2\n", "{out:?}");
+        e.fails_one_line(&["ps", "--format", "{{.ID"], 1, "invalid --format template")?;
+        Ok(())
+    })());
+}

@@ -1,9 +1,9 @@
-//! `strata history [-q] [--no-trunc] [-H=false] [--format json] IMAGE`
+//! `strata history [-q] [--no-trunc] [-H=false] [--format json|TEMPLATE] IMAGE`
 
 use strata_proto::engine::HistoryRequest;
 
 use super::image_util::{ago, human_size, short_id};
-use crate::client::{Client, CmdResult, Failure};
+use crate::client::{Client, CmdResult};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,19 +16,14 @@ pub struct Args {
     /// Print sizes and dates in human-readable form
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     pub human: bool,
-    /// "table" (default) or "json" (one object per line)
+    /// "table" (default), "json" (one object per line), or a Go template ("{{.CreatedBy}}")
     #[arg(long, default_value = "table")]
     pub format: String,
     pub image: String,
 }
 
 pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
-    if !matches!(a.format.as_str(), "table" | "json") {
-        return Err(Failure::new(format!(
-            "invalid --format {:?}: use table or json",
-            a.format
-        )));
-    }
+    crate::format::check(&a.format)?;
     let rows = client
         .images()
         .history(HistoryRequest {
@@ -50,14 +45,30 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         }
         return Ok(0);
     }
-    if a.format == "json" {
-        for r in &rows {
-            let v = serde_json::json!({
+    let objects: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
                 "ID": id(&r.id), "CreatedAt": r.created, "CreatedSince": ago(r.created),
                 "CreatedBy": r.created_by, "Size": human_size(r.size), "Comment": r.comment,
-            });
-            println!("{v}");
-        }
+            })
+        })
+        .collect();
+    let keys = [
+        "ID",
+        "CreatedAt",
+        "CreatedSince",
+        "CreatedBy",
+        "Size",
+        "Comment",
+    ];
+    let titles = [
+        ("ID", "IMAGE"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedBy", "CREATED BY"),
+    ];
+    if crate::format::print_rows(&a.format, &keys, &titles, &objects)? {
         return Ok(0);
     }
     println!(

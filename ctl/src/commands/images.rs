@@ -1,9 +1,9 @@
-//! `strata images [-q] [-a] [--no-trunc] [--format json] [REPOSITORY[:TAG]]`
+//! `strata images [-q] [-a] [--no-trunc] [--format json|TEMPLATE] [REPOSITORY[:TAG]]`
 
 use strata_proto::engine::ListImagesRequest;
 
 use super::image_util::{ago, human_size, short_id};
-use crate::client::{Client, CmdResult, Failure};
+use crate::client::{Client, CmdResult};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub struct Args {
     /// Don't truncate ids
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
-    /// "table" (default) or "json" (one object per line, as Docker's {{json .}})
+    /// "table" (default), "json" (one object per line), or a Go template ("{{.Repository}}")
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Only images whose repository (and tag) match
@@ -33,12 +33,7 @@ fn repo_tag(t: &str) -> (String, String) {
 }
 
 pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
-    if !matches!(a.format.as_str(), "table" | "json") {
-        return Err(Failure::new(format!(
-            "invalid --format {:?}: use table or json",
-            a.format
-        )));
-    }
+    crate::format::check(&a.format)?;
     let list = client
         .images()
         .list(ListImagesRequest {})
@@ -78,15 +73,30 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         }
         return Ok(0);
     }
-    if a.format == "json" {
-        for (repo, tag, i) in &rows {
-            let v = serde_json::json!({
+    let objects: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(repo, tag, i)| {
+            serde_json::json!({
                 "ID": if a.no_trunc { i.id.clone() } else { short_id(&i.id) },
                 "Repository": repo, "Tag": tag, "CreatedAt": i.created,
                 "CreatedSince": ago(i.created), "Size": human_size(i.size),
-            });
-            println!("{v}");
-        }
+            })
+        })
+        .collect();
+    let keys = [
+        "ID",
+        "Repository",
+        "Tag",
+        "CreatedAt",
+        "CreatedSince",
+        "Size",
+    ];
+    let titles = [
+        ("ID", "IMAGE ID"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+    ];
+    if crate::format::print_rows(&a.format, &keys, &titles, &objects)? {
         return Ok(0);
     }
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(10) + 3;

@@ -6,26 +6,46 @@ use crate::client::{Client, CmdResult};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// "table" (default) or "json"
-    #[arg(long, default_value = "table")]
+    /// "table" (default), "json", or a Go template ("{{.ServerVersion}}")
+    #[arg(short = 'f', long, default_value = "table")]
     pub format: String,
 }
 
-pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
-    let i = client.system().info(InfoRequest {}).await?.into_inner();
-    if a.format == "json" {
-        let rows = |v: &[strata_proto::engine::KeyValue]| {
-            v.iter()
-                .map(|kv| {
-                    (
-                        kv.key.trim().to_string(),
-                        serde_json::Value::from(kv.value.clone()),
-                    )
-                })
-                .collect::<serde_json::Map<_, _>>()
+/// The facts as Docker's `info` object names them: `Server Version` is `ServerVersion`, the
+/// container counts `Containers`, `ContainersRunning`…, the storage driver `Driver` with its
+/// `DriverStatus` rows as [name, value] pairs.
+fn document(i: &strata_proto::engine::InfoResponse) -> serde_json::Value {
+    let mut doc = serde_json::Map::new();
+    for kv in &i.engine {
+        let key = match kv.key.trim() {
+            "Running" | "Paused" | "Stopped" => format!("Containers{}", kv.key.trim()),
+            "Storage Driver" => "Driver".into(),
+            k => k.replace(' ', ""),
         };
-        let doc = serde_json::json!({ "Engine": rows(&i.engine), "Driver": i.storage_driver, "DriverStatus": rows(&i.storage) });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let value = kv
+            .value
+            .parse::<i64>()
+            .map(serde_json::Value::from)
+            .unwrap_or_else(|_| serde_json::Value::from(kv.value.clone()));
+        doc.insert(key, value);
+    }
+    doc.insert(
+        "Driver".into(),
+        serde_json::Value::from(i.storage_driver.clone()),
+    );
+    let status: Vec<serde_json::Value> = i
+        .storage
+        .iter()
+        .map(|kv| serde_json::json!([kv.key.trim(), kv.value]))
+        .collect();
+    doc.insert("DriverStatus".into(), serde_json::Value::Array(status));
+    serde_json::Value::Object(doc)
+}
+
+pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
+    crate::format::check(&a.format)?;
+    let i = client.system().info(InfoRequest {}).await?.into_inner();
+    if crate::format::print_rows(&a.format, &[], &[], &[document(&i)])? {
         return Ok(0);
     }
     for kv in &i.engine {

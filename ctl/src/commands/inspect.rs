@@ -1,14 +1,18 @@
-//! `strata inspect NAME...`: containers first, then images, as Docker does.
+//! `strata inspect [-f TEMPLATE] NAME...`: containers first, then images, as Docker does.
 
 use strata_proto::engine::{InspectContainerRequest, InspectImageRequest};
 
 use crate::client::{Client, CmdResult, Failure};
+use crate::format::{Compiled, Format};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only look at "container" or "image" objects
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// A Go template for each object ("{{.State.Pid}}"), or "json"
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
     #[arg(required = true)]
     pub names: Vec<String>,
 }
@@ -20,6 +24,12 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             "invalid --type {kind:?}: use container or image"
         )));
     }
+    let template = match a.format.as_deref().map(Format::parse) {
+        Some(Format::Template { text, .. }) => Some(Compiled::new(&text)?),
+        // `{{json .}}`: each object on a line of its own.
+        Some(Format::Json) => Some(Compiled::new("{{json .}}")?),
+        _ => None,
+    };
     let mut docs = Vec::new();
     let mut failed = false;
     for n in &a.names {
@@ -45,16 +55,21 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             }
         }
         match found.and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()) {
-            Some(v) => docs.push(v),
+            Some(v) => match &template {
+                Some(t) => println!("{}", t.render(&v)?),
+                None => docs.push(v),
+            },
             None => {
                 eprintln!("strata: no such object: {n}");
                 failed = true;
             }
         }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::Value::Array(docs)).unwrap_or_default()
-    );
+    if template.is_none() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Array(docs)).unwrap_or_default()
+        );
+    }
     Ok(i32::from(failed))
 }

@@ -1,4 +1,4 @@
-//! `strata ps [-a] [-q] [--format json]`
+//! `strata ps [-a] [-q] [--format json|TEMPLATE]`
 
 use strata_proto::engine::ListContainersRequest;
 
@@ -15,7 +15,7 @@ pub struct Args {
     /// Don't truncate output
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
-    /// "table" (default) or "json"
+    /// "table" (default), "json", or a Go template ("table {{.ID}}\t{{.Names}}")
     #[arg(long, default_value = "table")]
     pub format: String,
 }
@@ -35,6 +35,7 @@ fn ago(created: i64) -> String {
 }
 
 pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
+    crate::format::check(&a.format)?;
     let list = client
         .containers()
         .list(ListContainersRequest { all: a.all })
@@ -54,14 +55,33 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         }
         return Ok(0);
     }
-    if a.format == "json" {
-        for c in &list {
-            let v = serde_json::json!({
-                "ID": c.id, "Names": c.name, "Image": c.image, "Command": c.command,
-                "CreatedAt": c.created, "State": c.state, "Status": c.status,
-            });
-            println!("{v}");
-        }
+    let objects: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "ID": if a.no_trunc { c.id.clone() } else { c.id.chars().take(12).collect() },
+                "Names": c.name, "Image": c.image, "Command": c.command,
+                "CreatedAt": c.created, "RunningFor": ago(c.created), "State": c.state,
+                "Status": c.status,
+            })
+        })
+        .collect();
+    let keys = [
+        "ID",
+        "Names",
+        "Image",
+        "Command",
+        "CreatedAt",
+        "RunningFor",
+        "State",
+        "Status",
+    ];
+    let titles = [
+        ("ID", "CONTAINER ID"),
+        ("RunningFor", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+    ];
+    if crate::format::print_rows(&a.format, &keys, &titles, &objects)? {
         return Ok(0);
     }
     let mut rows = vec![[

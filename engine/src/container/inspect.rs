@@ -168,8 +168,16 @@ pub fn container_json(
             "Hostname": extras.hostname,
             "User": s.user,
             "Env": s.env,
-            "Cmd": rec.args.clone(),
-            "Entrypoint": [rec.path.clone()],
+            "Cmd": match &s.config_cmd {
+                Some(c) if c.is_empty() => Value::Null,
+                Some(c) => json!(c),
+                None => json!(rec.args),
+            },
+            "Entrypoint": match &s.config_entrypoint {
+                Some(e) if e.is_empty() => Value::Null,
+                Some(e) => json!(e),
+                None => json!([rec.path]),
+            },
             "Image": rec.image_ref,
             "WorkingDir": s.working_dir,
             "Tty": s.tty,

@@ -394,6 +394,8 @@ impl Containers {
             s.user = image.defaults.user.clone();
         }
         s.image_volumes = image.defaults.volumes.clone();
+        let (entrypoint, cmd) = spec::entrypoint_and_cmd(&image.defaults, &s);
+        (s.config_entrypoint, s.config_cmd) = (Some(entrypoint), Some(cmd));
         spec::capabilities(&s)?;
         let planned_mounts = self.plan_mounts(&mut s, &image.defaults.volumes)?;
         let policy =

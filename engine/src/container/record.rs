@@ -74,6 +74,10 @@ pub struct Settings {
     pub labels: Vec<String>,
     /// The image's `VOLUME`s, as the config's `Volumes` shows them with the anonymous `-v`s.
     pub image_volumes: Vec<String>,
+    /// The entrypoint and command in effect (the flags', else the image's), as the config's
+    /// `Entrypoint` and `Cmd` show them; `None` in records from before they were kept.
+    pub config_entrypoint: Option<Vec<String>>,
+    pub config_cmd: Option<Vec<String>>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

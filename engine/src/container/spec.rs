@@ -38,8 +38,9 @@ pub enum SpecError {
     User(String),
 }
 
-/// The process a container runs: entrypoint + cmd as Docker combines them.
-pub fn command(img: &ImageDefaults, s: &Settings) -> Result<Vec<String>, SpecError> {
+/// The container's entrypoint and command, as Docker's config has them: the flags', else the
+/// image's (a new entrypoint drops the image's CMD, as Docker does).
+pub fn entrypoint_and_cmd(img: &ImageDefaults, s: &Settings) -> (Vec<String>, Vec<String>) {
     let entrypoint = s
         .entrypoint
         .clone()
@@ -47,11 +48,16 @@ pub fn command(img: &ImageDefaults, s: &Settings) -> Result<Vec<String>, SpecErr
     let cmd = if !s.cmd.is_empty() {
         s.cmd.clone()
     } else if s.entrypoint.is_some() {
-        // A new entrypoint drops the image's CMD, as Docker does.
         Vec::new()
     } else {
         img.cmd.clone()
     };
+    (entrypoint, cmd)
+}
+
+/// The process a container runs: entrypoint + cmd as Docker combines them.
+pub fn command(img: &ImageDefaults, s: &Settings) -> Result<Vec<String>, SpecError> {
+    let (entrypoint, cmd) = entrypoint_and_cmd(img, s);
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
         return Err(SpecError::NoCommand);

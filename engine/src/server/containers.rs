@@ -56,6 +56,8 @@ fn settings(c: ContainerConfig) -> Settings {
         labels: c.labels,
         // From the image, at create.
         image_volumes: Vec::new(),
+        config_entrypoint: None,
+        config_cmd: None,
     }
 }
 
