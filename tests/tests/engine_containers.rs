@@ -686,3 +686,163 @@ fn engine_format_templates_as_docker() {
         Ok(())
     })());
 }
+
+/// More of `docker run`'s flags, each seen from inside the container or from the host, and
+/// their bad values refused in one line.
+#[test]
+fn engine_more_run_flags_as_docker() {
+    let e = engine();
+    check((|| {
+        let run = |flags: &[&str], script: &str| -> Result<String> {
+            let mut args = vec!["run", "--rm"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&[BUSYBOX, "sh", "-c", script]);
+            e.ok(&args)
+        };
+        ensure!(run(&["--ulimit", "nofile=1024:2048"], "ulimit -n; ulimit -Hn")? == "1024\n2048\n");
+        let shm = run(&["--shm-size", "8m"], "grep ' /dev/shm ' /proc/mounts")?;
+        ensure!(shm.contains("size=8192k"), "{shm}");
+        let out = run(
+            &[
+                "--sysctl",
+                "kernel.shmmax=12345",
+                "--sysctl",
+                "net.ipv4.ip_forward=1",
+            ],
+            "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward",
+        )?;
+        ensure!(out == "12345\n1\n", "{out:?}");
+        let groups = run(
+            &["--group-add", "1234", "-u", "1000"],
+            "grep Groups /proc/self/status",
+        )?;
+        ensure!(groups.split_whitespace().any(|g| g == "1234"), "{groups}");
+        ensure!(run(&[], "echo $$")? == "1\n");
+        ensure!(run(&["--pid", "host"], "echo $$")? != "1\n");
+        let host_ipc = fs::read_link("/proc/self/ns/ipc")?;
+        let ipc = run(&["--ipc", "host"], "readlink /proc/self/ns/ipc")?;
+        ensure!(
+            ipc.trim() == host_ipc.to_string_lossy(),
+            "{ipc} vs {host_ipc:?}"
+        );
+        let host_name = fs::read_to_string("/proc/sys/kernel/hostname")?;
+        ensure!(run(&["--uts", "host"], "hostname")? == host_name);
+        ensure!(run(&[], "grep NoNewPrivs /proc/self/status")?
+            .trim()
+            .ends_with('0'));
+        let nnp = run(
+            &["--security-opt", "no-new-privileges"],
+            "grep NoNewPrivs /proc/self/status",
+        )?;
+        ensure!(nnp.trim().ends_with('1'), "{nnp}");
+        ensure!(run(&[], "grep Seccomp: /proc/self/status")?
+            .trim()
+            .ends_with('2'));
+        let unconfined = run(
+            &["--security-opt", "seccomp=unconfined"],
+            "grep Seccomp: /proc/self/status",
+        )?;
+        ensure!(unconfined.trim().ends_with('0'), "{unconfined}");
+        // A profile of Docker's format, from a file: mkdir is refused.
+        let profile = e.scratch("seccomp")?.join("deny-mkdir.json");
+        fs::write(
+            &profile,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86"]}],
+               "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","comment":"no dirs"}]}"#,
+        )?;
+        let opt = format!("seccomp={}", profile.display());
+        let out = run(
+            &["--security-opt", &opt],
+            "mkdir /x 2>/dev/null && echo made || echo refused",
+        )?;
+        ensure!(out == "refused\n", "{out:?}");
+        // Cgroup limits, read on the host in the container's cgroup.
+        let id = e
+            .ok(&[
+                "run",
+                "-d",
+                "-m",
+                "64m",
+                "--memory-swap",
+                "128m",
+                "--cpu-shares",
+                "512",
+                "--oom-kill-disable",
+                "--stop-signal",
+                "USR1",
+                "--stop-timeout",
+                "7",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "trap 'exit 10' USR1; while true; do sleep 0.1; done",
+            ])?
+            .trim()
+            .to_string();
+        let cg =
+            |h: &str, f: &str| fs::read_to_string(format!("/sys/fs/cgroup/{h}/strata/{id}/{f}"));
+        if std::path::Path::new("/sys/fs/cgroup/cpu").is_dir() {
+            let shares = cg("cpu", "cpu.shares")?;
+            ensure!(shares.trim() == "512", "{shares}");
+            let oom = cg("memory", "memory.oom_control")?;
+            ensure!(oom.contains("oom_kill_disable 1"), "{oom}");
+        } else {
+            // cgroup v2: shares become a weight (1 + (512 - 2) * 9999 / 262142 = 20).
+            let weight = cg("", "cpu.weight")?;
+            ensure!(weight.trim() == "20", "{weight}");
+        }
+        let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", &id])?)?;
+        let h = &doc[0]["HostConfig"];
+        ensure!(
+            h["MemorySwap"] == 134_217_728i64
+                && h["CpuShares"] == 512
+                && h["OomKillDisable"] == true,
+            "{h}"
+        );
+        ensure!(doc[0]["Config"]["StopSignal"] == "USR1" && doc[0]["Config"]["StopTimeout"] == 7);
+        // `stop` sends the container's stop signal, which it traps.
+        e.ok(&["stop", &id])?;
+        ensure!(e.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id])? == "10\n");
+        e.ok(&["rm", &id])?;
+        // --cidfile: the id written; a file that is there already refused before anything.
+        let cidfile = e.scratch("cid")?.join("cid");
+        let cid = cidfile.to_string_lossy().to_string();
+        e.ok(&["run", "--rm", "--cidfile", &cid, BUSYBOX, "true"])?;
+        ensure!(fs::read_to_string(&cidfile)?.len() == 64);
+        e.fails_one_line(
+            &["run", "--rm", "--cidfile", &cid, BUSYBOX, "true"],
+            125,
+            "container ID file found",
+        )?;
+        let bad: &[(&[&str], &str)] = &[
+            (&["--ulimit", "nofile=10:5"], "soft limit is above"),
+            (&["--ulimit", "bogus=1"], "bogus"),
+            (&["--sysctl", "kernel.hostname=x"], "kernel.hostname"),
+            (
+                &["--sysctl", "net.ipv4.ip_forward=1", "--network", "host"],
+                "net.ipv4.ip_forward",
+            ),
+            (&["--pid", "container:x"], "--pid"),
+            (&["--uts", "host", "--hostname", "h"], "--hostname"),
+            (&["--security-opt", "apparmor=p"], "AppArmor"),
+            (
+                &["--security-opt", "seccomp=/no/such.json"],
+                "/no/such.json",
+            ),
+            (&["--memory-swap", "1g"], "-m"),
+            (&["-m", "64m", "--memory-swap", "32m"], "not below"),
+            (&["--stop-signal", "SIGNOPE"], "SIGNOPE"),
+        ];
+        for (flags, want) in bad {
+            let mut args = vec!["run", "--rm"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&[BUSYBOX, "true"]);
+            e.fails_one_line(&args, 125, want)?;
+        }
+        ensure!(
+            e.ok(&["ps", "-aq"])?.trim().is_empty(),
+            "a refused run left a container"
+        );
+        Ok(())
+    })());
+}

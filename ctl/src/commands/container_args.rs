@@ -94,6 +94,48 @@ pub struct ContainerArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)
+    #[arg(long = "ulimit")]
+    pub ulimit: Vec<String>,
+    /// Size of /dev/shm (e.g. 128m; default 64m)
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// Signal to stop the container (default: the image's, else SIGTERM)
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait before killing the container at a stop (default 10)
+    #[arg(long = "stop-timeout", allow_negative_numbers = true)]
+    pub stop_timeout: Option<i32>,
+    /// Namespaced kernel parameters (name=value)
+    #[arg(long = "sysctl")]
+    pub sysctl: Vec<String>,
+    /// Additional groups to join (names or gids)
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// PID namespace: its own (default) or host
+    #[arg(long = "pid")]
+    pub pid: Option<String>,
+    /// IPC namespace: its own (default) or host
+    #[arg(long = "ipc")]
+    pub ipc: Option<String>,
+    /// UTS namespace: its own (default) or host
+    #[arg(long = "uts")]
+    pub uts: Option<String>,
+    /// Security options: no-new-privileges[:true|false], seccomp=unconfined|PROFILE.json, label=disable
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Memory plus swap limit (e.g. 1g; -1 for unlimited swap)
+    #[arg(long = "memory-swap", allow_negative_numbers = true)]
+    pub memory_swap: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<i64>,
+    /// Disable the OOM killer (with -m)
+    #[arg(long = "oom-kill-disable")]
+    pub oom_kill_disable: bool,
+    /// Write the container id to this file
+    #[arg(long = "cidfile")]
+    pub cidfile: Option<String>,
     /// The image
     pub image: String,
     /// The command and its arguments
@@ -110,6 +152,26 @@ fn env_value(kv: &str) -> Option<String> {
 }
 
 impl ContainerArgs {
+    /// Refuses a `--cidfile` that is there already, before anything is made (as Docker).
+    pub fn check_cidfile(&self) -> CmdResult<()> {
+        match &self.cidfile {
+            Some(f) if std::path::Path::new(f).exists() => Err(Failure::new(format!(
+                "container ID file found, make sure the other container isn't running or delete {f}"
+            ))
+            .with_code(125)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the new container's id to `--cidfile`, if given.
+    pub fn write_cidfile(&self, id: &str) -> CmdResult<()> {
+        if let Some(f) = &self.cidfile {
+            std::fs::write(f, id)
+                .map_err(|e| Failure::new(format!("write --cidfile {f}: {e}")).with_code(125))?;
+        }
+        Ok(())
+    }
+
     /// The engine's container config.
     pub fn config(&self) -> CmdResult<ContainerConfig> {
         let bad = |m: String| Failure::new(m).with_code(125);
@@ -150,6 +212,34 @@ impl ContainerArgs {
                 return Err(bad(format!(
                     "invalid --pids-limit {p}: use a positive number, or -1 for unlimited"
                 )));
+            }
+        }
+        let shm_size = self
+            .shm_size
+            .as_deref()
+            .map(units::parse_memory)
+            .transpose()
+            .map_err(|m| bad(format!("invalid --shm-size: {m}")))?;
+        let memory_swap = match self.memory_swap.as_deref() {
+            None => 0,
+            Some("-1") => -1,
+            Some(v) => {
+                units::parse_memory(v).map_err(|m| bad(format!("invalid --memory-swap: {m}")))?
+            }
+        };
+        // Docker's CLI reads a seccomp profile from a file and sends its content.
+        let mut security_opt = Vec::new();
+        for o in &self.security_opt {
+            match o.split_once(['=', ':']) {
+                Some(("seccomp", p)) if p != "unconfined" => {
+                    let profile = std::fs::read_to_string(p).map_err(|e| {
+                        bad(format!(
+                            "invalid --security-opt {o}: read the seccomp profile {p}: {e}"
+                        ))
+                    })?;
+                    security_opt.push(format!("seccomp={profile}"));
+                }
+                _ => security_opt.push(o.clone()),
             }
         }
         let container_mode = self
@@ -200,6 +290,19 @@ impl ContainerArgs {
             dns_options: self.dns_option.clone(),
             restart_policy: self.restart.clone(),
             labels: self.label.clone(),
+            ulimits: self.ulimit.clone(),
+            shm_size: shm_size.unwrap_or(0),
+            stop_signal: self.stop_signal.clone().unwrap_or_default(),
+            stop_timeout: self.stop_timeout.unwrap_or(-1),
+            sysctls: self.sysctl.clone(),
+            group_add: self.group_add.clone(),
+            pid_mode: self.pid.clone().unwrap_or_default(),
+            ipc_mode: self.ipc.clone().unwrap_or_default(),
+            uts_mode: self.uts.clone().unwrap_or_default(),
+            security_opt,
+            memory_swap,
+            cpu_shares: self.cpu_shares.unwrap_or(0),
+            oom_kill_disable: self.oom_kill_disable,
         })
     }
 }

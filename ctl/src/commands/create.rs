@@ -13,6 +13,7 @@ pub struct Args {
 
 /// Creates the container; returns its id.
 pub async fn create(c: &ContainerArgs, client: &Client) -> CmdResult<String> {
+    c.check_cidfile()?;
     let config = c.config()?;
     let r = client
         .containers()
@@ -21,7 +22,9 @@ pub async fn create(c: &ContainerArgs, client: &Client) -> CmdResult<String> {
         })
         .await
         .map_err(|s| Failure::from(s).with_code(125))?;
-    Ok(r.into_inner().id)
+    let id = r.into_inner().id;
+    c.write_cidfile(&id)?;
+    Ok(id)
 }
 
 pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {

@@ -140,6 +140,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
 /// `run -i`/`-t`: attached from the start, stdin closed when ours ends (Docker's StdinOnce).
 async fn interactive(a: Args, client: &Client) -> CmdResult<i32> {
     attach::check_tty(a.c.interactive, a.c.tty)?;
+    a.c.check_cidfile()?;
     let mut config = a.c.config()?;
     config.stdin_once = a.c.interactive;
     let id = client
@@ -151,6 +152,7 @@ async fn interactive(a: Args, client: &Client) -> CmdResult<i32> {
         .map_err(Failure::refused)?
         .into_inner()
         .id;
+    a.c.write_cidfile(&id)?;
     let s = Session {
         container: id.clone(),
         wiring: Wiring {

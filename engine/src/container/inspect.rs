@@ -63,6 +63,24 @@ fn host_config_mounts(s: &Settings) -> Value {
     }
 }
 
+/// `HostConfig.Ulimits` as Docker's API objects.
+fn ulimits(s: &Settings) -> Value {
+    let all: Vec<Value> = s
+        .ulimits
+        .iter()
+        .filter_map(|u| {
+            let (name, v) = u.split_once('=')?;
+            let (soft, hard) = v.split_once(':').unwrap_or((v, v));
+            Some(json!({ "Name": name, "Soft": soft.parse::<i64>().ok()?, "Hard": hard.parse::<i64>().ok()? }))
+        })
+        .collect();
+    if all.is_empty() {
+        Value::Null
+    } else {
+        json!(all)
+    }
+}
+
 /// `-v` specs with a source (`HostConfig.Binds`), and the anonymous ones with the image's
 /// `VOLUME`s (`Config.Volumes`).
 fn binds_and_volumes(s: &Settings) -> (Value, Value) {
@@ -110,7 +128,7 @@ pub fn container_json(
         Status::Running | Status::Paused | Status::Restarting
     );
     let policy = super::restart::Policy::parse(&s.restart_policy).ok();
-    json!({
+    let mut doc = json!({
         "Id": rec.id,
         "Created": rec.created,
         "Path": rec.path,
@@ -187,5 +205,29 @@ pub fn container_json(
             "Labels": {},
         },
         "BundlePath": bundle,
-    })
+    });
+    // (Beside the literal above, which is at the macro's recursion limit.)
+    let more = json!({
+        "MemorySwap": s.memory_swap,
+        "CpuShares": s.cpu_shares,
+        "OomKillDisable": s.oom_kill_disable,
+        "ShmSize": if s.shm_size > 0 { s.shm_size } else { 64 << 20 },
+        "Ulimits": ulimits(s),
+        "Sysctls": s.sysctls.iter().filter_map(|kv| kv.split_once('=')).collect::<std::collections::BTreeMap<_, _>>(),
+        "GroupAdd": if s.group_add.is_empty() { Value::Null } else { json!(s.group_add) },
+        "PidMode": s.pid_mode,
+        "IpcMode": if s.ipc_mode.is_empty() { "private" } else { s.ipc_mode.as_str() },
+        "UTSMode": s.uts_mode,
+        "SecurityOpt": if s.security_opt.is_empty() { Value::Null } else { json!(s.security_opt.iter().map(|o| if o.starts_with("seccomp=") && o != "seccomp=unconfined" { "seccomp=<profile>".to_string() } else { o.clone() }).collect::<Vec<_>>()) },
+    });
+    if let (Some(h), Some(m)) = (doc["HostConfig"].as_object_mut(), more.as_object()) {
+        h.extend(m.clone());
+    }
+    doc["Config"]["StopSignal"] = if s.stop_signal.is_empty() {
+        Value::Null
+    } else {
+        json!(s.stop_signal)
+    };
+    doc["Config"]["StopTimeout"] = json!(s.stop_timeout);
+    doc
 }

@@ -394,6 +394,10 @@ impl Containers {
             s.user = image.defaults.user.clone();
         }
         s.image_volumes = image.defaults.volumes.clone();
+        if s.stop_signal.is_empty() {
+            s.stop_signal = image.defaults.stop_signal.clone();
+        }
+        spec::check_options(&s)?;
         let (entrypoint, cmd) = spec::entrypoint_and_cmd(&image.defaults, &s);
         (s.config_entrypoint, s.config_cmd) = (Some(entrypoint), Some(cmd));
         spec::capabilities(&s)?;
@@ -627,7 +631,9 @@ impl Containers {
             .map_err(|e| start_err(e.to_string()))?;
         // The process, environment, working dir and user were resolved against the image at
         // create; the spec is built from the record alone.
-        let user = user::resolve(&rec.settings.user, rootfs).map_err(start_err)?;
+        let user = user::resolve(&rec.settings.user, rootfs)
+            .and_then(|u| user::add_groups(u, &rec.settings.group_add, rootfs))
+            .map_err(start_err)?;
         if !rec.settings.working_dir.is_empty() {
             // Docker makes a missing working directory.
             make_dir_in(rootfs, &rec.settings.working_dir, user.uid, user.gid)
@@ -992,9 +998,16 @@ impl Containers {
     }
 
     /// SIGTERM, then SIGKILL after `timeout`. Its restart policy does not start it again.
-    pub async fn stop(&self, query: &str, timeout: Duration) -> Result<()> {
+    pub async fn stop(&self, query: &str, timeout: Option<Duration>) -> Result<()> {
         let rec = self.resolve(query)?;
         let rec = self.stopped_by_hand(&rec.id).await?;
+        // As Docker: the container's stop signal (`--stop-signal`, else the image's) and its
+        // stop timeout unless the caller names one.
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs(rec.settings.stop_timeout.map_or(10, |t| t.max(0) as u64))
+        });
+        let first = strata_runtime::parse_signal(&rec.settings.stop_signal)
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM);
         match rec.state.status {
             Status::Running | Status::Paused => {}
             Status::Restarting => {
@@ -1003,8 +1016,8 @@ impl Containers {
             }
             _ => return Ok(()),
         }
-        if let Err(e) = self.signal_event(&rec, nix::sys::signal::Signal::SIGTERM, false) {
-            tracing::debug!(%e, "SIGTERM failed");
+        if let Err(e) = self.signal_event(&rec, first, false) {
+            tracing::debug!(%e, signal = %first, "the stop signal failed");
         }
         if self.wait_stopped(&rec, Some(timeout)).await.is_none() {
             tracing::info!(

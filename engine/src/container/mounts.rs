@@ -277,7 +277,7 @@ impl Containers {
                 let s = &owner.settings;
                 let hostname = if !s.hostname.is_empty() {
                     s.hostname.clone()
-                } else if s.network_mode == "host" {
+                } else if s.network_mode == "host" || s.uts_mode == "host" {
                     etc::host_hostname()
                 } else {
                     owner.id[..12.min(owner.id.len())].to_string()

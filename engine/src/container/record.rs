@@ -78,6 +78,28 @@ pub struct Settings {
     /// `Entrypoint` and `Cmd` show them; `None` in records from before they were kept.
     pub config_entrypoint: Option<Vec<String>>,
     pub config_cmd: Option<Vec<String>>,
+    /// `--ulimit name=soft[:hard]`.
+    pub ulimits: Vec<String>,
+    /// Bytes of /dev/shm (0: Docker's 64 MiB).
+    pub shm_size: i64,
+    /// The signal `stop` sends first: the flag's, else the image's (at create); "" = SIGTERM.
+    pub stop_signal: String,
+    /// Seconds `stop` waits before SIGKILL (`None`: 10).
+    pub stop_timeout: Option<i32>,
+    /// `--sysctl name=value`.
+    pub sysctls: Vec<String>,
+    /// `--group-add`: group names or gids.
+    pub group_add: Vec<String>,
+    /// `--pid`, `--ipc`, `--uts`: "" or "host".
+    pub pid_mode: String,
+    pub ipc_mode: String,
+    pub uts_mode: String,
+    /// `--security-opt` as given (a seccomp profile as its JSON).
+    pub security_opt: Vec<String>,
+    /// Bytes of memory + swap (-1: unlimited swap; 0: no swap beyond the memory limit).
+    pub memory_swap: i64,
+    pub cpu_shares: i64,
+    pub oom_kill_disable: bool,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

@@ -36,6 +36,268 @@ pub enum SpecError {
         "invalid user {0:?}: expected uid[:gid] (numbers) or a name from the image's /etc/passwd"
     )]
     User(String),
+    /// A flag's value that cannot be used, with why.
+    #[error("invalid {flag} {value:?}: {why}")]
+    Option {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+fn bad(flag: &'static str, value: &str, why: impl Into<String>) -> SpecError {
+    SpecError::Option {
+        flag,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// `--ulimit` names and their rlimits.
+const ULIMITS: [(&str, &str); 15] = [
+    ("core", "RLIMIT_CORE"),
+    ("cpu", "RLIMIT_CPU"),
+    ("data", "RLIMIT_DATA"),
+    ("fsize", "RLIMIT_FSIZE"),
+    ("locks", "RLIMIT_LOCKS"),
+    ("memlock", "RLIMIT_MEMLOCK"),
+    ("msgqueue", "RLIMIT_MSGQUEUE"),
+    ("nice", "RLIMIT_NICE"),
+    ("nofile", "RLIMIT_NOFILE"),
+    ("nproc", "RLIMIT_NPROC"),
+    ("rss", "RLIMIT_RSS"),
+    ("rtprio", "RLIMIT_RTPRIO"),
+    ("rttime", "RLIMIT_RTTIME"),
+    ("sigpending", "RLIMIT_SIGPENDING"),
+    ("stack", "RLIMIT_STACK"),
+];
+
+/// The process's rlimits from `--ulimit name=soft[:hard]` (-1: unlimited).
+fn rlimits(s: &Settings) -> Result<Vec<Value>, SpecError> {
+    let mut out: Vec<Value> = Vec::new();
+    for u in &s.ulimits {
+        let why = "expected name=soft[:hard] with a name of core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending or stack";
+        let (name, values) = u.split_once('=').ok_or_else(|| bad("--ulimit", u, why))?;
+        let kind = ULIMITS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| bad("--ulimit", u, why))?;
+        let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+        let num = |v: &str| -> Result<u64, SpecError> {
+            match v.parse::<i64>() {
+                Ok(-1) => Ok(u64::MAX),
+                Ok(n) if n >= 0 => Ok(n as u64),
+                _ => Err(bad(
+                    "--ulimit",
+                    u,
+                    "limits are numbers (or -1 for unlimited)",
+                )),
+            }
+        };
+        let (soft, hard) = (num(soft)?, num(hard)?);
+        if soft > hard {
+            return Err(bad("--ulimit", u, "the soft limit is above the hard limit"));
+        }
+        out.retain(|r| r["type"] != kind);
+        out.push(json!({ "type": kind, "soft": soft, "hard": hard }));
+    }
+    Ok(out)
+}
+
+/// Sysctls a container may set: those of its IPC namespace, its UTS namespace's domain name
+/// and (with a network namespace of its own) `net.*`.
+fn sysctls(s: &Settings) -> Result<serde_json::Map<String, Value>, SpecError> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let mut out = serde_json::Map::new();
+    for kv in &s.sysctls {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| bad("--sysctl", kv, "expected name=value"))?;
+        let ipc = IPC.contains(&k) || k.starts_with("fs.mqueue.");
+        let allowed = if ipc {
+            s.ipc_mode != "host"
+        } else if k.starts_with("net.") {
+            s.network_mode != "host"
+        } else if k == "kernel.domainname" {
+            s.uts_mode != "host"
+        } else {
+            false
+        };
+        if !allowed {
+            return Err(bad(
+                "--sysctl",
+                kv,
+                "not a kernel parameter of the container's own namespaces (IPC: kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*; network: net.*; UTS: kernel.domainname)",
+            ));
+        }
+        out.insert(k.to_string(), json!(v));
+    }
+    Ok(out)
+}
+
+/// What `--security-opt` asks for.
+#[derive(Debug, Default)]
+struct Security {
+    no_new_privileges: bool,
+    /// `Some(None)`: unconfined; `Some(Some(profile))`: this profile, in the OCI form.
+    seccomp: Option<Option<Value>>,
+}
+
+fn security(s: &Settings) -> Result<Security, SpecError> {
+    let mut sec = Security::default();
+    for o in &s.security_opt {
+        let (key, value) = match o.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match (key, value) {
+            ("no-new-privileges", None | Some("true")) => sec.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => sec.no_new_privileges = false,
+            ("seccomp", Some("unconfined")) => sec.seccomp = Some(None),
+            ("seccomp", Some(profile)) => {
+                sec.seccomp = Some(Some(seccomp_profile(profile).map_err(|why| {
+                    bad("--security-opt", "seccomp=…", format!("the seccomp profile: {why}"))
+                })?))
+            }
+            // No SELinux labels are set, so disabling them asks for what is the case.
+            ("label", Some("disable")) => {}
+            ("apparmor", _) | ("label", _) => {
+                return Err(bad(
+                    "--security-opt",
+                    o,
+                    "AppArmor and SELinux are not supported by strata-runtime (label=disable is)",
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    "--security-opt",
+                    o,
+                    "use no-new-privileges[:true|false], seccomp=unconfined|PROFILE.json or label=disable",
+                ))
+            }
+        }
+    }
+    Ok(sec)
+}
+
+/// A Docker seccomp profile (JSON) as the OCI spec's `linux.seccomp`: `archMap` becomes the
+/// architectures; rules conditional on capabilities or kernels (`includes`/`excludes`) are
+/// refused rather than applied unconditionally.
+fn seccomp_profile(text: &str) -> Result<Value, String> {
+    let mut p: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let Some(obj) = p.as_object_mut() else {
+        return Err("not a JSON object".into());
+    };
+    if let Some(map) = obj.remove("archMap") {
+        let mut arches = Vec::new();
+        for a in map.as_array().into_iter().flatten() {
+            arches.extend(a.get("architecture").cloned());
+            arches.extend(
+                a["subArchitectures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        obj.insert("architectures".into(), Value::Array(arches));
+    }
+    obj.remove("defaultErrnoRet")
+        .map(|v| obj.insert("defaultErrnoRet".into(), v));
+    for rule in obj
+        .get_mut("syscalls")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(r) = rule.as_object_mut() else {
+            return Err("a syscall rule is not an object".into());
+        };
+        for k in ["includes", "excludes"] {
+            if r.remove(k)
+                .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            {
+                return Err(format!("rules with {k} are not supported"));
+            }
+        }
+        r.remove("comment");
+        if let Some(name) = r.remove("name") {
+            r.insert("names".into(), json!([name]));
+        }
+    }
+    serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(p.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+/// Refuses, before anything is made, the values of the flags that only go into the spec.
+pub fn check_options(s: &Settings) -> Result<(), SpecError> {
+    rlimits(s)?;
+    sysctls(s)?;
+    security(s)?;
+    for (flag, mode) in [
+        ("--pid", &s.pid_mode),
+        ("--ipc", &s.ipc_mode),
+        ("--uts", &s.uts_mode),
+    ] {
+        if !matches!(mode.as_str(), "" | "host") {
+            return Err(bad(
+                flag,
+                mode,
+                "use host (or leave it out for the container's own)",
+            ));
+        }
+    }
+    if s.uts_mode == "host" && !s.hostname.is_empty() {
+        return Err(bad("--uts", "host", "conflicts with --hostname"));
+    }
+    if s.shm_size < 0 {
+        return Err(bad(
+            "--shm-size",
+            &s.shm_size.to_string(),
+            "a size is not negative",
+        ));
+    }
+    if s.memory_swap != 0 && s.memory == 0 {
+        return Err(bad(
+            "--memory-swap",
+            &s.memory_swap.to_string(),
+            "set a memory limit (-m) with it",
+        ));
+    }
+    if s.memory_swap > 0 && s.memory_swap < s.memory {
+        return Err(bad(
+            "--memory-swap",
+            &s.memory_swap.to_string(),
+            "it is memory plus swap, so not below the memory limit",
+        ));
+    }
+    if s.cpu_shares < 0 {
+        return Err(bad(
+            "--cpu-shares",
+            &s.cpu_shares.to_string(),
+            "shares are positive",
+        ));
+    }
+    if !s.stop_signal.is_empty() && strata_runtime::parse_signal(&s.stop_signal).is_none() {
+        return Err(bad(
+            "--stop-signal",
+            &s.stop_signal,
+            "use a name like TERM or SIGINT, or a number",
+        ));
+    }
+    Ok(())
 }
 
 /// The container's entrypoint and command, as Docker's config has them: the flags', else the
@@ -317,7 +579,14 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     } else {
         s.hostname.clone()
     };
-    spec["hostname"] = json!(hostname);
+    if s.uts_mode == "host" {
+        // The host's name, as Docker leaves it.
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("hostname");
+        }
+    } else {
+        spec["hostname"] = json!(hostname);
+    }
     spec["root"] = json!({ "path": inp.rootfs, "readonly": s.read_only });
     spec["process"]["args"] = json!(args);
     spec["process"]["env"] = json!(env);
@@ -327,21 +596,35 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
         json!({ "uid": inp.uid, "gid": inp.gid, "additionalGids": inp.additional_gids });
     spec["process"]["capabilities"] =
         json!({ "bounding": caps, "effective": caps, "permitted": caps });
-    // Limits are inherited from the engine, as Docker's are without --ulimit.
-    spec["process"]["rlimits"] = json!([]);
+    // Limits are inherited from the engine, as Docker's are, but for those of --ulimit.
+    spec["process"]["rlimits"] = json!(rlimits(s)?);
+    let sec = security(s)?;
     let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    if s.shm_size > 0 {
+        let size = format!("size={}k", (s.shm_size as u64).div_ceil(1024));
+        for m in mounts.iter_mut().filter(|m| m["destination"] == "/dev/shm") {
+            let mut opts: Vec<Value> = m["options"].as_array().cloned().unwrap_or_default();
+            opts.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("size=")));
+            opts.push(json!(size));
+            m["options"] = json!(opts);
+        }
+    }
     let own = &inp.prepared.mounts;
     mounts.retain(|m| !own.iter().any(|o| o["destination"] == m["destination"]));
     mounts.extend(own.iter().cloned());
     spec["mounts"] = json!(mounts);
     let linux = &mut spec["linux"];
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
+    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    for (kind, mode) in [
+        ("pid", &s.pid_mode),
+        ("ipc", &s.ipc_mode),
+        ("uts", &s.uts_mode),
+    ] {
+        if mode != "host" {
+            namespaces.push(json!({ "type": kind }));
+        }
+    }
+
     match s.network_mode.as_str() {
         "host" => {}
         "" | "none" | "default" if inp.prepared.netns.is_empty() => {
@@ -356,18 +639,42 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     }
     linux["namespaces"] = json!(namespaces);
     linux["cgroupsPath"] = json!(inp.cgroups_path);
+    let sysctl = sysctls(s)?;
+    if !sysctl.is_empty() {
+        linux["sysctl"] = Value::Object(sysctl);
+    }
     let mut resources = json!({ "devices": [{ "allow": false, "access": "rwm" }] });
     if s.privileged {
         resources["devices"] = json!([{ "allow": true, "access": "rwm" }]);
         linux["maskedPaths"] = json!([]);
         linux["readonlyPaths"] = json!([]);
-    } else {
-        linux["seccomp"] = default_seccomp();
     }
+    match &sec.seccomp {
+        Some(None) => {}
+        Some(Some(profile)) => linux["seccomp"] = profile.clone(),
+        None if s.privileged => {}
+        None => linux["seccomp"] = default_seccomp(),
+    }
+    let mut memory = serde_json::Map::new();
     if s.memory > 0 {
-        resources["memory"] = json!({ "limit": s.memory, "swap": s.memory });
+        memory.insert("limit".into(), json!(s.memory));
+        let swap = if s.memory_swap != 0 {
+            s.memory_swap
+        } else {
+            s.memory
+        };
+        memory.insert("swap".into(), json!(swap));
+    }
+    if s.oom_kill_disable {
+        memory.insert("disableOOMKiller".into(), json!(true));
+    }
+    if !memory.is_empty() {
+        resources["memory"] = Value::Object(memory);
     }
     let mut cpu = serde_json::Map::new();
+    if s.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(s.cpu_shares.max(2)));
+    }
     if s.nano_cpus > 0 {
         let period: i64 = 100_000;
         cpu.insert("period".into(), json!(period));
@@ -384,7 +691,7 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     }
     linux["resources"] = resources;
     if let Some(p) = spec.get_mut("process") {
-        p["noNewPrivileges"] = json!(false);
+        p["noNewPrivileges"] = json!(sec.no_new_privileges);
     }
     Ok(spec)
 }

@@ -91,6 +91,31 @@ pub fn resolve(spec: &str, root: &Path) -> Result<User, String> {
     })
 }
 
+/// `--group-add`: `user`'s groups and these (gids, or names from the image's /etc/group).
+pub fn add_groups(mut user: User, extra: &[String], root: &Path) -> Result<User, String> {
+    if extra.is_empty() {
+        return Ok(user);
+    }
+    let group = read(root, "etc/group");
+    for g in extra {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|e| e.first() == Some(&g.as_str()))
+                .and_then(|e| e.get(2)?.parse().ok())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        };
+        if gid != user.gid && !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

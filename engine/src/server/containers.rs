@@ -58,12 +58,26 @@ fn settings(c: ContainerConfig) -> Settings {
         image_volumes: Vec::new(),
         config_entrypoint: None,
         config_cmd: None,
+        ulimits: c.ulimits,
+        shm_size: c.shm_size,
+        stop_signal: c.stop_signal,
+        stop_timeout: (c.stop_timeout >= 0).then_some(c.stop_timeout),
+        sysctls: c.sysctls,
+        group_add: c.group_add,
+        pid_mode: c.pid_mode,
+        ipc_mode: c.ipc_mode,
+        uts_mode: c.uts_mode,
+        security_opt: c.security_opt,
+        memory_swap: c.memory_swap,
+        cpu_shares: c.cpu_shares,
+        oom_kill_disable: c.oom_kill_disable,
     }
 }
 
-/// A stop timeout as the API gives it: seconds, negative for Docker's default of 10.
-fn stop_timeout(secs: i32) -> Duration {
-    Duration::from_secs(u64::try_from(secs).unwrap_or(10))
+/// A stop timeout as the API gives it: seconds, negative for the container's own (its
+/// `--stop-timeout`, else Docker's default of 10).
+fn stop_timeout(secs: i32) -> Option<Duration> {
+    u64::try_from(secs).ok().map(Duration::from_secs)
 }
 
 /// An RFC 3339 time (as the runtime writes them), to the second.
