@@ -804,6 +804,28 @@ fn engine_more_run_flags_as_docker() {
         e.ok(&["stop", &id])?;
         ensure!(e.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id])? == "10\n");
         e.ok(&["rm", &id])?;
+        // One that ignores its stop signal is killed after its own --stop-timeout.
+        let id = e
+            .ok(&[
+                "run",
+                "-d",
+                "--stop-timeout",
+                "1",
+                BUSYBOX,
+                "sh",
+                "-c",
+                "while true; do sleep 0.1; done",
+            ])?
+            .trim()
+            .to_string();
+        e.ok(&["stop", &id])?;
+        ensure!(e.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id])? == "137\n");
+        ensure!(
+            e.log_tail().contains("did not stop after 1s"),
+            "{}",
+            e.log_tail()
+        );
+        e.ok(&["rm", &id])?;
         // --cidfile: the id written; a file that is there already refused before anything.
         let cidfile = e.scratch("cid")?.join("cid");
         let cid = cidfile.to_string_lossy().to_string();

@@ -6,15 +6,16 @@ use crate::client::{Client, CmdResult};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Seconds to wait before killing the container
-    #[arg(short = 't', long = "time", default_value_t = 10)]
-    pub time: u32,
+    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10)
+    #[arg(short = 't', long = "time")]
+    pub time: Option<u32>,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
 
 pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
-    let timeout = a.time.min(i32::MAX as u32) as i32;
+    // Negative: the container's own stop timeout.
+    let timeout = a.time.map_or(-1, |t| t.min(i32::MAX as u32) as i32);
     super::for_each(&a.containers, |c| async move {
         client
             .containers()
