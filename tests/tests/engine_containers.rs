@@ -756,6 +756,21 @@ fn engine_more_run_flags_as_docker() {
             "mkdir /x 2>/dev/null && echo made || echo refused",
         )?;
         ensure!(out == "refused\n", "{out:?}");
+        // --device: the host's node, made where asked, and usable.
+        let out = run(
+            &[
+                "--device",
+                "/dev/null:/dev/mynull:rw",
+                "--device",
+                "/dev/zero:/dev/z:r",
+            ],
+            "busybox stat -c '%F %t:%T %a' /dev/mynull /dev/z; echo x > /dev/mynull && \
+             echo written; head -c 3 /dev/z | busybox wc -c",
+        )?;
+        ensure!(
+            out == "character special file 1:3 666\ncharacter special file 1:5 666\nwritten\n3\n",
+            "{out:?}"
+        );
         // Cgroup limits, read on the host in the container's cgroup.
         let id = e
             .ok(&[
@@ -854,6 +869,9 @@ fn engine_more_run_flags_as_docker() {
             (&["--memory-swap", "1g"], "-m"),
             (&["-m", "64m", "--memory-swap", "32m"], "not below"),
             (&["--stop-signal", "SIGNOPE"], "SIGNOPE"),
+            (&["--device", "/dev/nosuchdevice"], "/dev/nosuchdevice"),
+            (&["--device", "/etc/hostname"], "not a device"),
+            (&["--device", "/dev/null:/dev/x:q"], "permissions"),
         ];
         for (flags, want) in bad {
             let mut args = vec!["run", "--rm"];

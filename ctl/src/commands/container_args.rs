@@ -136,6 +136,9 @@ pub struct ContainerArgs {
     /// Write the container id to this file
     #[arg(long = "cidfile")]
     pub cidfile: Option<String>,
+    /// Add a host device (/dev/host[:/dev/in-container[:rwm]])
+    #[arg(long = "device")]
+    pub device: Vec<String>,
     /// The image
     pub image: String,
     /// The command and its arguments
@@ -303,6 +306,7 @@ impl ContainerArgs {
             memory_swap,
             cpu_shares: self.cpu_shares.unwrap_or(0),
             oom_kill_disable: self.oom_kill_disable,
+            devices: self.device.clone(),
         })
     }
 }

@@ -208,6 +208,7 @@ pub fn container_json(
     });
     // (Beside the literal above, which is at the macro's recursion limit.)
     let more = json!({
+        "Devices": super::spec::devices_doc(s),
         "MemorySwap": s.memory_swap,
         "CpuShares": s.cpu_shares,
         "OomKillDisable": s.oom_kill_disable,

@@ -100,6 +100,8 @@ pub struct Settings {
     pub memory_swap: i64,
     pub cpu_shares: i64,
     pub oom_kill_disable: bool,
+    /// `--device /dev/host[:/dev/in-container[:rwm]]`.
+    pub devices: Vec<String>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

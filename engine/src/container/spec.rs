@@ -241,11 +241,87 @@ fn seccomp_profile(text: &str) -> Result<Value, String> {
     Ok(p)
 }
 
+/// A host device for the container, from `--device /dev/host[:/dev/in-container[:rwm]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Device {
+    host: String,
+    path: String,
+    kind: &'static str,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    access: String,
+}
+
+/// The `--device`s, each looked up on the host (a character or block device, symlinks
+/// followed, as Docker does).
+fn devices(s: &Settings) -> Result<Vec<Device>, SpecError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    for d in &s.devices {
+        let parts: Vec<&str> = d.split(':').collect();
+        let (host, path, access) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, p] if p.chars().all(|c| "rwm".contains(c)) && !p.starts_with('/') => (*h, *h, *p),
+            [h, p] => (*h, *p, "rwm"),
+            [h, p, a] => (*h, *p, *a),
+            _ => {
+                return Err(bad(
+                    "--device",
+                    d,
+                    "expected /dev/host[:/dev/in-container[:rwm]]",
+                ))
+            }
+        };
+        if !host.starts_with('/') || !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            return Err(bad(
+                "--device",
+                d,
+                "both paths must be absolute, without \"..\"",
+            ));
+        }
+        if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(bad("--device", d, "the permissions are some of r, w and m"));
+        }
+        let meta = std::fs::metadata(host).map_err(|e| bad("--device", d, e.to_string()))?;
+        let kind = if meta.file_type().is_char_device() {
+            "c"
+        } else if meta.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(bad("--device", d, format!("{host} is not a device")));
+        };
+        let rdev = meta.rdev();
+        out.push(Device {
+            host: host.to_string(),
+            path: path.to_string(),
+            kind,
+            major: libc::major(rdev) as u64,
+            minor: libc::minor(rdev) as u64,
+            mode: meta.mode() & 0o7777,
+            access: access.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// `HostConfig.Devices` as Docker's API objects (what the flags name; `[]` if a device is
+/// gone from the host meanwhile).
+pub fn devices_doc(s: &Settings) -> Value {
+    let list: Vec<Value> = devices(s)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| json!({ "PathOnHost": d.host, "PathInContainer": d.path, "CgroupPermissions": d.access }))
+        .collect();
+    json!(list)
+}
+
 /// Refuses, before anything is made, the values of the flags that only go into the spec.
 pub fn check_options(s: &Settings) -> Result<(), SpecError> {
     rlimits(s)?;
     sysctls(s)?;
     security(s)?;
+    devices(s)?;
     for (flag, mode) in [
         ("--pid", &s.pid_mode),
         ("--ipc", &s.ipc_mode),
@@ -648,6 +724,21 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
         resources["devices"] = json!([{ "allow": true, "access": "rwm" }]);
         linux["maskedPaths"] = json!([]);
         linux["readonlyPaths"] = json!([]);
+    }
+    let mut nodes = linux["devices"].as_array().cloned().unwrap_or_default();
+    for d in devices(s)? {
+        nodes.retain(|n| n["path"] != d.path.as_str());
+        nodes.push(
+            json!({ "path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
+                           "fileMode": d.mode, "uid": 0, "gid": 0 }),
+        );
+        if let Some(rules) = resources["devices"].as_array_mut() {
+            rules.push(json!({ "allow": true, "type": d.kind, "major": d.major,
+                               "minor": d.minor, "access": d.access }));
+        }
+    }
+    if !nodes.is_empty() {
+        linux["devices"] = json!(nodes);
     }
     match &sec.seccomp {
         Some(None) => {}

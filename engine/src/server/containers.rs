@@ -71,6 +71,7 @@ fn settings(c: ContainerConfig) -> Settings {
         memory_swap: c.memory_swap,
         cpu_shares: c.cpu_shares,
         oom_kill_disable: c.oom_kill_disable,
+        devices: c.devices,
     }
 }
 
