@@ -128,7 +128,8 @@ fn sysctls(s: &Settings) -> Result<serde_json::Map<String, Value>, SpecError> {
         let allowed = if ipc {
             s.ipc_mode != "host"
         } else if k.starts_with("net.") {
-            s.network_mode != "host"
+            // Only in a network namespace of its own, not the host's or another container's.
+            s.network_mode != "host" && !s.network_mode.starts_with("container:")
         } else if k == "kernel.domainname" {
             s.uts_mode != "host"
         } else {
