@@ -214,8 +214,6 @@ fn seccomp_profile(text: &str) -> Result<Value, String> {
         }
         obj.insert("architectures".into(), Value::Array(arches));
     }
-    obj.remove("defaultErrnoRet")
-        .map(|v| obj.insert("defaultErrnoRet".into(), v));
     for rule in obj
         .get_mut("syscalls")
         .and_then(Value::as_array_mut)
@@ -944,5 +942,32 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/proc/42/ns/net"));
+    }
+
+    #[test]
+    fn docker_seccomp_profiles_become_the_oci_form() {
+        let p = seccomp_profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,
+                "archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86","SCMP_ARCH_X32"]}],
+                "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW","comment":"io","includes":{}},
+                            {"name":"exit","action":"SCMP_ACT_ALLOW"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+        );
+        assert_eq!(
+            p["syscalls"][0],
+            json!({"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"})
+        );
+        assert_eq!(p["syscalls"][1]["names"], json!(["exit"]));
+        assert_eq!(p["defaultErrnoRet"], json!(1));
+        let e = seccomp_profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["ptrace"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_PTRACE"]}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("includes"), "{e}");
+        assert!(seccomp_profile("[1]").is_err());
     }
 }
