@@ -258,8 +258,9 @@ fn engine_events_stream_live() {
         })();
         drop(stream);
         result?;
+        // As Docker's for `docker run --rm`: attached to its output before the start.
         ensure!(
-            actions(&got) == ["create", "start", "die", "destroy"],
+            actions(&got) == ["create", "attach", "start", "die", "destroy"],
             "{got:?}"
         );
         Ok(())
