@@ -200,6 +200,30 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Waits until every thread of `pid` is stopped (state `T` in /proc).
+fn wait_all_stopped(pid: i32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = fs::read_dir(format!("/proc/{pid}/task"))?
+            .filter_map(|t| t.ok())
+            .all(|t| {
+                fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                    st.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .is_some_and(|state| state == "T" || state == "t")
+                })
+            });
+        if all {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the FUSE server {pid} did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 async fn hung_server_is_aborted(spec: PluginSpec) -> Result<()> {
     let h = Harness::start(&spec).await?;
     h.commit_layer("base", "", &[create_file("/f", "from the base", 0o644)])
@@ -211,6 +235,9 @@ async fn hung_server_is_aborted(spec: PluginSpec) -> Result<()> {
     let pid = server_pid(h.sandbox.root(), &id)?;
     let _reaper = KillOnDrop(pid);
     kill(Pid::from_raw(pid), Signal::SIGSTOP)?;
+    // kill(2) returns before every thread of the server has stopped; one still running could
+    // answer the read below.
+    wait_all_stopped(pid)?;
     // A caller blocked on the stopped server is released once the plugin gives up on it
     // (aufs.fuse_timeout=2s here, probed every 0.5 s).
     let started = Instant::now();
