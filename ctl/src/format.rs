@@ -51,6 +51,16 @@ pub fn check(format: &str) -> Result<(), Failure> {
     }
 }
 
+/// The template of an `inspect -f VALUE`: a Go template, or `json` (each object on a line of
+/// its own); `None` without `-f` (the objects as one pretty JSON array).
+pub fn inspect_template(format: Option<&str>) -> Result<Option<Compiled>, Failure> {
+    match format.map(Format::parse) {
+        Some(Format::Template { text, .. }) => Ok(Some(Compiled::new(&text)?)),
+        Some(Format::Json) => Ok(Some(Compiled::new("{{json .}}")?)),
+        _ => Ok(None),
+    }
+}
+
 /// A template, parsed once, for many objects.
 pub struct Compiled {
     tmpl: Template,

@@ -682,6 +682,15 @@ fn engine_format_templates_as_docker() {
         );
         let out = e.ok(&["info", "-f", "{{.Driver}} {{.Containers}}"])?;
         ensure!(out == "overlay2 2\n", "{out:?}");
+        e.ok(&["volume", "create", "--label", "k=v", "fmtvol"])?;
+        ensure!(e.ok(&["volume", "ls", "--format", "{{.Name}} {{.Labels}}"])? == "fmtvol k=v\n");
+        let mp = e.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "fmtvol"])?;
+        ensure!(mp.trim().ends_with("/volumes/fmtvol/_data"), "{mp}");
+        let v = e.ok(&["version", "-f", "{{.Server.Version}} {{.Client.Version}}"])?;
+        ensure!(
+            v.split_whitespace().count() == 2 && v.starts_with(|c: char| c.is_ascii_digit()),
+            "{v}"
+        );
         e.fails_one_line(&["ps", "--format", "{{.ID"], 1, "invalid --format template")?;
         Ok(())
     })());

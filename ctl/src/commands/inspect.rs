@@ -3,7 +3,6 @@
 use strata_proto::engine::{InspectContainerRequest, InspectImageRequest};
 
 use crate::client::{Client, CmdResult, Failure};
-use crate::format::{Compiled, Format};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,12 +23,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             "invalid --type {kind:?}: use container or image"
         )));
     }
-    let template = match a.format.as_deref().map(Format::parse) {
-        Some(Format::Template { text, .. }) => Some(Compiled::new(&text)?),
-        // `{{json .}}`: each object on a line of its own.
-        Some(Format::Json) => Some(Compiled::new("{{json .}}")?),
-        _ => None,
-    };
+    let template = crate::format::inspect_template(a.format.as_deref())?;
     let mut docs = Vec::new();
     let mut failed = false;
     for n in &a.names {

@@ -7,9 +7,38 @@ use strata_proto::engine::VersionRequest;
 use crate::client::{Client, CmdResult};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A Go template ("{{.Server.Version}}"), or "json"
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+}
 
-pub async fn run(_a: &Args, address: &Path) -> CmdResult<i32> {
+pub async fn run(a: &Args, address: &Path) -> CmdResult<i32> {
+    let format = a
+        .format
+        .as_deref()
+        .filter(|f| crate::format::Format::parse(f) != crate::format::Format::Table);
+    if let Some(f) = format {
+        let template = crate::format::inspect_template(Some(f))?;
+        let client = Client::connect(address).await?;
+        let v = client
+            .system()
+            .version(VersionRequest {})
+            .await?
+            .into_inner();
+        // Docker's shape.
+        let doc = serde_json::json!({
+            "Client": { "Version": env!("CARGO_PKG_VERSION"), "Os": std::env::consts::OS,
+                        "Arch": std::env::consts::ARCH },
+            "Server": { "Version": v.version, "ApiVersion": v.api_version, "Os": v.os,
+                        "Arch": v.arch, "KernelVersion": v.kernel, "GitCommit": v.git_commit },
+        });
+        match template {
+            Some(t) => println!("{}", t.render(&doc)?),
+            None => println!("{doc}"),
+        }
+        return Ok(0);
+    }
     println!(
         "Client:\n Version:    {}\n OS/Arch:    {}/{}",
         env!("CARGO_PKG_VERSION"),

@@ -58,10 +58,16 @@ pub struct LsArgs {
     /// Only matching volumes: dangling=true|false, name=…, label=KEY[=VALUE], driver=…
     #[arg(short = 'f', long = "filter")]
     pub filter: Vec<String>,
+    /// "table" (default), "json", or a Go template ("{{.Name}}")
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
+    /// A Go template for each volume ("{{.Mountpoint}}"), or "json"
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
     #[arg(required = true)]
     pub volumes: Vec<String>,
 }
@@ -156,6 +162,7 @@ async fn create(c: CreateArgs, client: &Client) -> CmdResult<i32> {
 }
 
 async fn ls(l: LsArgs, client: &Client) -> CmdResult<i32> {
+    crate::format::check(&l.format)?;
     let mut volumes = client
         .volumes()
         .list(ListVolumesRequest { filters: l.filter })
@@ -169,6 +176,21 @@ async fn ls(l: LsArgs, client: &Client) -> CmdResult<i32> {
         }
         return Ok(0);
     }
+    let objects: Vec<serde_json::Value> = volumes
+        .iter()
+        .map(|v| {
+            let labels: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            serde_json::json!({
+                "Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint,
+                "Labels": labels.join(","), "Scope": "local",
+            })
+        })
+        .collect();
+    let keys = ["Name", "Driver", "Mountpoint", "Labels", "Scope"];
+    let titles = [("Name", "VOLUME NAME")];
+    if crate::format::print_rows(&l.format, &keys, &titles, &objects)? {
+        return Ok(0);
+    }
     let mut rows = vec![["DRIVER".to_string(), "VOLUME NAME".to_string()]];
     rows.extend(volumes.into_iter().map(|v| [v.driver, v.name]));
     print!("{}", crate::table::render(&rows));
@@ -176,6 +198,7 @@ async fn ls(l: LsArgs, client: &Client) -> CmdResult<i32> {
 }
 
 async fn inspect(i: InspectArgs, client: &Client) -> CmdResult<i32> {
+    let template = crate::format::inspect_template(i.format.as_deref())?;
     let mut docs = Vec::new();
     let mut failed = false;
     for name in i.volumes {
@@ -185,7 +208,10 @@ async fn inspect(i: InspectArgs, client: &Client) -> CmdResult<i32> {
             .await
         {
             Ok(r) => match serde_json::from_str::<serde_json::Value>(&r.into_inner().json) {
-                Ok(v) => docs.push(v),
+                Ok(v) => match &template {
+                    Some(t) => println!("{}", t.render(&v)?),
+                    None => docs.push(v),
+                },
                 Err(e) => return Err(Failure::new(format!("the engine sent bad JSON: {e}"))),
             },
             Err(s) => {
@@ -194,10 +220,12 @@ async fn inspect(i: InspectArgs, client: &Client) -> CmdResult<i32> {
             }
         }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::Value::Array(docs)).unwrap_or_default()
-    );
+    if template.is_none() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Array(docs)).unwrap_or_default()
+        );
+    }
     Ok(i32::from(failed))
 }
 
