@@ -13,6 +13,16 @@ pub struct Args {
     pub format: Option<String>,
 }
 
+/// The engine's version.
+async fn server(address: &Path) -> CmdResult<strata_proto::engine::VersionResponse> {
+    let client = Client::connect(address).await?;
+    Ok(client
+        .system()
+        .version(VersionRequest {})
+        .await?
+        .into_inner())
+}
+
 pub async fn run(a: &Args, address: &Path) -> CmdResult<i32> {
     let format = a
         .format
@@ -20,12 +30,7 @@ pub async fn run(a: &Args, address: &Path) -> CmdResult<i32> {
         .filter(|f| crate::format::Format::parse(f) != crate::format::Format::Table);
     if let Some(f) = format {
         let template = crate::format::inspect_template(Some(f))?;
-        let client = Client::connect(address).await?;
-        let v = client
-            .system()
-            .version(VersionRequest {})
-            .await?
-            .into_inner();
+        let v = server(address).await?;
         // Docker's shape.
         let doc = serde_json::json!({
             "Client": { "Version": env!("CARGO_PKG_VERSION"), "Os": std::env::consts::OS,
@@ -39,18 +44,14 @@ pub async fn run(a: &Args, address: &Path) -> CmdResult<i32> {
         }
         return Ok(0);
     }
+    // The client's part first: it shows even when the engine cannot be reached.
     println!(
         "Client:\n Version:    {}\n OS/Arch:    {}/{}",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::OS,
         std::env::consts::ARCH
     );
-    let client = Client::connect(address).await?;
-    let v = client
-        .system()
-        .version(VersionRequest {})
-        .await?
-        .into_inner();
+    let v = server(address).await?;
     println!("\nServer: Strata Engine\n Version:    {}\n API version: {}\n OS/Arch:    {}/{}\n Kernel:     {}", v.version, v.api_version, v.os, v.arch, v.kernel);
     Ok(0)
 }
