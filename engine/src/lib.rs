@@ -18,7 +18,6 @@ pub mod image;
 pub mod server;
 pub mod storage;
 pub mod volume;
-pub(crate) mod xattr;
 
 /// Runs the engine with `config` until SIGTERM.
 pub async fn run(config: config::Config) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use strata_snapshotter::xattr;
 
 /// One change to a tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,10 +331,10 @@ fn apply_one(root: &Path, change: &Change) -> Result<()> {
             file.write_all_at(data, *offset).context("pwrite")?;
         }
         Change::SetXattr { path, name, value } => {
-            crate::xattr::set(&in_tree(root, path), name, value).context("lsetxattr")?;
+            xattr::set(&in_tree(root, path), name.as_ref(), value, 0).context("lsetxattr")?;
         }
         Change::RemoveXattr { path, name } => {
-            crate::xattr::remove(&in_tree(root, path), name).context("lremovexattr")?;
+            xattr::remove(&in_tree(root, path), name.as_ref()).context("lremovexattr")?;
         }
         Change::Rename { from, to } => {
             fs::rename(in_tree(root, from), in_tree(root, to)).context("rename")?;
@@ -489,12 +490,15 @@ fn walk(
         let rdev =
             matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice).then(|| md.rdev());
         let mut xattrs = BTreeMap::new();
-        let names =
-            crate::xattr::list(&path).with_context(|| format!("llistxattr {}", path.display()))?;
+        let names = match xattr::list(&path) {
+            // A filesystem without extended attributes: none.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            r => r.with_context(|| format!("llistxattr {}", path.display()))?,
+        };
         for name in names {
-            let value = crate::xattr::get(&path, &name)
-                .with_context(|| format!("lgetxattr {} {name}", path.display()))?;
-            xattrs.insert(name, value);
+            let value = xattr::get(&path, &name)
+                .with_context(|| format!("lgetxattr {} {}", path.display(), name.display()))?;
+            xattrs.insert(name.to_string_lossy().into_owned(), value);
         }
         if kind != EntryKind::Dir {
             inodes

@@ -53,7 +53,6 @@ pub mod mounts;
 pub mod plugin;
 pub mod pty;
 pub mod uml;
-pub mod xattr;
 
 pub use client::{Harness, Snap};
 pub use harness::{PluginProcess, PluginSpec, Sandbox};

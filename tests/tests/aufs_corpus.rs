@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, ensure, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use sha2::{Digest, Sha256};
+use strata_snapshotter::xattr;
 use strata_tests::fstest::check_trees_equal;
 use strata_tests::harness::find_binary;
 
@@ -119,20 +120,7 @@ fn base_layer(dir: &Path) -> Result<()> {
     write(&dir.join("etc/shadow"), b"root:*:::::::\n", 0o640)?;
     write(&dir.join("etc/a"), b"file a\n", 0o644)?;
     write(&dir.join("etc/b"), b"file b\n", 0o600)?;
-    {
-        let c = std::ffi::CString::new(dir.join("etc/b").as_os_str().as_encoded_bytes())?;
-        // SAFETY: NUL-terminated strings and a value slice that outlive the call.
-        let rc = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                c"user.base".as_ptr(),
-                b"1".as_ptr().cast(),
-                1,
-                0,
-            )
-        };
-        ensure!(rc == 0, "setxattr: {}", std::io::Error::last_os_error());
-    }
+    xattr::set(&dir.join("etc/b"), "user.base".as_ref(), b"1", 0).context("setxattr")?;
     write(&dir.join("home/user/file"), b"mine\n", 0o644)?;
     write(&dir.join("dir/x"), b"x\n", 0o644)?;
     write(&dir.join("dir/sub/y"), b"y\n", 0o644)?;
@@ -294,31 +282,11 @@ fn op_rename_lower_dir(r: &Path) -> Result<()> {
 
 fn op_xattrs(r: &Path) -> Result<()> {
     let set = |p: &Path, name: &str, value: &[u8]| -> Result<()> {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())?;
-        let n = std::ffi::CString::new(name)?;
-        // SAFETY: NUL-terminated strings and a value slice that outlive the call.
-        let rc = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        ensure!(
-            rc == 0,
-            "setxattr {name}: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(())
+        xattr::set(p, name.as_ref(), value, 0).with_context(|| format!("setxattr {name}"))
     };
     set(&r.join("etc/b"), "user.added", b"in the top")?;
     set(&r.join("dir/sub"), "trusted.dir", b"on a copied-up dir")?;
-    let c = std::ffi::CString::new(r.join("etc/b").as_os_str().as_encoded_bytes())?;
-    // SAFETY: NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::lremovexattr(c.as_ptr(), c"user.base".as_ptr()) };
-    ensure!(rc == 0, "removexattr: {}", std::io::Error::last_os_error());
+    xattr::remove(&r.join("etc/b"), "user.base".as_ref()).context("removexattr")?;
     Ok(())
 }
 
@@ -387,18 +355,7 @@ enum DiffEntry {
 }
 
 fn has_opaque_xattr(p: &Path) -> bool {
-    let mut buf = [0u8; 8];
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    // SAFETY: NUL-terminated strings and a buffer we own, with its length.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    n == 1 && buf[0] == b'y'
+    xattr::get(p, "trusted.overlay.opaque".as_ref()).is_ok_and(|v| v == b"y")
 }
 
 fn sha(p: &Path) -> Result<String> {

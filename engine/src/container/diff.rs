@@ -21,6 +21,7 @@ use tar::{EntryType, Header};
 
 use super::record::Record;
 use super::{io as io_err, storage_err, ContainerError, Containers, Result};
+use strata_snapshotter::xattr;
 
 /// What happened to a path, as `docker diff` letters it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ fn marker_header() -> Header {
 
 /// Whether a directory is marked opaque in an overlay upper dir.
 fn is_opaque(dir: &Path) -> bool {
-    crate::xattr::get(dir, b"trusted.overlay.opaque").is_ok_and(|v| v == b"y")
+    xattr::get(dir, "trusted.overlay.opaque".as_ref()).is_ok_and(|v| v == b"y")
 }
 
 /// Whether an entry of an overlay layer is a whiteout (a 0/0 character device).

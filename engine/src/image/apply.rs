@@ -38,6 +38,7 @@ use nix::sys::time::TimeSpec;
 use sha2::{Digest as _, Sha256};
 
 use crate::content::Digest;
+use strata_snapshotter::xattr;
 
 /// The prefix of whiteout entries.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -652,7 +653,7 @@ impl Applier {
                 tracing::warn!(entry, "not copying an overlay-private xattr from a layer");
                 continue;
             }
-            if let Err(err) = crate::xattr::set(path, k, v) {
+            if let Err(err) = xattr::set(path, OsStr::from_bytes(k), v, 0) {
                 if err.raw_os_error() == Some(libc::ENOTSUP) {
                     tracing::warn!(entry, xattr = %String::from_utf8_lossy(k), "the filesystem does not support this xattr");
                     continue;
@@ -692,7 +693,7 @@ impl Applier {
     /// Makes `dir` opaque.
     fn opaque(&mut self, dir: &Path, entry: &str) -> Result<(), ApplyError> {
         match self.mode {
-            ApplyMode::OverlayUpper => crate::xattr::set(dir, b"trusted.overlay.opaque", b"y")
+            ApplyMode::OverlayUpper => xattr::set(dir, "trusted.overlay.opaque".as_ref(), b"y", 0)
                 .map_err(self.io(entry, "set opaque xattr on", dir)),
             ApplyMode::AufsBranch => Ok(()),
             ApplyMode::Mounted => {

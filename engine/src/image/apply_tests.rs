@@ -104,7 +104,7 @@ impl Sandbox {
 }
 
 fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    crate::xattr::get(p, name.as_bytes()).ok()
+    strata_snapshotter::xattr::get(p, name.as_ref()).ok()
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use strata_snapshotter::xattr;
 
 /// A copy that failed, with the operation and the path.
 #[derive(Debug, thiserror::Error)]
@@ -121,13 +122,18 @@ fn copy_entry(
 }
 
 fn copy_xattrs(src: &Path, dst: &Path) -> Result<(), CopyError> {
-    for name in crate::xattr::list(src).map_err(at("list extended attributes of", src))? {
-        let value = crate::xattr::get(src, &name).map_err(at("read extended attribute of", src))?;
-        if let Err(e) = crate::xattr::set(dst, &name, &value) {
+    let names = match xattr::list(src) {
+        // A source filesystem without extended attributes has none to copy.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+        r => r.map_err(at("list extended attributes of", src))?,
+    };
+    for name in names {
+        let value = xattr::get(src, &name).map_err(at("read extended attribute of", src))?;
+        if let Err(e) = xattr::set(dst, &name, &value, 0) {
             if e.raw_os_error() == Some(libc::ENOTSUP) {
                 tracing::warn!(
                     path = %dst.display(),
-                    xattr = %String::from_utf8_lossy(&name),
+                    xattr = %name.to_string_lossy(),
                     "the volume's filesystem does not support this extended attribute"
                 );
                 continue;
@@ -173,7 +179,7 @@ mod tests {
         fs::set_permissions(src.join("sub/f"), fs::Permissions::from_mode(0o640)).unwrap();
         fs::hard_link(src.join("sub/f"), src.join("hl")).unwrap();
         std::os::unix::fs::symlink("sub/f", src.join("ln")).unwrap();
-        crate::xattr::set(&src.join("sub/f"), b"user.strata", b"kept").unwrap();
+        xattr::set(&src.join("sub/f"), "user.strata".as_ref(), b"kept", 0).unwrap();
         fs::set_permissions(&src, fs::Permissions::from_mode(0o710)).unwrap();
         let old = TimeSpec::new(1_000_000, 5);
         nix::sys::stat::utimensat(
@@ -188,7 +194,7 @@ mod tests {
         seed(&src, &dst).unwrap();
         assert_eq!(fs::read_to_string(dst.join("sub/f")).unwrap(), "data");
         assert_eq!(
-            crate::xattr::get(&dst.join("sub/f"), b"user.strata").unwrap(),
+            xattr::get(&dst.join("sub/f"), "user.strata".as_ref()).unwrap(),
             b"kept",
             "extended attributes are copied"
         );

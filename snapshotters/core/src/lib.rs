@@ -32,6 +32,7 @@ pub mod options;
 pub mod plugin;
 pub mod service;
 pub mod snapshotter;
+pub mod xattr;
 
 pub use error::{Error, Result};
 pub use snapshotter::{Kind, Snap, Snapshotter, Usage};

@@ -8,7 +8,7 @@
 mod nodes;
 mod ops;
 mod requests;
-pub mod sys;
+
 pub mod union;
 
 use std::collections::HashMap;

@@ -17,7 +17,8 @@ use fuser::{
 use nix::sys::stat::SFlag;
 
 use super::ops::{err, reply_xattr, NewKind};
-use super::{errno, sys, UnionFs, TTL};
+use super::{errno, UnionFs, TTL};
+use strata_snapshotter::xattr;
 
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -366,7 +367,7 @@ impl Filesystem for UnionFs {
     ) {
         let r = self
             .xattr_path(ino.0, true)
-            .and_then(|p| sys::lsetxattr(&p, name, value, flags));
+            .and_then(|p| xattr::set(&p, name, value, flags));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
@@ -376,14 +377,14 @@ impl Filesystem for UnionFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let r = self
             .xattr_path(ino.0, false)
-            .and_then(|p| sys::lgetxattr(&p, name));
+            .and_then(|p| xattr::get(&p, name));
         reply_xattr(reply, r, size);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = self.xattr_path(ino.0, false).and_then(|p| {
             let mut out = Vec::new();
-            for n in sys::llistxattr(&p)? {
+            for n in xattr::list(&p)? {
                 out.extend_from_slice(n.as_bytes());
                 out.push(0);
             }
@@ -395,7 +396,7 @@ impl Filesystem for UnionFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self
             .xattr_path(ino.0, true)
-            .and_then(|p| sys::lremovexattr(&p, name));
+            .and_then(|p| xattr::remove(&p, name));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use super::sys;
+use strata_snapshotter::xattr;
 
 /// The prefix of a whiteout: `.wh.<name>` hides `<name>` in the branches below.
 pub const WH_PREFIX: &str = ".wh.";
@@ -125,7 +125,7 @@ fn copy_attrs(from: &Path, meta: &Metadata, to: &Path) -> io::Result<()> {
         // chown clears setuid/setgid, so the mode goes after it.
         fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     }
-    sys::copy_xattrs(from, to)?;
+    xattr::copy_all(from, to)?;
     utimensat(
         nix::fcntl::AT_FDCWD,
         to,

@@ -1,5 +1,6 @@
-//! The few system calls std and nix do not wrap: extended attributes on a path without
-//! following symlinks. All of the crate's `unsafe` is here.
+//! Extended attributes of a path, never following a symlink: the l*xattr system calls, which
+//! std and nix do not wrap, for the union filesystem, the engine's layer apply, volume copy and
+//! diff, and the tests.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -11,7 +12,7 @@ fn cstr(bytes: &[u8]) -> io::Result<CString> {
 }
 
 /// The value of xattr `name` on `path` (not following a symlink).
-pub fn lgetxattr(path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+pub fn get(path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
     let p = cstr(path.as_os_str().as_bytes())?;
     let n = cstr(name.as_bytes())?;
     let mut buf = vec![0u8; 256];
@@ -38,7 +39,7 @@ pub fn lgetxattr(path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
 }
 
 /// The xattr names on `path` (not following a symlink).
-pub fn llistxattr(path: &Path) -> io::Result<Vec<OsString>> {
+pub fn list(path: &Path) -> io::Result<Vec<OsString>> {
     let p = cstr(path.as_os_str().as_bytes())?;
     let mut buf = vec![0u8; 1024];
     loop {
@@ -67,7 +68,7 @@ pub fn llistxattr(path: &Path) -> io::Result<Vec<OsString>> {
 }
 
 /// Sets xattr `name` on `path` (not following a symlink); `flags` as setxattr(2).
-pub fn lsetxattr(path: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+pub fn set(path: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let p = cstr(path.as_os_str().as_bytes())?;
     let n = cstr(name.as_bytes())?;
     // SAFETY: NUL-terminated strings and a value slice that outlive the call.
@@ -87,7 +88,7 @@ pub fn lsetxattr(path: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Res
 }
 
 /// Removes xattr `name` from `path` (not following a symlink).
-pub fn lremovexattr(path: &Path, name: &OsStr) -> io::Result<()> {
+pub fn remove(path: &Path, name: &OsStr) -> io::Result<()> {
     let p = cstr(path.as_os_str().as_bytes())?;
     let n = cstr(name.as_bytes())?;
     // SAFETY: NUL-terminated strings that outlive the call.
@@ -100,22 +101,48 @@ pub fn lremovexattr(path: &Path, name: &OsStr) -> io::Result<()> {
 
 /// Copies every xattr of `from` to `to` (neither followed if a symlink). Names the target
 /// filesystem refuses (EOPNOTSUPP) are skipped, as cp -a does.
-pub fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    let names = match llistxattr(from) {
+pub fn copy_all(from: &Path, to: &Path) -> io::Result<()> {
+    let names = match list(from) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(()),
         Err(e) => return Err(e),
     };
     for name in names {
-        let value = match lgetxattr(from, &name) {
+        let value = match get(from, &name) {
             Ok(v) => v,
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
             Err(e) => return Err(e),
         };
-        match lsetxattr(to, &name, &value, 0) {
+        match set(to, &name, &value, 0) {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
             r => r?,
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_list_get_remove_and_copy() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (f, g) = (dir.path().join("f"), dir.path().join("g"));
+        std::fs::write(&f, "x")?;
+        std::fs::write(&g, "y")?;
+        let name = OsStr::new("user.strata");
+        set(&f, name, b"value", 0)?;
+        assert!(list(&f)?.iter().any(|n| n == name));
+        assert_eq!(get(&f, name)?, b"value");
+        copy_all(&f, &g)?;
+        assert_eq!(get(&g, name)?, b"value");
+        remove(&f, name)?;
+        assert!(!list(&f)?.iter().any(|n| n == name));
+        assert_eq!(
+            get(&f, name).unwrap_err().raw_os_error(),
+            Some(libc::ENODATA)
+        );
+        Ok(())
+    }
 }
