@@ -6,6 +6,7 @@
 //! run_root = "/run/strata"
 //! address = "/run/strata/strata.sock"
 //! log_level = "info"
+//! warm_pool = 0                       # containers made ahead of time (container/pool.rs)
 //!
 //! [storage]
 //! driver = "overlay2"                 # or devicemapper, aufs; unset: chosen as DESIGN §4 says
@@ -70,6 +71,8 @@ pub struct FileConfig {
     pub address: Option<PathBuf>,
     /// error, warn, info, debug or trace.
     pub log_level: Option<String>,
+    /// How many containers to make ahead of time (0: none).
+    pub warm_pool: Option<usize>,
     /// Storage settings.
     #[serde(default)]
     pub storage: StorageConfig,
@@ -86,6 +89,8 @@ pub struct Config {
     pub address: PathBuf,
     /// The log level.
     pub log_level: String,
+    /// How many containers to make ahead of time (0: none).
+    pub warm_pool: usize,
     /// Storage settings.
     pub storage: StorageConfig,
 }
@@ -105,7 +110,12 @@ pub struct Overrides {
     pub storage_driver: Option<String>,
     /// `--storage-opt` (replace the file's options when any are given).
     pub storage_opts: Vec<String>,
+    /// `--warm-pool`.
+    pub warm_pool: Option<usize>,
 }
+
+/// The most containers `warm_pool` may keep made ahead of time.
+pub const MAX_WARM_POOL: usize = 64;
 
 /// The log levels `--log-level` takes.
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -143,8 +153,15 @@ impl Config {
                 .log_level
                 .or(fc.log_level)
                 .unwrap_or_else(|| "info".into()),
+            warm_pool: o.warm_pool.or(fc.warm_pool).unwrap_or(0),
             storage,
         };
+        if c.warm_pool > MAX_WARM_POOL {
+            return Err(ConfigError::Invalid(format!(
+                "warm pool {} is more than {MAX_WARM_POOL} containers",
+                c.warm_pool
+            )));
+        }
         if !LOG_LEVELS.contains(&c.log_level.as_str()) {
             return Err(ConfigError::Invalid(format!(
                 "log level {:?} is not one of {}",
@@ -247,5 +264,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("absolute"), "{e}");
+        let e = Config::load(
+            None,
+            Overrides {
+                warm_pool: Some(MAX_WARM_POOL + 1),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "warm pool 65 is more than 64 containers");
+    }
+
+    #[test]
+    fn the_warm_pool_is_off_unless_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        assert_eq!(
+            Config::load(None, Overrides::default()).unwrap().warm_pool,
+            0
+        );
+        std::fs::write(&f, "warm_pool = 2\n").unwrap();
+        let from_file = Config::load(Some(&f), Overrides::default()).unwrap();
+        assert_eq!(from_file.warm_pool, 2);
+        let flag = Overrides {
+            warm_pool: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(Some(&f), flag).unwrap().warm_pool, 1);
     }
 }

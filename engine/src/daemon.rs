@@ -90,6 +90,7 @@ pub async fn open(config: &Config) -> Result<Parts> {
         events.clone(),
     )?;
     containers.restore().await;
+    containers.warm_pool().set_capacity(config.warm_pool);
     let volumes = containers.volumes().clone();
     Ok(Parts {
         db,
@@ -155,6 +156,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&config.address);
+    parts.containers.stop_warm().await;
     parts.storage.shutdown().await;
     parts.db.flush().context("flush the engine metadata")?;
     served.context("serve the engine API")?;

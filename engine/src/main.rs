@@ -30,6 +30,9 @@ struct Args {
     /// error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Keep up to N containers made ahead of time, for creates like the last ones [default: 0].
+    #[arg(long, value_name = "N")]
+    warm_pool: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         log_level: a.log_level,
         storage_driver: a.storage_driver,
         storage_opts: a.storage_opt,
+        warm_pool: a.warm_pool,
     };
     let config = match Config::load(a.config.as_deref(), overrides) {
         Ok(c) => c,

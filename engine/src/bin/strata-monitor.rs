@@ -59,21 +59,39 @@ fn main() {
     if a.spare {
         // SAFETY: a spare's stdin is its job socket, which nothing else in this process owns.
         let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) };
-        let job = monitor::receive_job(sock);
+        let job = monitor::receive_job(&sock);
+        // A held container waits for the engine's `go` on the socket: keep it, off fd 0
+        // (close-on-exec, so the container does not inherit it).
+        let hold = match &job {
+            Ok(Some(r)) if r.hold => match sock.try_clone() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("strata-monitor: keeping the job socket: {e}");
+                    std::process::exit(1);
+                }
+            },
+            _ => None,
+        };
+        drop(sock);
         // Descriptor 0 is free now: /dev/null takes it, or the next file opened would.
         if let Ok(null) = std::fs::File::open("/dev/null") {
             // SAFETY: dup2 onto the standard input of this single-threaded process.
             unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
         }
         let code = match job {
-            Ok(Some((args, status, attached))) => {
+            Ok(Some(monitor::Received {
+                args,
+                status,
+                attached,
+                ..
+            })) => {
                 init_log(&args.state_dir);
                 // Its command line does not name the container; its working directory does, so
                 // that a restarted engine recognizes it (the engine's paths are absolute).
                 if let Err(e) = std::env::set_current_dir(&args.state_dir) {
                     tracing::warn!(%e, "entering the container's directory failed");
                 }
-                monitor::run(&args, status, attached)
+                monitor::run(&args, status, attached, hold)
             }
             // The engine stopped before it needed this monitor.
             Ok(None) => 0,
@@ -111,6 +129,7 @@ fn main() {
         },
         fd3,
         attached,
+        None,
     );
     std::process::exit(code);
 }

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
+pub mod pool;
 pub mod record;
 pub mod restart;
 pub mod spare;
@@ -223,6 +224,10 @@ pub struct Containers {
     /// Held for each container while its monitor process lives, which may be a little after
     /// the container's exit is recorded: a new start waits for it.
     monitors: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Containers made ahead of time (see pool.rs).
+    pool: pool::Pool,
+    /// Containers taken from the pool and not yet started: their monitors hold them created.
+    held: std::sync::Mutex<HashMap<String, pool::Held>>,
 }
 
 /// What the engine keeps in memory about a container's restarts.
@@ -279,6 +284,8 @@ impl Containers {
             volumes,
             spares: spare::Spares::new(monitor.clone()),
             monitors: Default::default(),
+            pool: Default::default(),
+            held: Default::default(),
         }))
     }
 
@@ -379,7 +386,12 @@ impl Containers {
     }
 
     /// Creates a container; nothing is left behind if it fails.
-    pub async fn create(&self, image: &ResolvedImage, name: &str, s: Settings) -> Result<Record> {
+    pub async fn create(
+        self: &Arc<Self>,
+        image: &ResolvedImage,
+        name: &str,
+        s: Settings,
+    ) -> Result<Record> {
         if !name.is_empty() && !valid_name(name) {
             return Err(ContainerError::InvalidName(name.to_string()));
         }
@@ -434,25 +446,20 @@ impl Containers {
             settings: s,
             state: State::default(),
         };
+        // A container made ahead of time for the same image and settings, if the warm pool
+        // has one (see pool.rs); the next one is made for the create after this.
+        let warm = pool::key(&rec, &planned_mounts);
+        if let Some(key) = &warm {
+            let claimed = self.claim_warm(key, &rec).await?;
+            self.want_warm(key, &rec, &image.chain);
+            if let Some(rec) = claimed {
+                return Ok(rec);
+            }
+        }
         let bundle = self.bundle(&id);
         std::fs::create_dir_all(bundle.join("rootfs")).map_err(io("create directory", &bundle))?;
         let made = async {
-            std::fs::File::create(self.log_path(&id)).map_err(io("create log", &bundle))?;
-            let req = PrepareSnapshotRequest {
-                key: rec.snapshot.clone(),
-                parent: image.chain.clone(),
-                ..Default::default()
-            };
-            self.storage
-                .snapshots()
-                .prepare(req)
-                .await
-                .map_err(|e| match e.code() {
-                    tonic::Code::NotFound if !image.chain.is_empty() => {
-                        ContainerError::LayersMissing(e.message().to_string())
-                    }
-                    _ => storage_err(&self.storage, "prepare the root filesystem", e),
-                })?;
+            self.prepare_rootfs(&rec, &image.chain).await?;
             let recorded = match self.make_mounts(&rec, planned_mounts).await {
                 Ok(volumes) => self
                     .records
@@ -485,6 +492,29 @@ impl Containers {
         self.notify(&rec);
         self.emit(&rec, "create");
         Ok(rec)
+    }
+
+    /// Creates the log of the container of `rec` in its directory (which exists) and prepares
+    /// its snapshot on the image's top layer `chain`.
+    async fn prepare_rootfs(&self, rec: &Record, chain: &str) -> Result<()> {
+        let bundle = self.bundle(&rec.id);
+        std::fs::File::create(self.log_path(&rec.id)).map_err(io("create log", &bundle))?;
+        let req = PrepareSnapshotRequest {
+            key: rec.snapshot.clone(),
+            parent: chain.to_string(),
+            ..Default::default()
+        };
+        self.storage
+            .snapshots()
+            .prepare(req)
+            .await
+            .map_err(|e| match e.code() {
+                tonic::Code::NotFound if !chain.is_empty() => {
+                    ContainerError::LayersMissing(e.message().to_string())
+                }
+                _ => storage_err(&self.storage, "prepare the root filesystem", e),
+            })?;
+        Ok(())
     }
 
     /// Mounts the root filesystem, writes the spec and starts the monitor.
@@ -540,8 +570,14 @@ impl Containers {
     async fn run(self: &Arc<Self>, mut rec: Record) -> Result<Record> {
         let bundle = self.bundle(&rec.id);
         let rootfs = bundle.join("rootfs");
-        let mounts = self.rootfs_mounts(&rec).await?;
-        let started = self.launch(&rec, &mounts, &bundle, &rootfs).await;
+        let started = match self.take_held(&rec.id) {
+            // Made ahead of time: its monitor holds it, created, until told to start it.
+            Some(held) => self.release_to_start(&rec, held).await,
+            None => {
+                let mounts = self.rootfs_mounts(&rec).await?;
+                self.launch(&rec, &mounts, &bundle, &rootfs).await
+            }
+        };
         match started {
             Ok(Launched {
                 pid,
@@ -626,6 +662,86 @@ impl Containers {
             name: rec.name.clone(),
             message,
         };
+        self.write_bundle(rec, mounts, bundle, rootfs)?;
+        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| start_err(format!("pipe: {e}")))?;
+        let slot = self.take_monitor_slot(rec).await?;
+        // A client attached before the start (`run -it`, `start -a`) sees all of the output.
+        let pre = attach::take_preattached(&rec.id);
+        let args = self.monitor_args(rec, bundle, pre.as_ref().and_then(|p| p.size));
+        let attached = pre.as_ref().map(|p| p.conn.as_raw_fd());
+        let child = match self.spares.start(&args, &status_w, attached) {
+            Some(child) => child,
+            None => {
+                let mut line = args.to_command_line();
+                if attached.is_some() {
+                    line.push("--attached".into());
+                }
+                spare::spawn_monitor(&self.monitor, &line, status_w.as_raw_fd(), attached)
+                    .map_err(|e| start_err(format!("run {}: {e}", self.monitor.display())))?
+            }
+        };
+        drop(status_w);
+        drop(pre);
+        let mut status = tokio::io::BufReader::new(
+            tokio::net::unix::pipe::Receiver::from_owned_fd(status_r)
+                .map_err(|e| start_err(format!("status pipe: {e}")))?,
+        );
+        let pid = read_started(&mut status, "ok ").await.map_err(start_err)?;
+        Ok(Launched {
+            pid,
+            child,
+            status,
+            slot,
+        })
+    }
+
+    /// What the monitor of the container of `rec` is given.
+    fn monitor_args(
+        &self,
+        rec: &Record,
+        bundle: &Path,
+        console_size: Option<(u16, u16)>,
+    ) -> monitor::MonitorArgs {
+        monitor::MonitorArgs {
+            id: rec.id.clone(),
+            bundle: bundle.to_path_buf(),
+            runtime_root: self.runtime_root.clone(),
+            log: self.log_path(&rec.id),
+            state_dir: bundle.to_path_buf(),
+            tty: rec.settings.tty,
+            stdin: rec.settings.open_stdin,
+            console_size,
+        }
+    }
+
+    /// The container's monitor slot, once the monitor of its previous run (which may still be
+    /// cleaning up after it) has let it go.
+    async fn take_monitor_slot(&self, rec: &Record) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        let slot = self.monitor_slot(&rec.id);
+        tokio::time::timeout(MONITOR_EXIT_WAIT, slot.lock_owned())
+            .await
+            .map_err(|_| ContainerError::Start {
+                name: rec.name.clone(),
+                message: format!(
+                    "the monitor of its previous run has not finished after {MONITOR_EXIT_WAIT:?}"
+                ),
+            })
+    }
+
+    /// Mounts the root filesystem of the container of `rec` and writes its spec: all of a
+    /// start that comes before its monitor.
+    fn write_bundle(
+        &self,
+        rec: &Record,
+        mounts: &[strata_proto::types::Mount],
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> Result<()> {
+        let start_err = |message: String| ContainerError::Start {
+            name: rec.name.clone(),
+            message,
+        };
         strata_snapshotter::mount::unmount_all(rootfs).map_err(|e| start_err(e.to_string()))?;
         strata_snapshotter::mount::mount_all(mounts, rootfs)
             .map_err(|e| start_err(e.to_string()))?;
@@ -669,72 +785,7 @@ impl Containers {
         )
         .map_err(io("write", &config))?;
         let _ = std::fs::remove_file(monitor::exit_file(bundle));
-        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| start_err(format!("pipe: {e}")))?;
-        // The monitor of the container's previous run may still be cleaning up after it.
-        let slot = self.monitor_slot(&rec.id);
-        let slot = match tokio::time::timeout(MONITOR_EXIT_WAIT, slot.lock_owned()).await {
-            Ok(g) => g,
-            Err(_) => {
-                return Err(start_err(format!(
-                    "the monitor of its previous run has not finished after {MONITOR_EXIT_WAIT:?}"
-                )))
-            }
-        };
-        // A client attached before the start (`run -it`, `start -a`) sees all of the output.
-        let pre = attach::take_preattached(&rec.id);
-        let args = monitor::MonitorArgs {
-            id: rec.id.clone(),
-            bundle: bundle.to_path_buf(),
-            runtime_root: self.runtime_root.clone(),
-            log: self.log_path(&rec.id),
-            state_dir: bundle.to_path_buf(),
-            tty: rec.settings.tty,
-            stdin: rec.settings.open_stdin,
-            console_size: pre.as_ref().and_then(|p| p.size),
-        };
-        let attached = pre.as_ref().map(|p| p.conn.as_raw_fd());
-        let child = match self.spares.start(&args, &status_w, attached) {
-            Some(child) => child,
-            None => {
-                let mut line = args.to_command_line();
-                if attached.is_some() {
-                    line.push("--attached".into());
-                }
-                spare::spawn_monitor(&self.monitor, &line, status_w.as_raw_fd(), attached)
-                    .map_err(|e| start_err(format!("run {}: {e}", self.monitor.display())))?
-            }
-        };
-        drop(status_w);
-        drop(pre);
-        let mut status = tokio::io::BufReader::new(
-            tokio::net::unix::pipe::Receiver::from_owned_fd(status_r)
-                .map_err(|e| start_err(format!("status pipe: {e}")))?,
-        );
-        let mut line = String::new();
-        let _ = tokio::io::AsyncBufReadExt::read_line(&mut status, &mut line).await;
-        let line = line.trim_end().to_string();
-        match line.strip_prefix("ok ").map(|p| p.trim().parse::<i32>()) {
-            Some(Ok(pid)) => Ok(Launched {
-                pid,
-                child,
-                status,
-                slot,
-            }),
-            _ => {
-                let msg = line
-                    .strip_prefix("error ")
-                    .unwrap_or(&line)
-                    .trim()
-                    .to_string();
-                let msg = if msg.is_empty() {
-                    "the monitor exited without starting the container".into()
-                } else {
-                    msg
-                };
-                Err(start_err(msg))
-            }
-        }
+        Ok(())
     }
 
     /// Called when a container's monitor exits: records the exit, cleans up and applies the
@@ -1105,6 +1156,9 @@ impl Containers {
         let Some(rec) = self.records.get(&rec.id)? else {
             return Ok(());
         };
+        if let Some(held) = self.take_held(&rec.id) {
+            self.release_held(&rec.id, held).await;
+        }
         let bundle = self.bundle(&rec.id);
         if let Err(e) = strata_snapshotter::mount::unmount_all(&bundle.join("rootfs")) {
             tracing::warn!(%e, "unmounting before remove");
@@ -1266,6 +1320,26 @@ struct Launched {
     /// Where `exit` follows the first line.
     status: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
     slot: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// Reads the monitor's first line on its status pipe: `<prefix><pid>` (`ok ` once the
+/// container runs, `created ` once a held one is created), or `error <message>`.
+async fn read_started(
+    status: &mut tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
+    prefix: &str,
+) -> std::result::Result<i32, String> {
+    let mut line = String::new();
+    let _ = tokio::io::AsyncBufReadExt::read_line(status, &mut line).await;
+    let line = line.trim_end();
+    if let Some(Ok(pid)) = line.strip_prefix(prefix).map(|p| p.trim().parse::<i32>()) {
+        return Ok(pid);
+    }
+    let msg = line.strip_prefix("error ").unwrap_or(line).trim();
+    Err(if msg.is_empty() {
+        "the monitor exited without starting the container".into()
+    } else {
+        msg.to_string()
+    })
 }
 
 impl Containers {

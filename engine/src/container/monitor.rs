@@ -18,6 +18,12 @@
 //! its [`MonitorArgs`] as JSON with the status pipe (and the pre-attached client) as
 //! SCM_RIGHTS — and then runs exactly as a monitor started for that container. Starting a
 //! container then costs no process start; if the engine goes away first, the spare exits.
+//!
+//! A job can also *hold* the container (the engine's warm pool, see [`super::pool`]): the
+//! monitor creates it, writes `created <pid>` on the status pipe and waits on the job socket.
+//! A `go` message there (with the pre-attached client, if any) starts it, and the monitor goes
+//! on as above with `ok <pid>`; the socket's end instead (the engine dropped it, or died)
+//! deletes the container and ends the monitor.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -266,10 +272,16 @@ fn install(f: &impl AsRawFd, fd: i32) -> std::io::Result<()> {
 }
 
 /// Runs the monitor; `status` is the pipe to the engine, `attached` a client to serve from
-/// the start. Returns the process's exit code.
-pub fn run(args: &MonitorArgs, status: OwnedFd, attached: Option<OwnedFd>) -> i32 {
+/// the start; with `hold` (the job socket), the container is created and waits for the
+/// engine's `go` there. Returns the process's exit code.
+pub fn run(
+    args: &MonitorArgs,
+    status: OwnedFd,
+    attached: Option<OwnedFd>,
+    hold: Option<OwnedFd>,
+) -> i32 {
     let mut status = File::from(status);
-    match start(args, attached) {
+    match start(args, attached, hold, &mut status) {
         Ok(mut m) => {
             let _ = writeln!(status, "ok {}", m.container.pid());
             let exit = m.container.wait();
@@ -344,7 +356,12 @@ fn receive_master(console: UnixListener) -> Result<OwnedFd, String> {
     strata_runtime::tty::recv_fd(conn.as_raw_fd()).map_err(|e| e.to_string())
 }
 
-fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, String> {
+fn start(
+    args: &MonitorArgs,
+    attached: Option<OwnedFd>,
+    hold: Option<OwnedFd>,
+    status: &mut File,
+) -> Result<Monitored, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     let log = OpenOptions::new()
         .create(true)
@@ -432,6 +449,23 @@ fn start(args: &MonitorArgs, attached: Option<OwnedFd>) -> Result<Monitored, Str
         tty: args.tty,
         log: Mutex::new(log),
     });
+    let attached = match hold {
+        None => attached,
+        Some(sock) => {
+            let _ = writeln!(status, "created {}", container.pid());
+            match receive_go(&sock) {
+                Ok(Some(attached)) => attached,
+                Ok(None) => {
+                    let _ = container.delete(true);
+                    return Err("released by the engine before its start".into());
+                }
+                Err(e) => {
+                    let _ = container.delete(true);
+                    return Err(format!("waiting for the engine's start: {e}"));
+                }
+            }
+        }
+    };
     if let Some(fd) = attached {
         hub.add(UnixStream::from(fd));
     }
@@ -503,69 +537,119 @@ struct Job {
     args: MonitorArgs,
     /// The second descriptor is a pre-attached client.
     attached: bool,
+    /// Create the container and wait for `go` on the job socket before starting it.
+    #[serde(default)]
+    hold: bool,
+}
+
+/// What a spare monitor received: its container, the status pipe, a pre-attached client, and
+/// whether to hold the container until the engine's `go`.
+#[derive(Debug)]
+pub struct Received {
+    pub args: MonitorArgs,
+    pub status: OwnedFd,
+    pub attached: Option<OwnedFd>,
+    pub hold: bool,
+}
+
+/// Sends `msg` with `fds` (SCM_RIGHTS) as one packet on `sock`.
+fn send_with_fds(
+    sock: &impl AsRawFd,
+    msg: &[u8],
+    fds: &[std::os::fd::RawFd],
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(msg)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsg: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    let n = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsg, MsgFlags::empty(), None)?;
+    if n != msg.len() {
+        return Err(std::io::Error::other("short send to a container monitor"));
+    }
+    Ok(())
 }
 
 /// Sends a spare monitor (on `sock`) its container: `status` is the pipe it reports on,
-/// `attached` a client to serve from the start.
+/// `attached` a client to serve from the start; with `hold`, it creates the container and
+/// waits for [`send_go`].
 pub fn send_job(
     sock: &impl AsRawFd,
     args: &MonitorArgs,
     status: &impl AsRawFd,
     attached: Option<std::os::fd::RawFd>,
+    hold: bool,
 ) -> std::io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let job = serde_json::to_vec(&Job {
         args: args.clone(),
         attached: attached.is_some(),
+        hold,
     })
     .map_err(std::io::Error::other)?;
     let mut fds = vec![status.as_raw_fd()];
     fds.extend(attached);
-    let iov = [std::io::IoSlice::new(&job)];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let n = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
-    if n != job.len() {
-        return Err(std::io::Error::other("short send of a monitor job"));
+    send_with_fds(sock, &job, &fds)
+}
+
+/// The message that starts a held container.
+const GO: &[u8] = b"go";
+
+/// Starts the container a monitor holds (see [`send_job`]), with `attached` as a client from
+/// the start.
+pub fn send_go(sock: &impl AsRawFd, attached: Option<std::os::fd::RawFd>) -> std::io::Result<()> {
+    let fds: Vec<_> = attached.into_iter().collect();
+    send_with_fds(sock, GO, &fds)
+}
+
+/// Waits for the engine's `go` on the job socket: `None` if the socket ended first.
+fn receive_go(sock: &OwnedFd) -> std::io::Result<Option<Option<OwnedFd>>> {
+    let mut buf = [0u8; 16];
+    let (n, mut fds) = receive(sock, &mut buf)?;
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    if &buf[..n] != GO {
+        return Err(std::io::Error::other("an unknown message from the engine"));
+    }
+    Ok(Some(fds.pop()))
+}
+
+/// Receives one packet and the descriptors that came with it.
+fn receive(sock: &OwnedFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r?,
+        }
+    };
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            // SAFETY: descriptors just received with SCM_RIGHTS belong to this process and
+            // nothing else owns them.
+            fds.extend(
+                got.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
 }
 
 /// The biggest job message a spare accepts.
 const MAX_JOB: usize = 64 * 1024;
 
 /// Waits for the engine's job on a spare monitor's socket. `None`: the engine went away.
-pub fn receive_job(
-    sock: OwnedFd,
-) -> std::io::Result<Option<(MonitorArgs, OwnedFd, Option<OwnedFd>)>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+pub fn receive_job(sock: &OwnedFd) -> std::io::Result<Option<Received>> {
     let mut buf = vec![0u8; MAX_JOB];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
-    let (n, mut fds) = {
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = loop {
-            match recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                r => break r?,
-            }
-        };
-        let mut fds = Vec::new();
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(got) = c {
-                // SAFETY: descriptors just received with SCM_RIGHTS belong to this process and
-                // nothing else owns them.
-                fds.extend(
-                    got.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        (msg.bytes, fds)
-    };
+    let (n, mut fds) = receive(sock, &mut buf)?;
     if n == 0 && fds.is_empty() {
         return Ok(None);
     }
@@ -580,7 +664,12 @@ pub fn receive_job(
     } else {
         None
     };
-    Ok(Some((job.args, fds.remove(0), attached)))
+    Ok(Some(Received {
+        args: job.args,
+        status: fds.remove(0),
+        attached,
+        hold: job.hold,
+    }))
 }
 
 /// The status descriptor the engine passes.

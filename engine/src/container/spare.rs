@@ -18,9 +18,29 @@ pub const REFILL_AFTER: std::time::Duration = std::time::Duration::from_millis(5
 
 /// A waiting monitor: the process and the engine's end of its job socket.
 #[derive(Debug)]
-struct Spare {
-    child: tokio::process::Child,
-    sock: OwnedFd,
+pub(super) struct Spare {
+    pub(super) child: tokio::process::Child,
+    pub(super) sock: OwnedFd,
+}
+
+/// Starts `strata-monitor --spare` with a job socket as its stdin (blocking; in a runtime).
+pub(super) fn spawn_spare(monitor: &PathBuf) -> std::io::Result<Spare> {
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?;
+    // Its job socket is its stdin: with no code to run between fork and exec, the spawn is a
+    // posix_spawn (vfork), which does not copy the engine's page tables and stall its other
+    // threads as a fork does.
+    let mut cmd = std::process::Command::new(monitor);
+    cmd.arg("--spare")
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = tokio::process::Command::from(cmd).spawn()?;
+    Ok(Spare { child, sock: ours })
 }
 
 /// The engine's spare monitor (at most one).
@@ -81,25 +101,7 @@ impl Spares {
         }
         let (monitor, slot) = (self.monitor.clone(), self.slot.clone());
         tokio::task::spawn_blocking(move || {
-            let made = nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::SeqPacket,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .map_err(std::io::Error::from)
-            .and_then(|(ours, theirs)| {
-                // Its job socket is its stdin: with no code to run between fork and exec, the
-                // spawn is a posix_spawn (vfork), which does not copy the engine's page tables
-                // and stall its other threads as a fork does.
-                let mut cmd = std::process::Command::new(&monitor);
-                cmd.arg("--spare")
-                    .stdin(std::process::Stdio::from(theirs))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-                let child = tokio::process::Command::from(cmd).spawn()?;
-                Ok(Spare { child, sock: ours })
-            });
+            let made = spawn_spare(&monitor);
             match made {
                 Ok(s) => {
                     let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,7 +128,7 @@ impl Spares {
         if !matches!(spare.child.try_wait(), Ok(None)) {
             return None;
         }
-        match monitor::send_job(&spare.sock, args, status, attached) {
+        match monitor::send_job(&spare.sock, args, status, attached, false) {
             Ok(()) => Some(spare.child),
             Err(e) => {
                 tracing::warn!(%e, "the spare container monitor did not take its job");

@@ -308,6 +308,8 @@ impl ImagesApi for ImageService {
         req: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let r = req.into_inner();
+        // Containers made ahead of time are on the images' layers, and nobody's yet.
+        self.containers.drain_warm().await;
         let in_use = self.in_use_fn();
         let id = self.images.resolve(&r.image).map(|i| i.id).ok();
         let report = self.images.remove(&r.image, r.force, &in_use).await?;
@@ -382,6 +384,7 @@ async fn prune_images(
     all: bool,
 ) -> Result<strata_proto::engine::PruneResponse, Status> {
     let before = images.list()?;
+    containers.drain_warm().await;
     let in_use = |id: &str| {
         containers
             .records()

@@ -187,6 +187,14 @@ impl System for SystemService {
             ("Logging Driver".to_string(), "json-file".to_string()),
             ("Cgroup Version".to_string(), cgroup_version().to_string()),
             ("Default Runtime".to_string(), "strata-runtime".to_string()),
+            ("Warm Pool".to_string(), {
+                let (ready, capacity) = self.containers.warm_pool().size();
+                if capacity == 0 {
+                    "off".to_string()
+                } else {
+                    format!("{ready} ready, up to {capacity}")
+                }
+            }),
             ("Kernel Version".to_string(), kernel()),
             (
                 "Architecture".to_string(),
