@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Engine benchmark, in one run on one disk:
-#   1. `strata run --rm busybox true` (warm engine) against bare `crun run` of a prepared
-#      bundle and `ctr run --rm` (containerd 1.6 + runc, overlayfs);
+#   1. `strata run --rm busybox true` (warm engine; as installed, and with `--warm-pool 2`)
+#      against bare `crun run` of a prepared bundle and `ctr run --rm` (containerd 1.6 + runc,
+#      overlayfs);
 #   2. `strata load` of a multi-layer image against `ctr images import` of the same archive.
 # Prints the medians and the ratios. Targets (issue 4): strata run <= 1.0x crun and <= 0.15x
 # ctr; strata load <= 0.7x ctr import.
@@ -32,7 +33,9 @@ run=/run/sebench.$$
 mkdir -p "$run"
 pids=()
 cleanup() {
-    "$bin/strata" --address "$run/strata.sock" ps -aq 2>/dev/null | xargs -r "$bin/strata" --address "$run/strata.sock" rm -f >/dev/null 2>&1 || true
+    for sock in "$run/strata.sock" "$run/warm.sock"; do
+        "$bin/strata" --address "$sock" ps -aq 2>/dev/null | xargs -r "$bin/strata" --address "$sock" rm -f >/dev/null 2>&1 || true
+    done
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
@@ -80,12 +83,18 @@ for i in range(4):
 archive(f"{work}/multi.tar", "docker.io/library/multi:latest", layers)
 PY
 
-# Strata.
-"$bin/stratad" --root "$work/strata" --run-root "$run/s" --address "$run/strata.sock" --log-level warn 2>"$work/stratad.log" &
-pids+=($!)
-for _ in $(seq 200); do "$bin/strata" --address "$run/strata.sock" version >/dev/null 2>&1 && break; sleep 0.05; done
+# Strata as installed (no warm pool), and a second engine with `--warm-pool 2` (containers made
+# ahead of time; README, "The warm pool"), each on its own root.
+for e in strata:0 warm:2; do
+    name=${e%%:*}
+    "$bin/stratad" --root "$work/$name" --run-root "$run/$name" --address "$run/$name.sock" \
+        --log-level warn --warm-pool "${e##*:}" 2>"$work/$name.log" &
+    pids+=($!)
+    for _ in $(seq 200); do "$bin/strata" --address "$run/$name.sock" version >/dev/null 2>&1 && break; sleep 0.05; done
+    "$bin/strata" --address "$run/$name.sock" load -i "$work/busybox.tar" >/dev/null
+done
 S="$bin/strata --address $run/strata.sock"
-$S load -i "$work/busybox.tar" >/dev/null
+W="$bin/strata --address $run/warm.sock"
 
 # containerd with its own root, state and socket.
 cat >"$work/containerd.toml" <<TOML
@@ -124,6 +133,7 @@ for r in $(seq "$rounds"); do
     sync
     inns "cd $work/bundle && hyperfine -N -w 3 -r $runs --style basic --export-json $work/run$r.json \
         '$S run --rm busybox true' \
+        '$W run --rm busybox true' \
         'crun --root $work/crun run bench-crun' \
         '$C run --rm docker.io/library/busybox:latest bench-ctr true'" >&2
     inns "hyperfine -w 1 -r $(( (runs + 5) / 6 )) --style basic --export-json $work/load$r.json \
@@ -140,9 +150,10 @@ def collect(prefix, n):
         for k, res in enumerate(json.load(open(f"{work}/{prefix}{i}.json"))["results"]):
             t[k].extend(x * 1000 for x in res["times"])
     return [statistics.median(x) for x in t]
-s, crun, ctr = collect("run", 3)
-print(f"run --rm busybox true (median ms): strata {s:.2f}, crun {crun:.2f}, ctr {ctr:.2f}")
+s, w, crun, ctr = collect("run", 4)
+print(f"run --rm busybox true (median ms): strata {s:.2f}, strata --warm-pool 2 {w:.2f}, crun {crun:.2f}, ctr {ctr:.2f}")
 print(f"  strata/crun = {s/crun:.2f}x (target <= 1.0), strata/ctr = {s/ctr:.2f}x (target <= 0.15)")
+print(f"  with the warm pool: strata/crun = {w/crun:.2f}x, strata/ctr = {w/ctr:.2f}x")
 sl, cl = collect("load", 2)
 print(f"load of a 5-layer image (median ms): strata {sl:.1f}, ctr import {cl:.1f}")
 print(f"  strata/ctr = {sl/cl:.2f}x (target <= 0.7)")
