@@ -282,3 +282,44 @@ fn engine_warm_pool_is_refused_over_its_limit() {
         Ok(())
     })());
 }
+
+#[test]
+fn engine_warm_pool_starts_a_taken_container_whose_monitor_died() {
+    let e = pooled("1");
+    check((|| {
+        e.ok(&["run", "--rm", BUSYBOX, "echo", "hi"])?;
+        wait_ready(&e, 1)?;
+        let pool = pooled_ids(&e)?;
+        let id = e
+            .ok(&["create", "--rm", BUSYBOX, "echo", "hi"])?
+            .trim()
+            .to_string();
+        ensure!(
+            pool.contains(&id),
+            "{id} was not made ahead of time: {pool:?}"
+        );
+        // Its monitor works in its directory (the container's first process is in its own root).
+        let bundle = e.containers_dir().join(&id);
+        let mut killed = 0;
+        for p in fs::read_dir("/proc")? {
+            let p = p?.path();
+            let monitor = fs::read(p.join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("strata-monitor"));
+            if monitor && fs::read_link(p.join("cwd")).is_ok_and(|c| c == bundle) {
+                let pid = p
+                    .file_name()
+                    .and_then(|n| n.to_str()?.parse().ok())
+                    .unwrap_or(0);
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )?;
+                killed += 1;
+            }
+        }
+        ensure!(killed == 1, "{killed} monitors held {id}");
+        std::thread::sleep(Duration::from_millis(100));
+        ensure!(e.ok(&["start", "-a", &id])? == "hi\n");
+        gone(&e, &id)
+    })());
+}

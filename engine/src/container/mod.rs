@@ -450,10 +450,9 @@ impl Containers {
         // has one (see pool.rs); the next one is made for the create after this.
         let warm = pool::key(&rec, &planned_mounts);
         if let Some(key) = &warm {
-            let claimed = self.claim_warm(key, &rec).await?;
-            self.want_warm(key, &rec, &image.chain);
-            if let Some(rec) = claimed {
-                return Ok(rec);
+            if let Some(claimed) = self.claim_warm(key, &rec).await? {
+                self.want_warm(key, &rec, &image.chain);
+                return Ok(claimed);
             }
         }
         let bundle = self.bundle(&id);
@@ -491,6 +490,9 @@ impl Containers {
         }
         self.notify(&rec);
         self.emit(&rec, "create");
+        if let Some(key) = &warm {
+            self.want_warm(key, &rec, &image.chain);
+        }
         Ok(rec)
     }
 
@@ -570,7 +572,21 @@ impl Containers {
     async fn run(self: &Arc<Self>, mut rec: Record) -> Result<Record> {
         let bundle = self.bundle(&rec.id);
         let rootfs = bundle.join("rootfs");
-        let started = match self.take_held(&rec.id) {
+        let mut held = self.take_held(&rec.id);
+        if let Some(mut h) = held.take() {
+            if h.monitor_alive() {
+                held = Some(h);
+            } else {
+                // Its monitor died while holding it: start it as any created container.
+                tracing::warn!(
+                    id = rec.id,
+                    "the monitor holding a container made ahead of time died"
+                );
+                self.release_held(&rec.id, h).await;
+                self.kill_orphan(&rec.id).await;
+            }
+        }
+        let started = match held {
             // Made ahead of time: its monitor holds it, created, until told to start it.
             Some(held) => self.release_to_start(&rec, held).await,
             None => {

@@ -50,6 +50,13 @@ pub struct Held {
     status: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
 }
 
+impl Held {
+    /// Whether its monitor still runs.
+    pub(super) fn monitor_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 /// A container made ahead of time, for the settings hashed into `key`.
 #[derive(Debug)]
 struct Warm {
@@ -208,36 +215,44 @@ impl Containers {
                 me.discard_warm(w).await;
             }
             let made = me.make_warm(&template, &chain).await;
-            let unwanted = {
-                let mut p = me.pool.inner();
+            // It counts as being made until it is in the pool or undone, so that emptying the
+            // pool (at the engine's stop) waits for it.
+            let done = |p: &mut Inner| {
                 if let Some(i) = p.filling.iter().position(|k| *k == key) {
                     p.filling.remove(i);
                 }
-                match made {
-                    Ok((rec, held)) => {
-                        let w = Warm { key, rec, held };
-                        if p.capacity == 0 {
-                            Some(w)
-                        } else {
-                            let id = w.rec.id.clone();
-                            p.ready.push(w);
-                            let me = me.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(WARM_IDLE).await;
-                                if let Some(w) = me.pool.take_id(&id) {
-                                    me.discard_warm(w).await;
-                                }
-                            });
-                            None
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%e, "making a container ahead of time failed");
-                        None
-                    }
+            };
+            let (rec, held) = match made {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%e, "making a container ahead of time failed");
+                    done(&mut me.pool.inner());
+                    return;
+                }
+            };
+            let id = rec.id.clone();
+            let w = Warm {
+                key: key.clone(),
+                rec,
+                held,
+            };
+            let unwanted = {
+                let mut p = me.pool.inner();
+                if p.capacity == 0 {
+                    Some(w)
+                } else {
+                    p.ready.push(w);
+                    done(&mut p);
+                    None
                 }
             };
             if let Some(w) = unwanted {
+                me.discard_warm(w).await;
+                done(&mut me.pool.inner());
+                return;
+            }
+            tokio::time::sleep(WARM_IDLE).await;
+            if let Some(w) = me.pool.take_id(&id) {
                 me.discard_warm(w).await;
             }
         });
