@@ -32,6 +32,7 @@ pub enum ContainerCommand {
     Inspect(inspect::Args),
     /// Show a container's processes
     Top(top::Args),
+    Port(super::port::Args),
     /// Show containers' resource usage
     Stats(stats::Args),
     /// Copy files between a container and the host
@@ -50,6 +51,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         ContainerCommand::Logs(a) => logs::run(a, client).await,
         ContainerCommand::Inspect(a) => inspect::run(a, client).await,
         ContainerCommand::Top(a) => top::run(a, client).await,
+        ContainerCommand::Port(a) => super::port::run(a, client).await,
         ContainerCommand::Stats(a) => stats::run(a, client).await,
         ContainerCommand::Cp(a) => cp::run(a, client).await,
         ContainerCommand::Diff(a) => diff::run(a, client).await,

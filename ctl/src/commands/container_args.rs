@@ -82,6 +82,9 @@ pub struct ContainerArgs {
     /// Network mode: none (default), host or container:<name|id>
     #[arg(long, default_value = "none")]
     pub network: String,
+    /// Publish a container's TCP port(s) on the host ([IP:][HOST:]CONTAINER[/tcp], ranges A-B)
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -307,6 +310,7 @@ impl ContainerArgs {
             cpu_shares: self.cpu_shares.unwrap_or(0),
             oom_kill_disable: self.oom_kill_disable,
             devices: self.device.clone(),
+            publish: self.publish.clone(),
         })
     }
 }

@@ -21,8 +21,12 @@ pub async fn create(c: &ContainerArgs, client: &Client) -> CmdResult<String> {
             config: Some(config),
         })
         .await
-        .map_err(|s| Failure::from(s).with_code(125))?;
-    let id = r.into_inner().id;
+        .map_err(|s| Failure::from(s).with_code(125))?
+        .into_inner();
+    for w in &r.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let id = r.id;
     c.write_cidfile(&id)?;
     Ok(id)
 }

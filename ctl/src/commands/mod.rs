@@ -20,6 +20,7 @@ mod kill;
 mod load;
 mod logs;
 mod pause;
+mod port;
 mod prune;
 mod ps;
 mod rename;
@@ -104,6 +105,8 @@ pub enum Command {
     Volume(volume::Args),
     /// Show a container's processes (ps options after the name; default -ef)
     Top(top::Args),
+    /// Show the host ports a container's ports are published on
+    Port(port::Args),
     /// Show containers' CPU, memory, network, block I/O and pids
     Stats(stats::Args),
     /// Copy files between a container and the host (CONTAINER:PATH on one side)
@@ -153,6 +156,7 @@ pub async fn run(cmd: Command, address: &Path) -> CmdResult<i32> {
         Command::Events(a) => events::run(a, &client).await,
         Command::Volume(a) => volume::run(a, &client).await,
         Command::Top(a) => top::run(a, &client).await,
+        Command::Port(a) => port::run(a, &client).await,
         Command::Stats(a) => stats::run(a, &client).await,
         Command::Cp(a) => cp::run(a, &client).await,
         Command::Diff(a) => diff::run(a, &client).await,

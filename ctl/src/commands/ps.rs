@@ -62,7 +62,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
                 "ID": if a.no_trunc { c.id.clone() } else { c.id.chars().take(12).collect() },
                 "Names": c.name, "Image": c.image, "Command": c.command,
                 "CreatedAt": c.created, "RunningFor": ago(c.created), "State": c.state,
-                "Status": c.status,
+                "Status": c.status, "Ports": c.ports,
             })
         })
         .collect();
@@ -75,6 +75,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         "RunningFor",
         "State",
         "Status",
+        "Ports",
     ];
     let titles = [
         ("ID", "CONTAINER ID"),
@@ -90,6 +91,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAMES",
     ]
     .map(String::from)];
@@ -109,6 +111,7 @@ pub async fn run(a: Args, client: &Client) -> CmdResult<i32> {
             cmd,
             ago(c.created),
             c.status.clone(),
+            c.ports.clone(),
             c.name.clone(),
         ]);
     }

@@ -74,8 +74,11 @@ async fn attached(a: Args, client: &Client) -> CmdResult<i32> {
         })
         .await
         .map_err(Failure::refused)?
-        .into_inner()
-        .id;
+        .into_inner();
+    for w in &id.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let id = id.id;
     a.c.write_cidfile(&id)?;
     let s = Session {
         container: id.clone(),

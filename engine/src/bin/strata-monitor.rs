@@ -33,6 +33,19 @@ struct Args {
     /// The terminal's first size, ROWSxCOLS.
     #[arg(long, value_parser = parse_size)]
     console_size: Option<(u16, u16)>,
+    /// Host ports to publish, as JSON (a list of port bindings).
+    #[arg(long, value_parser = parse_ports)]
+    ports: Option<Ports>,
+}
+
+/// `--ports`' value.
+#[derive(Debug, Clone)]
+struct Ports(Vec<strata_engine::container::ports::PortBinding>);
+
+fn parse_ports(s: &str) -> Result<Ports, String> {
+    serde_json::from_str(s)
+        .map(Ports)
+        .map_err(|e| format!("invalid ports {s:?}: {e}"))
 }
 
 fn parse_size(s: &str) -> Result<(u16, u16), String> {
@@ -126,6 +139,7 @@ fn main() {
             tty: a.tty,
             stdin: a.stdin,
             console_size: a.console_size,
+            ports: a.ports.map(|p| p.0).unwrap_or_default(),
         },
         fd3,
         attached,

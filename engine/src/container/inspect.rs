@@ -230,5 +230,15 @@ pub fn container_json(
         json!(s.stop_signal)
     };
     doc["Config"]["StopTimeout"] = json!(s.stop_timeout);
+    let asked = super::ports::parse_all(&s.publish).unwrap_or_default();
+    doc["HostConfig"]["PortBindings"] = super::ports::port_bindings_doc(&asked);
+    let mut exposed = serde_json::Map::new();
+    for b in &asked {
+        exposed.insert(b.key(), json!({}));
+    }
+    if !exposed.is_empty() {
+        doc["Config"]["ExposedPorts"] = Value::Object(exposed);
+    }
+    doc["NetworkSettings"] = json!({ "Ports": super::ports::ports_doc(&st.ports) });
     doc
 }

@@ -16,6 +16,8 @@ pub mod logs;
 pub mod monitor;
 pub mod mounts;
 pub mod pool;
+pub mod ports;
+pub mod proxy;
 pub mod record;
 pub mod restart;
 pub mod spare;
@@ -605,6 +607,10 @@ impl Containers {
                     status: Status::Running,
                     pid,
                     monitor_pid: child.id().unwrap_or(0) as i32,
+                    ports: std::fs::read(monitor::ports_file(&bundle))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default(),
                     started_at: strata_runtime::state::now_rfc3339(),
                     restart_count: rec.state.restart_count,
                     manually_stopped: rec.state.manually_stopped,
@@ -728,6 +734,13 @@ impl Containers {
             tty: rec.settings.tty,
             stdin: rec.settings.open_stdin,
             console_size,
+            // Validated at create; in the host's network, ports are not published (Docker
+            // discards them with a warning).
+            ports: if rec.settings.network_mode == "host" {
+                Vec::new()
+            } else {
+                ports::parse_all(&rec.settings.publish).unwrap_or_default()
+            },
         }
     }
 
@@ -801,6 +814,7 @@ impl Containers {
         )
         .map_err(io("write", &config))?;
         let _ = std::fs::remove_file(monitor::exit_file(bundle));
+        let _ = std::fs::remove_file(monitor::ports_file(bundle));
         Ok(())
     }
 
@@ -853,6 +867,7 @@ impl Containers {
         };
         rec.state.pid = 0;
         rec.state.monitor_pid = 0;
+        rec.state.ports.clear();
         // An `--rm` container's record is removed (and that flushed) in a moment.
         let recorded = if rec.settings.auto_remove && again.is_none() {
             self.records.update_unflushed(&rec)

@@ -50,6 +50,9 @@ pub struct MonitorArgs {
     pub stdin: bool,
     /// The terminal's first window size (rows, columns).
     pub console_size: Option<(u16, u16)>,
+    /// Host ports to publish (`-p`), bound before the container is created.
+    #[serde(default)]
+    pub ports: Vec<super::ports::PortBinding>,
 }
 
 impl MonitorArgs {
@@ -78,6 +81,14 @@ impl MonitorArgs {
             a.push("--console-size".into());
             a.push(format!("{rows}x{cols}").into());
         }
+        if !self.ports.is_empty() {
+            a.push("--ports".into());
+            a.push(
+                serde_json::to_string(&self.ports)
+                    .unwrap_or_default()
+                    .into(),
+            );
+        }
         a
     }
 }
@@ -88,6 +99,11 @@ pub struct ExitRecord {
     pub exit_code: i32,
     pub oom_killed: bool,
     pub finished_at: String,
+}
+
+/// Where the monitor writes the host ports it bound (`-p`), before it reports the start.
+pub fn ports_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("ports.json")
 }
 
 /// The exit file of a container's state directory.
@@ -369,6 +385,8 @@ fn start(
         .open(&args.log)
         .map_err(|e| format!("open log {}: {e}", args.log.display()))?;
     let listener = bind_in(&args.state_dir, SOCKET)?;
+    // Published ports first: one in use fails the start before anything is made.
+    let published = super::proxy::bind(&args.ports)?;
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     let dup = |f: &OwnedFd| {
         f.try_clone()
@@ -442,6 +460,23 @@ fn start(
         )
     };
     let mut container = container;
+    if !published.bindings.is_empty() {
+        let served = File::open(format!("/proc/{}/ns/net", container.pid()))
+            .map_err(|e| format!("open the container's network namespace: {e}"))
+            .and_then(|netns| {
+                let json = serde_json::to_vec(&published.bindings).unwrap_or_default();
+                fs::write(ports_file(&args.state_dir), json)
+                    .map_err(|e| format!("record the published ports: {e}"))?;
+                Ok(netns)
+            });
+        match served {
+            Ok(netns) => published.serve(netns),
+            Err(e) => {
+                let _ = container.delete(true);
+                return Err(e);
+            }
+        }
+    }
     let hub = Arc::new(Hub {
         clients: Mutex::default(),
         stdin: Mutex::new(stdin),

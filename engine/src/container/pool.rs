@@ -14,7 +14,7 @@
 //! engine that died leaves is collected at its next start as any orphan.
 //!
 //! Only containers whose start reads nothing that could change in between are pooled: no
-//! volumes, binds or `--volumes-from`, no terminal or open stdin, no devices, no namespace of
+//! volumes, binds or `--volumes-from`, no published ports, no terminal or open stdin, no devices, no namespace of
 //! another container, no seccomp profile file (see [`key`]). What a pooled container has from
 //! the time it was made rather than its create: its `/etc/resolv.conf` (the host's then).
 
@@ -122,6 +122,7 @@ pub(super) fn key(rec: &Record, planned: &[crate::volume::mounts::Request]) -> O
         && s.volumes_from.is_empty()
         && s.image_volumes.is_empty()
         && s.devices.is_empty()
+        && s.publish.is_empty()
         && !s.tty
         && !s.open_stdin
         && !other(&s.network_mode)

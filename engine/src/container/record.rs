@@ -102,6 +102,8 @@ pub struct Settings {
     pub oom_kill_disable: bool,
     /// `--device /dev/host[:/dev/in-container[:rwm]]`.
     pub devices: Vec<String>,
+    /// `-p/--publish [IP:][HOST:]CONTAINER[/tcp]` (see ports.rs).
+    pub publish: Vec<String>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.
@@ -126,6 +128,8 @@ pub struct State {
     /// `HasBeenManuallyStopped`): no restart policy starts it, and `unless-stopped` not even
     /// when the engine starts.
     pub manually_stopped: bool,
+    /// The host ports its monitor bound for `-p`, while it runs.
+    pub ports: Vec<super::ports::PortBinding>,
 }
 
 impl Default for State {
@@ -141,6 +145,7 @@ impl Default for State {
             error: String::new(),
             restart_count: 0,
             manually_stopped: false,
+            ports: Vec::new(),
         }
     }
 }

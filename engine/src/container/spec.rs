@@ -36,6 +36,9 @@ pub enum SpecError {
         "invalid user {0:?}: expected uid[:gid] (numbers) or a name from the image's /etc/passwd"
     )]
     User(String),
+    /// A `-p` value that cannot be used (the message names it).
+    #[error("{0}")]
+    Publish(String),
     /// A flag's value that cannot be used, with why.
     #[error("invalid {flag} {value:?}: {why}")]
     Option {
@@ -317,6 +320,16 @@ pub fn devices_doc(s: &Settings) -> Value {
 
 /// Refuses, before anything is made, the values of the flags that only go into the spec.
 pub fn check_options(s: &Settings) -> Result<(), SpecError> {
+    super::ports::parse_all(&s.publish).map_err(SpecError::Publish)?;
+    if let Some(p) = s.publish.first() {
+        if s.network_mode.starts_with("container:") {
+            return Err(bad(
+                "--publish",
+                p,
+                "conflicting options: port publishing and --network container: (publish on the container whose network it joins)",
+            ));
+        }
+    }
     rlimits(s)?;
     sysctls(s)?;
     security(s)?;

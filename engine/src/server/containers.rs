@@ -72,6 +72,7 @@ fn settings(c: ContainerConfig) -> Settings {
         cpu_shares: c.cpu_shares,
         oom_kill_disable: c.oom_kill_disable,
         devices: c.devices,
+        publish: c.publish,
     }
 }
 
@@ -135,6 +136,12 @@ fn summary(r: &Record) -> ContainerSummary {
             .map_or(0, |d| d.as_secs() as i64),
         state: st.status.as_str().into(),
         status,
+        ports: st
+            .ports
+            .iter()
+            .map(|b| b.display())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -164,9 +171,13 @@ impl ContainersApi for ContainerService {
             }
             made => made?,
         };
+        let mut warnings = Vec::new();
+        if rec.settings.network_mode == "host" && !rec.settings.publish.is_empty() {
+            warnings.push("Published ports are discarded when using host network mode".into());
+        }
         Ok(Response::new(CreateContainerResponse {
             id: rec.id,
-            warnings: vec![],
+            warnings,
         }))
     }
 
