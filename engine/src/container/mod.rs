@@ -705,17 +705,10 @@ impl Containers {
         };
         drop(status_w);
         drop(pre);
-        let mut status = tokio::io::BufReader::new(
-            tokio::net::unix::pipe::Receiver::from_owned_fd(status_r)
-                .map_err(|e| start_err(format!("status pipe: {e}")))?,
-        );
-        let pid = read_started(&mut status, "ok ").await.map_err(start_err)?;
-        Ok(Launched {
-            pid,
-            child,
-            status,
-            slot,
-        })
+        let status = status_pipe(status_r).map_err(start_err)?;
+        Launched::when_started(status, child, slot)
+            .await
+            .map_err(start_err)
     }
 
     /// What the monitor of the container of `rec` is given.
@@ -1349,16 +1342,40 @@ struct Launched {
     pid: i32,
     child: tokio::process::Child,
     /// Where `exit` follows the first line.
-    status: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
+    status: StatusPipe,
     slot: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Launched {
+    /// Waits for the monitor's `ok <pid>` on `status`.
+    async fn when_started(
+        mut status: StatusPipe,
+        child: tokio::process::Child,
+        slot: tokio::sync::OwnedMutexGuard<()>,
+    ) -> std::result::Result<Launched, String> {
+        let pid = read_started(&mut status, "ok ").await?;
+        Ok(Launched {
+            pid,
+            child,
+            status,
+            slot,
+        })
+    }
+}
+
+/// The engine's end of a monitor's status pipe.
+type StatusPipe = tokio::io::BufReader<tokio::net::unix::pipe::Receiver>;
+
+/// Reads the monitor's status pipe `fd` (in the current runtime).
+fn status_pipe(fd: OwnedFd) -> std::result::Result<StatusPipe, String> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+        .map(tokio::io::BufReader::new)
+        .map_err(|e| format!("status pipe: {e}"))
 }
 
 /// Reads the monitor's first line on its status pipe: `<prefix><pid>` (`ok ` once the
 /// container runs, `created ` once a held one is created), or `error <message>`.
-async fn read_started(
-    status: &mut tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
-    prefix: &str,
-) -> std::result::Result<i32, String> {
+async fn read_started(status: &mut StatusPipe, prefix: &str) -> std::result::Result<i32, String> {
     let mut line = String::new();
     let _ = tokio::io::AsyncBufReadExt::read_line(status, &mut line).await;
     let line = line.trim_end();

@@ -28,8 +28,8 @@ use strata_proto::snapshots::RemoveSnapshotRequest;
 
 use super::record::{Record, State};
 use super::{
-    attach, io, monitor, read_started, snapshot_key, spare, ContainerError, Containers, Launched,
-    Result,
+    attach, io, monitor, read_started, snapshot_key, spare, status_pipe, ContainerError,
+    Containers, Launched, Result, StatusPipe,
 };
 
 /// How long a container made ahead of time is kept unused.
@@ -47,7 +47,7 @@ pub struct Held {
     child: tokio::process::Child,
     /// Its job socket: `go` starts the container; its end lets the container go.
     sock: OwnedFd,
-    status: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
+    status: StatusPipe,
 }
 
 impl Held {
@@ -308,10 +308,7 @@ impl Containers {
         monitor::send_job(&spare.sock, &args, &status_w, None, true)
             .map_err(|e| err(format!("hand the container to its monitor: {e}")))?;
         drop(status_w);
-        let mut status = tokio::io::BufReader::new(
-            tokio::net::unix::pipe::Receiver::from_owned_fd(status_r)
-                .map_err(|e| err(format!("status pipe: {e}")))?,
-        );
+        let mut status = status_pipe(status_r).map_err(err)?;
         let mut child = spare.child;
         match read_started(&mut status, "created ").await {
             Ok(_) => Ok(Held {
@@ -338,7 +335,7 @@ impl Containers {
         let Held {
             child,
             sock,
-            mut status,
+            status,
         } = held;
         let pre = attach::take_preattached(&rec.id);
         let sent = monitor::send_go(&sock, pre.as_ref().map(|p| p.conn.as_raw_fd()));
@@ -346,13 +343,9 @@ impl Containers {
         // Not needed after the `go`; without it, the monitor deletes the container.
         drop(sock);
         sent.map_err(|e| start_err(format!("tell its monitor to start it: {e}")))?;
-        let pid = read_started(&mut status, "ok ").await.map_err(start_err)?;
-        Ok(Launched {
-            pid,
-            child,
-            status,
-            slot,
-        })
+        Launched::when_started(status, child, slot)
+            .await
+            .map_err(start_err)
     }
 
     /// Lets the container a monitor holds go: the monitor deletes it and ends (killed, with
