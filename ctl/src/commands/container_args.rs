@@ -85,6 +85,12 @@ pub struct ContainerArgs {
     /// Publish a container's TCP port(s) on the host ([IP:][HOST:]CONTAINER[/tcp], ranges A-B)
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Logging driver: json-file (default) or none
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size=10m, max-file=3)
+    #[arg(long = "log-opt")]
+    pub log_opt: Vec<String>,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -311,6 +317,8 @@ impl ContainerArgs {
             oom_kill_disable: self.oom_kill_disable,
             devices: self.device.clone(),
             publish: self.publish.clone(),
+            log_driver: self.log_driver.clone().unwrap_or_default(),
+            log_opts: self.log_opt.clone(),
         })
     }
 }

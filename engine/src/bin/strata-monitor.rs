@@ -36,11 +36,24 @@ struct Args {
     /// Host ports to publish, as JSON (a list of port bindings).
     #[arg(long, value_parser = parse_ports)]
     ports: Option<Ports>,
+    /// How the output is logged, as JSON (driver none, rotation size and files).
+    #[arg(long, value_parser = parse_logging)]
+    logging: Option<Logging>,
 }
 
 /// `--ports`' value.
 #[derive(Debug, Clone)]
 struct Ports(Vec<strata_engine::container::ports::PortBinding>);
+
+/// `--logging`' value.
+#[derive(Debug, Clone)]
+struct Logging(strata_engine::container::logconf::LogConfig);
+
+fn parse_logging(s: &str) -> Result<Logging, String> {
+    serde_json::from_str(s)
+        .map(Logging)
+        .map_err(|e| format!("invalid logging {s:?}: {e}"))
+}
 
 fn parse_ports(s: &str) -> Result<Ports, String> {
     serde_json::from_str(s)
@@ -140,6 +153,7 @@ fn main() {
             stdin: a.stdin,
             console_size: a.console_size,
             ports: a.ports.map(|p| p.0).unwrap_or_default(),
+            logging: a.logging.map(|l| l.0).unwrap_or_default(),
         },
         fd3,
         attached,

@@ -174,7 +174,7 @@ pub fn container_json(
             "NanoCpus": s.nano_cpus,
             "CpusetCpus": s.cpuset_cpus,
             "PidsLimit": if s.pids_limit > 0 { Value::from(s.pids_limit) } else { Value::Null },
-            "LogConfig": { "Type": "json-file", "Config": {} },
+            "LogConfig": super::logconf::doc(&s.log_driver, &s.log_opts),
             "RestartPolicy": {
                 "Name": policy.map_or("no", |p| p.name()),
                 "MaximumRetryCount": policy.map_or(0, |p| p.max_retries),

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod etc;
 pub mod exec;
 pub mod inspect;
+pub mod logconf;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
@@ -734,6 +735,8 @@ impl Containers {
             } else {
                 ports::parse_all(&rec.settings.publish).unwrap_or_default()
             },
+            logging: logconf::parse(&rec.settings.log_driver, &rec.settings.log_opts)
+                .unwrap_or_default(),
         }
     }
 

@@ -53,6 +53,9 @@ pub struct MonitorArgs {
     /// Host ports to publish (`-p`), bound before the container is created.
     #[serde(default)]
     pub ports: Vec<super::ports::PortBinding>,
+    /// How its output is logged (`--log-driver`, `--log-opt`).
+    #[serde(default)]
+    pub logging: super::logconf::LogConfig,
 }
 
 impl MonitorArgs {
@@ -85,6 +88,14 @@ impl MonitorArgs {
             a.push("--ports".into());
             a.push(
                 serde_json::to_string(&self.ports)
+                    .unwrap_or_default()
+                    .into(),
+            );
+        }
+        if self.logging != super::logconf::LogConfig::default() {
+            a.push("--logging".into());
+            a.push(
+                serde_json::to_string(&self.logging)
                     .unwrap_or_default()
                     .into(),
             );
@@ -136,7 +147,62 @@ struct Hub {
     /// The pty master, for window sizes.
     pty: Option<OwnedFd>,
     tty: bool,
-    log: Mutex<File>,
+    log: Mutex<LogFile>,
+}
+
+/// The container's json-lines log, rotated as its configuration says.
+#[derive(Debug)]
+struct LogFile {
+    /// `None` with the `none` driver, or after the log could not be reopened.
+    file: Option<File>,
+    path: PathBuf,
+    size: u64,
+    config: super::logconf::LogConfig,
+}
+
+impl LogFile {
+    fn open(path: &Path, config: super::logconf::LogConfig) -> Result<LogFile, String> {
+        let mut log = LogFile {
+            file: None,
+            path: path.to_path_buf(),
+            size: 0,
+            config,
+        };
+        if !config.none {
+            log.reopen()
+                .map_err(|e| format!("open log {}: {e}", path.display()))?;
+        }
+        Ok(log)
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = f.metadata()?.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// Appends one line; rotates once the log has reached its size.
+    fn write(&mut self, line: &[u8]) {
+        let Some(f) = self.file.as_mut() else { return };
+        if let Err(e) = f.write_all(line) {
+            tracing::error!(%e, "writing the container log failed");
+            return;
+        }
+        self.size += line.len() as u64;
+        if self.config.max_size > 0 && self.size >= self.config.max_size {
+            self.file = None;
+            let rotated = super::logconf::rotate(&self.path, self.config.max_files)
+                .and_then(|()| self.reopen());
+            if let Err(e) = rotated {
+                tracing::error!(%e, "rotating the container log failed");
+                let _ = self.reopen();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -162,10 +228,10 @@ impl Hub {
         };
         let mut out = serde_json::to_vec(&line).unwrap_or_default();
         out.push(b'\n');
-        let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.write_all(&out) {
-            tracing::error!(%e, "writing the container log failed");
-        }
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&out);
     }
 
     /// Serves a new client: its input on a thread of its own, output from now on.
@@ -379,11 +445,7 @@ fn start(
     status: &mut File,
 ) -> Result<Monitored, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.log)
-        .map_err(|e| format!("open log {}: {e}", args.log.display()))?;
+    let log = LogFile::open(&args.log, args.logging)?;
     let listener = bind_in(&args.state_dir, SOCKET)?;
     // Published ports first: one in use fails the start before anything is made.
     let published = super::proxy::bind(&args.ports)?;

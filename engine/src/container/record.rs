@@ -104,6 +104,9 @@ pub struct Settings {
     pub devices: Vec<String>,
     /// `-p/--publish [IP:][HOST:]CONTAINER[/tcp]` (see ports.rs).
     pub publish: Vec<String>,
+    /// `--log-driver` ("" is json-file) and `--log-opt KEY=VALUE` (see logconf.rs).
+    pub log_driver: String,
+    pub log_opts: Vec<String>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

@@ -36,9 +36,9 @@ pub enum SpecError {
         "invalid user {0:?}: expected uid[:gid] (numbers) or a name from the image's /etc/passwd"
     )]
     User(String),
-    /// A `-p` value that cannot be used (the message names it).
+    /// A flag's value that cannot be used (the message names the flag and the value).
     #[error("{0}")]
-    Publish(String),
+    Invalid(String),
     /// A flag's value that cannot be used, with why.
     #[error("invalid {flag} {value:?}: {why}")]
     Option {
@@ -320,7 +320,8 @@ pub fn devices_doc(s: &Settings) -> Value {
 
 /// Refuses, before anything is made, the values of the flags that only go into the spec.
 pub fn check_options(s: &Settings) -> Result<(), SpecError> {
-    super::ports::parse_all(&s.publish).map_err(SpecError::Publish)?;
+    super::ports::parse_all(&s.publish).map_err(SpecError::Invalid)?;
+    super::logconf::parse(&s.log_driver, &s.log_opts).map_err(SpecError::Invalid)?;
     if let Some(p) = s.publish.first() {
         if s.network_mode.starts_with("container:") {
             return Err(bad(

@@ -73,6 +73,8 @@ fn settings(c: ContainerConfig) -> Settings {
         oom_kill_disable: c.oom_kill_disable,
         devices: c.devices,
         publish: c.publish,
+        log_driver: c.log_driver,
+        log_opts: c.log_opts,
     }
 }
 
@@ -548,6 +550,13 @@ impl ContainersApi for ContainerService {
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
         let rec = self.containers.resolve(&r.container)?;
+        if crate::container::logconf::parse(&rec.settings.log_driver, &rec.settings.log_opts)
+            .is_ok_and(|c| c.none)
+        {
+            return Err(Status::failed_precondition(
+                crate::container::logconf::NOT_READABLE,
+            ));
+        }
         let path = self.containers.log_path(&rec.id);
         let (entries, offset) = logs::tail(&path, if r.tail < 0 { -1 } else { r.tail })
             .map_err(|e| Status::internal(format!("read log {}: {e}", path.display())))?;
