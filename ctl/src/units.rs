@@ -20,6 +20,51 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
     Ok((n * mult as f64) as i64)
 }
 
+/// A Go duration as Docker takes it (`30s`, `1m30s`, `200ms`, `1.5h`; `0` alone) →
+/// nanoseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let bad = || {
+        format!("invalid duration {s:?}: use a number with a unit (ns, us, ms, s, m, h), e.g. 30s or 1m30s")
+    };
+    let t = s.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let (neg, mut rest) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t),
+    };
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    if total > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(if neg { -(total as i64) } else { total as i64 })
+}
+
 /// `0.5` → 500000000 nano-CPUs.
 pub fn parse_cpus(s: &str) -> Result<i64, String> {
     let n: f64 = s
@@ -35,6 +80,24 @@ pub fn parse_cpus(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Ok(90_000_000_000));
+        assert_eq!(parse_duration("200ms"), Ok(200_000_000));
+        assert_eq!(parse_duration("1.5h"), Ok(5_400_000_000_000));
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert_eq!(parse_duration("-1s"), Ok(-1_000_000_000));
+        for bad in ["30", "1x", "s", "", "1m3"] {
+            assert!(
+                parse_duration(bad)
+                    .unwrap_err()
+                    .contains("invalid duration"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn sizes_and_cpus() {

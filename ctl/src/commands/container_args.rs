@@ -91,6 +91,24 @@ pub struct ContainerArgs {
     /// Log driver options (max-size=10m, max-file=3)
     #[arg(long = "log-opt")]
     pub log_opt: Vec<String>,
+    /// Command to run to check health (with /bin/sh -c)
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 30s)
+    #[arg(long = "health-interval", allow_hyphen_values = true)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 30s)
+    #[arg(long = "health-timeout", allow_hyphen_values = true)]
+    pub health_timeout: Option<String>,
+    /// Start period for the container to initialize before failures count (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-period", allow_hyphen_values = true)]
+    pub health_start_period: Option<String>,
+    /// Consecutive failures needed to report unhealthy (default 3)
+    #[arg(long = "health-retries", allow_negative_numbers = true)]
+    pub health_retries: Option<i32>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -319,6 +337,21 @@ impl ContainerArgs {
             publish: self.publish.clone(),
             log_driver: self.log_driver.clone().unwrap_or_default(),
             log_opts: self.log_opt.clone(),
+            health_cmd: self.health_cmd.clone().unwrap_or_default(),
+            health_interval: duration("--health-interval", &self.health_interval)?,
+            health_timeout: duration("--health-timeout", &self.health_timeout)?,
+            health_start_period: duration("--health-start-period", &self.health_start_period)?,
+            health_retries: self.health_retries.unwrap_or(0),
+            no_healthcheck: self.no_healthcheck,
         })
+    }
+}
+
+/// A duration flag's nanoseconds (0 when not given).
+fn duration(flag: &str, v: &Option<String>) -> CmdResult<i64> {
+    match v {
+        Some(v) => units::parse_duration(v)
+            .map_err(|m| Failure::new(format!("invalid {flag}: {m}")).with_code(125)),
+        None => Ok(0),
     }
 }

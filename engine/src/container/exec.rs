@@ -41,6 +41,8 @@ pub struct ExecSpec {
     pub detach_keys: String,
     /// Every capability, as a privileged container has.
     pub privileged: bool,
+    /// Killed after this long (a health check's probe).
+    pub timeout: Option<Duration>,
 }
 
 type Tx = mpsc::Sender<Result<ExecOutput, tonic::Status>>;
@@ -365,6 +367,7 @@ impl Containers {
             exec_id,
             pid_file,
             detach: spec.detach,
+            deadline: spec.timeout.map(|t| tokio::time::Instant::now() + t),
             _dir: dir,
         };
         let stdin = child.stdin.take();
@@ -404,6 +407,7 @@ impl Containers {
         let mut eb = vec![0u8; 32 * 1024];
         let mut pb = vec![0u8; 32 * 1024];
         let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut timed_out = false;
         loop {
             let ran = ctx.pid_file.exists();
             if status.is_some() && (stdout.is_none() && stderr.is_none() && !pty_open)
@@ -441,6 +445,14 @@ impl Containers {
                 _ = tick.tick(), if !started && !held.is_empty() && !tty => {
                     started = ran;
                     started.then(|| Kind::Stderr(std::mem::take(&mut held)))
+                }
+                _ = tokio::time::sleep_until(ctx.deadline.unwrap_or_else(tokio::time::Instant::now)), if ctx.deadline.is_some() && !timed_out && status.is_none() => {
+                    timed_out = true;
+                    let pid = std::fs::read_to_string(&ctx.pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+                    if let Some(pid) = pid.filter(|p| *p > 0) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                    None
                 }
                 Some(Signal::Detached) = signals.recv(), if tx.is_some() => {
                     self.exec_event(&ctx.rec, "exec_detach", &ctx.exec_id, None);
@@ -513,6 +525,8 @@ struct Running {
     exec_id: String,
     pid_file: PathBuf,
     detach: bool,
+    /// When the process is killed, if it still runs.
+    deadline: Option<tokio::time::Instant>,
     /// The process description, pid file and console socket (removed when dropped).
     _dir: tempfile::TempDir,
 }

@@ -240,5 +240,12 @@ pub fn container_json(
         doc["Config"]["ExposedPorts"] = Value::Object(exposed);
     }
     doc["NetworkSettings"] = json!({ "Ports": super::ports::ports_doc(&st.ports) });
+    if st.health.is_some() {
+        doc["State"]["Health"] = super::health::state_doc(&st.health);
+    }
+    let check = super::health::config_doc(s);
+    if !check.is_null() {
+        doc["Config"]["Healthcheck"] = check;
+    }
     doc
 }

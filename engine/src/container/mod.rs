@@ -11,6 +11,7 @@ pub mod copy;
 pub mod diff;
 pub mod etc;
 pub mod exec;
+pub mod health;
 pub mod inspect;
 pub mod logconf;
 pub mod logs;
@@ -409,6 +410,7 @@ impl Containers {
             s.user = image.defaults.user.clone();
         }
         s.image_volumes = image.defaults.volumes.clone();
+        s.image_healthcheck = image.defaults.healthcheck.clone();
         if s.stop_signal.is_empty() {
             s.stop_signal = image.defaults.stop_signal.clone();
         }
@@ -612,6 +614,10 @@ impl Containers {
                         .ok()
                         .and_then(|b| serde_json::from_slice(&b).ok())
                         .unwrap_or_default(),
+                    health: health::effective(&rec.settings).map(|_| health::Health {
+                        status: "starting".into(),
+                        ..Default::default()
+                    }),
                     started_at: strata_runtime::state::now_rfc3339(),
                     restart_count: rec.state.restart_count,
                     manually_stopped: rec.state.manually_stopped,
@@ -621,6 +627,7 @@ impl Containers {
                 self.restarts_of(&rec.id, |r| r.started = Some(std::time::Instant::now()));
                 self.notify(&rec);
                 self.emit(&rec, "start");
+                self.watch_health(&rec.id, &rec.state.started_at);
                 let me = self.clone();
                 let id = rec.id.clone();
                 // The slot is held until the monitor is done with the container: it closes the
@@ -1612,6 +1619,7 @@ impl Containers {
             pid,
             "container still running; watching its monitor again"
         );
+        self.watch_health(&rec.id, &rec.state.started_at);
         let me = self.clone();
         tokio::spawn(async move {
             // SAFETY: the AsyncFd owns the pidfd, which stays open and the same for its whole

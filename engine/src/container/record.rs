@@ -107,6 +107,17 @@ pub struct Settings {
     /// `--log-driver` ("" is json-file) and `--log-opt KEY=VALUE` (see logconf.rs).
     pub log_driver: String,
     pub log_opts: Vec<String>,
+    /// `--health-cmd` (run with /bin/sh -c; "" for the image's), `--health-interval`,
+    /// `--health-timeout`, `--health-start-period` (nanoseconds, 0 for the image's or Docker's
+    /// default), `--health-retries` (0 for the same), `--no-healthcheck` (see health.rs).
+    pub health_cmd: String,
+    pub health_interval: i64,
+    pub health_timeout: i64,
+    pub health_start_period: i64,
+    pub health_retries: i32,
+    pub no_healthcheck: bool,
+    /// The image's `HEALTHCHECK`, from the image at create.
+    pub image_healthcheck: Option<super::health::HealthConfig>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.
@@ -133,6 +144,8 @@ pub struct State {
     pub manually_stopped: bool,
     /// The host ports its monitor bound for `-p`, while it runs.
     pub ports: Vec<super::ports::PortBinding>,
+    /// Its health, when it has a health check and has been started.
+    pub health: Option<super::health::Health>,
 }
 
 impl Default for State {
@@ -149,6 +162,7 @@ impl Default for State {
             restart_count: 0,
             manually_stopped: false,
             ports: Vec::new(),
+            health: None,
         }
     }
 }

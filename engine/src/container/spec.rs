@@ -19,6 +19,8 @@ pub struct ImageDefaults {
     pub stop_signal: String,
     /// The image's `VOLUME`s: each becomes an anonymous volume unless a mount is there.
     pub volumes: Vec<String>,
+    /// The image's `HEALTHCHECK`.
+    pub healthcheck: Option<super::health::HealthConfig>,
 }
 
 /// A spec that cannot be built from the flags.
@@ -322,6 +324,7 @@ pub fn devices_doc(s: &Settings) -> Value {
 pub fn check_options(s: &Settings) -> Result<(), SpecError> {
     super::ports::parse_all(&s.publish).map_err(SpecError::Invalid)?;
     super::logconf::parse(&s.log_driver, &s.log_opts).map_err(SpecError::Invalid)?;
+    super::health::check(s).map_err(SpecError::Invalid)?;
     if let Some(p) = s.publish.first() {
         if s.network_mode.starts_with("container:") {
             return Err(bad(

@@ -75,6 +75,14 @@ fn settings(c: ContainerConfig) -> Settings {
         publish: c.publish,
         log_driver: c.log_driver,
         log_opts: c.log_opts,
+        health_cmd: c.health_cmd,
+        health_interval: c.health_interval,
+        health_timeout: c.health_timeout,
+        health_start_period: c.health_start_period,
+        health_retries: c.health_retries,
+        no_healthcheck: c.no_healthcheck,
+        // From the image, at create.
+        image_healthcheck: None,
     }
 }
 
@@ -137,7 +145,11 @@ fn summary(r: &Record) -> ContainerSummary {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() as i64),
         state: st.status.as_str().into(),
-        status,
+        status: if st.status == CStatus::Running {
+            status + &crate::container::health::ps_suffix(&st.health)
+        } else {
+            status
+        },
         ports: st
             .ports
             .iter()
@@ -384,6 +396,7 @@ impl ContainersApi for ContainerService {
             size: attach::window_size(r.size.as_ref()),
             detach_keys: r.detach_keys,
             privileged: r.privileged,
+            timeout: None,
         };
         self.containers
             .exec(&r.container, spec, attach::exec_input(input), tx)

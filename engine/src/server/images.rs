@@ -491,6 +491,15 @@ impl ImageResolver for Resolver {
                     .as_object()
                     .map(|v| v.keys().cloned().collect())
                     .unwrap_or_default(),
+                healthcheck: c.get("Healthcheck").filter(|h| h.is_object()).map(|h| {
+                    crate::container::health::HealthConfig {
+                        test: strings(&h["Test"]),
+                        interval: h["Interval"].as_i64().unwrap_or(0),
+                        timeout: h["Timeout"].as_i64().unwrap_or(0),
+                        start_period: h["StartPeriod"].as_i64().unwrap_or(0),
+                        retries: h["Retries"].as_i64().unwrap_or(0) as i32,
+                    }
+                }),
             };
             let chain = rec
                 .layers
