@@ -1,6 +1,7 @@
 //! End-to-end: health checks as Docker's — `--health-*` flags and the image's `HEALTHCHECK`,
 //! `starting` → `unhealthy` → `healthy` seen in `ps`, `inspect` and events, a probe over its
-//! timeout killed, checks kept across an engine restart, `--no-healthcheck`, bad values refused.
+//! timeout killed, none while paused, checks kept across an engine restart, `--no-healthcheck`,
+//! bad values refused.
 
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,13 @@ fn engine_health_probe_over_its_timeout_is_killed() {
             "60",
         ])?;
         let h = wait_status(&e, "slow", "unhealthy")?;
+        // No probe while it is paused.
+        e.ok(&["pause", "slow"])?;
+        std::thread::sleep(Duration::from_millis(400));
+        let before = health(&e, "slow")?["Log"].clone();
+        std::thread::sleep(Duration::from_millis(600));
+        ensure!(health(&e, "slow")?["Log"] == before, "probed while paused");
+        e.ok(&["unpause", "slow"])?;
         ensure!(
             h["Log"][0]["Output"]
                 .as_str()

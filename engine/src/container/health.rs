@@ -202,8 +202,11 @@ impl Containers {
             let start_period = Duration::from_nanos(config.start_period as u64);
             loop {
                 tokio::time::sleep(Duration::from_nanos(config.interval as u64)).await;
-                if !me.runs(&id, &run) {
-                    return;
+                match me.run_status(&id, &run) {
+                    None => return,
+                    // As Docker's: no probe of a paused container.
+                    Some(Status::Paused) => continue,
+                    Some(_) => {}
                 }
                 let in_start_period = began.elapsed() < start_period;
                 let probe = me.probe(&id, &config).await;
@@ -229,10 +232,17 @@ impl Containers {
         });
     }
 
-    /// Whether the container's run that started at `run` still runs (a paused one counts).
-    fn runs(&self, id: &str, run: &str) -> bool {
-        matches!(self.records.get(id), Ok(Some(r))
-            if matches!(r.state.status, Status::Running | Status::Paused) && r.state.started_at == run)
+    /// The status of the container's run that started at `run`, while it runs or is paused.
+    fn run_status(&self, id: &str, run: &str) -> Option<Status> {
+        match self.records.get(id) {
+            Ok(Some(r))
+                if matches!(r.state.status, Status::Running | Status::Paused)
+                    && r.state.started_at == run =>
+            {
+                Some(r.state.status)
+            }
+            _ => None,
+        }
     }
 
     /// Runs one probe; a probe over its timeout is killed and fails.
