@@ -195,6 +195,20 @@ impl Engine {
         Ok(())
     }
 
+    /// `strata run --rm FLAGS busybox true` is refused in one line (exit 125) naming `want`,
+    /// and leaves no container.
+    pub fn refuses_run(&self, flags: &[&str], want: &str) -> Result<()> {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags);
+        args.extend([BUSYBOX, "true"]);
+        self.fails_one_line(&args, 125, want)?;
+        ensure!(
+            self.ok(&["ps", "-aq"])?.trim().is_empty(),
+            "the refused run {flags:?} left a container"
+        );
+        Ok(())
+    }
+
     /// A scratch directory beside the root.
     pub fn scratch(&self, name: &str) -> Result<PathBuf> {
         let p = self.root.with_file_name(name);
