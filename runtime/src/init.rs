@@ -329,6 +329,10 @@ fn stage2_inner(
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
         crate::seccomp::load(f)?;
     }
+    let init = crate::tini::wanted(cfg.spec);
+    if init {
+        crate::tini::name(&args);
+    }
     // A user namespace made here has setgroups allowed (the runtime writes the maps as root).
     crate::process::set_identity(
         sys,
@@ -357,6 +361,10 @@ fn stage2_inner(
     }
     close_on_exec_from(3 + cfg.preserve_fds)?;
     reset_sigpipe();
+    if init {
+        // Stays here as the container's pid 1 in the parent; the child goes on to exec.
+        crate::tini::fork_process().map_err(|errno| InitError::Sys { op: "fork", errno })?;
+    }
     let err = nix::unistd::execve(&c_exe, &c_args, &c_env).unwrap_err();
     Err(InitError::Sys {
         op: "execve",

@@ -54,6 +54,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod syscall;
+pub mod tini;
 pub mod tty;
 
 pub use container::parse_signal;

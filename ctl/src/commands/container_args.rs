@@ -109,6 +109,9 @@ pub struct ContainerArgs {
     /// Disable any container-specified HEALTHCHECK
     #[arg(long = "no-healthcheck")]
     pub no_healthcheck: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
     /// Add Linux capabilities
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -343,6 +346,7 @@ impl ContainerArgs {
             health_start_period: duration("--health-start-period", &self.health_start_period)?,
             health_retries: self.health_retries.unwrap_or(0),
             no_healthcheck: self.no_healthcheck,
+            init: self.init,
         })
     }
 }

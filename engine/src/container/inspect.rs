@@ -230,6 +230,7 @@ pub fn container_json(
         json!(s.stop_signal)
     };
     doc["Config"]["StopTimeout"] = json!(s.stop_timeout);
+    doc["HostConfig"]["Init"] = if s.init { json!(true) } else { Value::Null };
     let asked = super::ports::parse_all(&s.publish).unwrap_or_default();
     doc["HostConfig"]["PortBindings"] = super::ports::port_bindings_doc(&asked);
     let mut exposed = serde_json::Map::new();

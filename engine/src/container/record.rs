@@ -118,6 +118,8 @@ pub struct Settings {
     pub no_healthcheck: bool,
     /// The image's `HEALTHCHECK`, from the image at create.
     pub image_healthcheck: Option<super::health::HealthConfig>,
+    /// `--init`: a minimal init is the container's pid 1 (strata_runtime::tini).
+    pub init: bool,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

@@ -681,6 +681,9 @@ pub fn build(img: &ImageDefaults, s: &Settings, inp: &SpecInputs<'_>) -> Result<
     }
     spec["root"] = json!({ "path": inp.rootfs, "readonly": s.read_only });
     spec["process"]["args"] = json!(args);
+    if s.init {
+        spec["annotations"][strata_runtime::tini::INIT_ANNOTATION] = json!("true");
+    }
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = json!(cwd);
     spec["process"]["terminal"] = json!(s.tty);

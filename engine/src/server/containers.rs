@@ -83,6 +83,7 @@ fn settings(c: ContainerConfig) -> Settings {
         no_healthcheck: c.no_healthcheck,
         // From the image, at create.
         image_healthcheck: None,
+        init: c.init,
     }
 }
 
