@@ -420,3 +420,34 @@ fn root_uml_lifecycle_on_cgroup_v2() {
         "all eleven tests must run: {out}"
     );
 }
+
+#[test]
+fn root_init_annotation_makes_an_init_pid_1() {
+    let mut b = Bundle::new(
+        "init",
+        "cat /proc/1/comm; tr '\\0' ' ' </proc/1/cmdline; echo; echo $$; exit 5",
+    );
+    b.edit(|v| v["annotations"] = serde_json::json!({ "org.strata.init": "true" }));
+    let (code, out, err) = b.run();
+    assert_eq!(code, 5, "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "strata-init", "{out}");
+    assert!(lines[1].starts_with("strata-init -- sh -c "), "{out}");
+    // The process itself is pid 2, the init's child.
+    assert_eq!(lines[2], "2", "{out}");
+    b.assert_nothing_left();
+}
+
+#[test]
+fn root_init_forwards_signals() {
+    let mut b = Bundle::new("initsig", "sleep 100");
+    b.edit(|v| v["annotations"] = serde_json::json!({ "org.strata.init": "true" }));
+    let mut c = Container::create(&b.root(), &b.id, b.path(), &CreateOptions::default()).unwrap();
+    c.start().unwrap();
+    // sleep as pid 1 would not get SIGTERM; as the init's child, it dies of it.
+    c.kill(Signal::SIGTERM, false).unwrap();
+    let st = c.wait().unwrap();
+    assert_eq!(st.code, 128 + 15);
+    c.delete(false).unwrap();
+    b.assert_nothing_left();
+}
