@@ -330,9 +330,16 @@ fn stage2_inner(
         crate::seccomp::load(f)?;
     }
     let init = crate::tini::wanted(cfg.spec);
-    if init {
+    let held_mask = if init {
         crate::tini::name(&args);
-    }
+        let held = crate::tini::hold_signals();
+        Some(held.map_err(|errno| InitError::Sys {
+            op: "sigprocmask",
+            errno,
+        })?)
+    } else {
+        None
+    };
     // A user namespace made here has setgroups allowed (the runtime writes the maps as root).
     crate::process::set_identity(
         sys,
@@ -361,9 +368,9 @@ fn stage2_inner(
     }
     close_on_exec_from(3 + cfg.preserve_fds)?;
     reset_sigpipe();
-    if init {
+    if let Some(mask) = &held_mask {
         // Stays here as the container's pid 1 in the parent; the child goes on to exec.
-        crate::tini::fork_process().map_err(|errno| InitError::Sys { op: "fork", errno })?;
+        crate::tini::fork_process(mask).map_err(|errno| InitError::Sys { op: "fork", errno })?;
     }
     let err = nix::unistd::execve(&c_exe, &c_args, &c_env).unwrap_err();
     Err(InitError::Sys {

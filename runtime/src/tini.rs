@@ -128,20 +128,35 @@ fn set_args_map(start: u64, end: u64) -> bool {
     r == 0
 }
 
-/// Forks the process: returns in the child, which goes on to exec it; this process becomes
-/// its init and never returns.
-pub fn fork_process() -> nix::Result<()> {
+/// Blocks every signal from now on, returning the mask before: a signal sent between the
+/// container's start and the fork is then kept for the process (a pid 1 drops those it has
+/// no handler for), not lost.
+pub fn hold_signals() -> nix::Result<SigSet> {
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(
         SigmaskHow::SIG_SETMASK,
         Some(&SigSet::all()),
         Some(&mut old),
     )?;
+    Ok(old)
+}
+
+/// Forks the process (signals held, see [`hold_signals`]; the child gets `mask` back): returns
+/// in the child, which goes on to exec it; this process becomes its init and never returns.
+/// As tini does, the child gets a process group of its own, the terminal's foreground one if
+/// it has a terminal, so that the terminal's signals reach it once, through the init.
+pub fn fork_process(mask: &SigSet) -> nix::Result<()> {
     // SAFETY: the runtime's init is single-threaded here (a fresh fork, about to exec), so the
-    // child may run any code; it only restores its signal mask and returns to exec.
+    // child may run any code; it only sets its process group and mask and returns to exec.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Child => {
-            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let stdin = std::io::stdin();
+            if nix::unistd::isatty(&stdin).unwrap_or(false) {
+                // SIGTTOU is blocked here, so a background group may take the terminal.
+                let _ = nix::unistd::tcsetpgrp(&stdin, nix::unistd::getpid());
+            }
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)?;
             Ok(())
         }
         ForkResult::Parent { child } => serve(child),

@@ -416,8 +416,8 @@ fn root_uml_lifecycle_on_cgroup_v2() {
         "inside UML (exit {code}):\n{out}\n{err}"
     );
     assert!(
-        out.contains("11 passed"),
-        "all eleven tests must run: {out}"
+        out.contains("13 passed"),
+        "all thirteen tests must run: {out}"
     );
 }
 
