@@ -219,3 +219,61 @@ fn engine_publish_bad_values_are_refused() {
         Ok(())
     })());
 }
+
+#[test]
+fn engine_publish_all_publishes_the_exposed_tcp_ports() {
+    let e = engine();
+    check((|| {
+        let f = e.scratch("exposing")?.join("img.tar");
+        let config = serde_json::json!({
+            "Cmd": ["sh", "-c", HTTPD],
+            "Env": ["PATH=/bin"],
+            "ExposedPorts": { "8080/tcp": {}, "53/udp": {} },
+        });
+        let layer = strata_tests::image::busybox_layer(Vec::new())?;
+        strata_tests::image::docker_archive_with(&f, "exposing:1", &[layer], config)?;
+        e.ok(&["load", "-i", &f.to_string_lossy()])?;
+        let o = e.strata(&[
+            "run",
+            "-d",
+            "--name",
+            "all",
+            "-P",
+            "--expose",
+            "9000",
+            "exposing:1",
+        ])?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        ensure!(
+            o.status.success()
+                && err.trim()
+                    == "WARNING: 53/udp is exposed but not published: only TCP ports can be published",
+            "{:?} {err}",
+            o.status
+        );
+        // On all addresses, a port the kernel picked, each: the image's and --expose's.
+        let port = host_port(&e, "all")?;
+        ensure!(get(port)?.contains("hello"));
+        let listed = e.ok(&["port", "all"])?;
+        ensure!(
+            listed.lines().count() == 2
+                && listed.contains(&format!("8080/tcp -> 0.0.0.0:{port}"))
+                && listed.contains("9000/tcp -> 0.0.0.0:"),
+            "port: {listed}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", "all"])?)?;
+        let keys: Vec<&String> = doc[0]["Config"]["ExposedPorts"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        ensure!(
+            keys == ["53/udp", "8080/tcp", "9000/tcp"]
+                && doc[0]["HostConfig"]["PublishAllPorts"] == true,
+            "{keys:?} {}",
+            doc[0]["HostConfig"]["PublishAllPorts"]
+        );
+        e.ok(&["rm", "-f", "all"])?;
+        e.refuses_run(&["--expose", "http"], "invalid --expose \"http\"")?;
+        Ok(())
+    })());
+}

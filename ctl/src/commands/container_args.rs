@@ -85,6 +85,12 @@ pub struct ContainerArgs {
     /// Publish a container's TCP port(s) on the host ([IP:][HOST:]CONTAINER[/tcp], ranges A-B)
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed TCP ports on random host ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports (PORT[-PORT][/tcp|udp])
+    #[arg(long)]
+    pub expose: Vec<String>,
     /// Logging driver: json-file (default) or none
     #[arg(long = "log-driver")]
     pub log_driver: Option<String>,
@@ -347,6 +353,8 @@ impl ContainerArgs {
             health_retries: self.health_retries.unwrap_or(0),
             no_healthcheck: self.no_healthcheck,
             init: self.init,
+            expose: self.expose.clone(),
+            publish_all: self.publish_all,
         })
     }
 }

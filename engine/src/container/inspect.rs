@@ -233,13 +233,14 @@ pub fn container_json(
     doc["HostConfig"]["Init"] = if s.init { json!(true) } else { Value::Null };
     let asked = super::ports::parse_all(&s.publish).unwrap_or_default();
     doc["HostConfig"]["PortBindings"] = super::ports::port_bindings_doc(&asked);
-    let mut exposed = serde_json::Map::new();
-    for b in &asked {
-        exposed.insert(b.key(), json!({}));
-    }
+    let exposed: serde_json::Map<String, Value> = super::ports::exposed(s)
+        .into_iter()
+        .map(|k| (k, json!({})))
+        .collect();
     if !exposed.is_empty() {
         doc["Config"]["ExposedPorts"] = Value::Object(exposed);
     }
+    doc["HostConfig"]["PublishAllPorts"] = json!(s.publish_all);
     doc["NetworkSettings"] = json!({ "Ports": super::ports::ports_doc(&st.ports) });
     if st.health.is_some() {
         doc["State"]["Health"] = super::health::state_doc(&st.health);

@@ -411,6 +411,7 @@ impl Containers {
         }
         s.image_volumes = image.defaults.volumes.clone();
         s.image_healthcheck = image.defaults.healthcheck.clone();
+        s.image_exposed = image.defaults.exposed.clone();
         if s.stop_signal.is_empty() {
             s.stop_signal = image.defaults.stop_signal.clone();
         }
@@ -740,7 +741,7 @@ impl Containers {
             ports: if rec.settings.network_mode == "host" {
                 Vec::new()
             } else {
-                ports::parse_all(&rec.settings.publish).unwrap_or_default()
+                ports::effective(&rec.settings)
             },
             logging: logconf::parse(&rec.settings.log_driver, &rec.settings.log_opts)
                 .unwrap_or_default(),

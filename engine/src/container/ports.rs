@@ -172,6 +172,58 @@ pub fn parse_all(specs: &[String]) -> Result<Vec<PortBinding>, String> {
     Ok(all)
 }
 
+/// Parses `--expose PORT[-PORT][/tcp|udp]` (and the image's `ExposedPorts` keys) into
+/// `(port, protocol)` pairs.
+pub fn parse_expose(spec: &str) -> Result<Vec<(u16, String)>, String> {
+    let (ports, proto) = match spec.rsplit_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (spec, "tcp"),
+    };
+    if !matches!(proto, "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "invalid --expose {spec:?}: unknown protocol {proto:?}: use tcp, udp or sctp"
+        ));
+    }
+    let (a, b) = range(ports, "exposed").map_err(|e| format!("invalid --expose {spec:?}: {e}"))?;
+    Ok((a..=b).map(|p| (p, proto.to_string())).collect())
+}
+
+/// `Config.ExposedPorts` keys: the image's, `--expose`'s and the published ones.
+pub fn exposed(s: &super::record::Settings) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for e in s.image_exposed.iter().chain(&s.expose) {
+        for (p, proto) in parse_expose(e).unwrap_or_default() {
+            keys.insert(format!("{p}/{proto}"));
+        }
+    }
+    for b in parse_all(&s.publish).unwrap_or_default() {
+        keys.insert(b.key());
+    }
+    keys
+}
+
+/// The ports a container publishes: its `-p`s and, with `-P`, every exposed TCP port not
+/// published already, on a port the kernel picks. UDP and SCTP ones are left out (with a
+/// warning at create).
+pub fn effective(s: &super::record::Settings) -> Vec<PortBinding> {
+    let mut all = parse_all(&s.publish).unwrap_or_default();
+    if s.publish_all {
+        for key in exposed(s) {
+            let Some(port) = key.strip_suffix("/tcp").and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            if !all.iter().any(|b| b.container_port == port) {
+                all.push(PortBinding {
+                    host_ip: String::new(),
+                    host_port: 0,
+                    container_port: port,
+                });
+            }
+        }
+    }
+    all
+}
+
 /// Docker's map of `80/tcp` to a list of `{HostIp, HostPort}`.
 fn doc(bindings: &[PortBinding], ip: impl Fn(&PortBinding) -> String) -> Value {
     if bindings.is_empty() {
@@ -233,6 +285,33 @@ mod tests {
             vec![b("", 8000, 80), b("", 8001, 81)]
         );
         assert_eq!(parse("80-81").unwrap(), vec![b("", 0, 80), b("", 0, 81)]);
+    }
+
+    #[test]
+    fn expose_and_publish_all() {
+        assert_eq!(parse_expose("80").unwrap(), vec![(80, "tcp".into())]);
+        assert_eq!(
+            parse_expose("53-54/udp").unwrap(),
+            vec![(53, "udp".into()), (54, "udp".into())]
+        );
+        assert!(parse_expose("x")
+            .unwrap_err()
+            .starts_with("invalid --expose \"x\": "));
+        assert!(parse_expose("80/ftp")
+            .unwrap_err()
+            .contains("unknown protocol"));
+        let s = super::super::record::Settings {
+            image_exposed: vec!["80/tcp".into(), "53/udp".into()],
+            expose: vec!["9000".into()],
+            publish: vec!["8080:80".into()],
+            publish_all: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            exposed(&s).into_iter().collect::<Vec<_>>(),
+            vec!["53/udp", "80/tcp", "9000/tcp"]
+        );
+        assert_eq!(effective(&s), vec![b("", 8080, 80), b("", 0, 9000)]);
     }
 
     #[test]

@@ -120,6 +120,11 @@ pub struct Settings {
     pub image_healthcheck: Option<super::health::HealthConfig>,
     /// `--init`: a minimal init is the container's pid 1 (strata_runtime::tini).
     pub init: bool,
+    /// `--expose PORT[/proto]`, `-P/--publish-all` (see ports.rs), and the image's
+    /// `ExposedPorts` (from the image at create).
+    pub expose: Vec<String>,
+    pub publish_all: bool,
+    pub image_exposed: Vec<String>,
 }
 
 /// The run-time state. Fields added later read as their defaults from older records.

@@ -21,6 +21,8 @@ pub struct ImageDefaults {
     pub volumes: Vec<String>,
     /// The image's `HEALTHCHECK`.
     pub healthcheck: Option<super::health::HealthConfig>,
+    /// The image's `ExposedPorts` keys (`80/tcp`).
+    pub exposed: Vec<String>,
 }
 
 /// A spec that cannot be built from the flags.
@@ -323,16 +325,21 @@ pub fn devices_doc(s: &Settings) -> Value {
 /// Refuses, before anything is made, the values of the flags that only go into the spec.
 pub fn check_options(s: &Settings) -> Result<(), SpecError> {
     super::ports::parse_all(&s.publish).map_err(SpecError::Invalid)?;
+    for e in &s.expose {
+        super::ports::parse_expose(e).map_err(SpecError::Invalid)?;
+    }
     super::logconf::parse(&s.log_driver, &s.log_opts).map_err(SpecError::Invalid)?;
     super::health::check(s).map_err(SpecError::Invalid)?;
-    if let Some(p) = s.publish.first() {
-        if s.network_mode.starts_with("container:") {
-            return Err(bad(
-                "--publish",
-                p,
-                "conflicting options: port publishing and --network container: (publish on the container whose network it joins)",
-            ));
-        }
+    if s.network_mode.starts_with("container:") && (!s.publish.is_empty() || s.publish_all) {
+        let (flag, value) = match s.publish.first() {
+            Some(p) => ("--publish", p.as_str()),
+            None => ("--publish-all", "true"),
+        };
+        return Err(bad(
+            flag,
+            value,
+            "conflicting options: port publishing and --network container: (publish on the container whose network it joins)",
+        ));
     }
     rlimits(s)?;
     sysctls(s)?;

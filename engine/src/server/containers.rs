@@ -84,6 +84,10 @@ fn settings(c: ContainerConfig) -> Settings {
         // From the image, at create.
         image_healthcheck: None,
         init: c.init,
+        expose: c.expose,
+        publish_all: c.publish_all,
+        // From the image, at create.
+        image_exposed: Vec::new(),
     }
 }
 
@@ -187,8 +191,17 @@ impl ContainersApi for ContainerService {
             made => made?,
         };
         let mut warnings = Vec::new();
-        if rec.settings.network_mode == "host" && !rec.settings.publish.is_empty() {
+        let s = &rec.settings;
+        if s.network_mode == "host" && !(s.publish.is_empty() && !s.publish_all) {
             warnings.push("Published ports are discarded when using host network mode".into());
+        } else if s.publish_all {
+            for key in crate::container::ports::exposed(s) {
+                if !key.ends_with("/tcp") {
+                    warnings.push(format!(
+                        "{key} is exposed but not published: only TCP ports can be published"
+                    ));
+                }
+            }
         }
         Ok(Response::new(CreateContainerResponse {
             id: rec.id,

@@ -491,6 +491,10 @@ impl ImageResolver for Resolver {
                     .as_object()
                     .map(|v| v.keys().cloned().collect())
                     .unwrap_or_default(),
+                exposed: c["ExposedPorts"]
+                    .as_object()
+                    .map(|v| v.keys().cloned().collect())
+                    .unwrap_or_default(),
                 healthcheck: c.get("Healthcheck").filter(|h| h.is_object()).map(|h| {
                     crate::container::health::HealthConfig {
                         test: strings(&h["Test"]),
