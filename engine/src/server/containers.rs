@@ -192,7 +192,7 @@ impl ContainersApi for ContainerService {
         };
         let mut warnings = Vec::new();
         let s = &rec.settings;
-        if s.network_mode == "host" && !(s.publish.is_empty() && !s.publish_all) {
+        if s.network_mode == "host" && (!s.publish.is_empty() || s.publish_all) {
             warnings.push("Published ports are discarded when using host network mode".into());
         } else if s.publish_all {
             for key in crate::container::ports::exposed(s) {
