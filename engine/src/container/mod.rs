@@ -611,10 +611,14 @@ impl Containers {
                     status: Status::Running,
                     pid,
                     monitor_pid: child.id().unwrap_or(0) as i32,
-                    ports: std::fs::read(monitor::ports_file(&bundle))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok())
-                        .unwrap_or_default(),
+                    ports: if publishes(&rec.settings) {
+                        std::fs::read(monitor::ports_file(&bundle))
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
                     health: health::effective(&rec.settings).map(|_| health::Health {
                         status: "starting".into(),
                         ..Default::default()
@@ -818,7 +822,9 @@ impl Containers {
         )
         .map_err(io("write", &config))?;
         let _ = std::fs::remove_file(monitor::exit_file(bundle));
-        let _ = std::fs::remove_file(monitor::ports_file(bundle));
+        if publishes(&rec.settings) {
+            let _ = std::fs::remove_file(monitor::ports_file(bundle));
+        }
         Ok(())
     }
 
@@ -1382,6 +1388,12 @@ fn status_pipe(fd: OwnedFd) -> std::result::Result<StatusPipe, String> {
     tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
         .map(tokio::io::BufReader::new)
         .map_err(|e| format!("status pipe: {e}"))
+}
+
+/// Whether a container publishes ports (its monitor then records them in `ports.json`): no
+/// file to read or remove on the run path of one that does not.
+fn publishes(s: &Settings) -> bool {
+    !s.publish.is_empty() || s.publish_all
 }
 
 /// Reads the monitor's first line on its status pipe: `<prefix><pid>` (`ok ` once the

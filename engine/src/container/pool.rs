@@ -122,8 +122,7 @@ pub(super) fn key(rec: &Record, planned: &[crate::volume::mounts::Request]) -> O
         && s.volumes_from.is_empty()
         && s.image_volumes.is_empty()
         && s.devices.is_empty()
-        && s.publish.is_empty()
-        && !s.publish_all
+        && !super::publishes(s)
         && !s.tty
         && !s.open_stdin
         && !other(&s.network_mode)
