@@ -407,7 +407,7 @@ impl Containers {
         let mut eb = vec![0u8; 32 * 1024];
         let mut pb = vec![0u8; 32 * 1024];
         let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut timed_out = false;
+        let mut deadline = ctx.deadline;
         loop {
             let ran = ctx.pid_file.exists();
             if status.is_some() && (stdout.is_none() && stderr.is_none() && !pty_open)
@@ -446,8 +446,8 @@ impl Containers {
                     started = ran;
                     started.then(|| Kind::Stderr(std::mem::take(&mut held)))
                 }
-                _ = tokio::time::sleep_until(ctx.deadline.unwrap_or_else(tokio::time::Instant::now)), if ctx.deadline.is_some() && !timed_out && status.is_none() => {
-                    timed_out = true;
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() && status.is_none() => {
+                    deadline = None;
                     let pid = std::fs::read_to_string(&ctx.pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
                     if let Some(pid) = pid.filter(|p| *p > 0) {
                         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
