@@ -68,12 +68,13 @@ pub async fn open(config: &Config) -> Result<Parts> {
     std::fs::set_permissions(&config.root, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("chmod {}", config.root.display()))?;
     let db_path = config.root.join("metadata.db");
-    let db = sled::Config::new().path(&db_path).open().with_context(|| {
-        format!(
-            "open the engine metadata {} (is another stratad running on this root?)",
-            db_path.display()
-        )
-    })?;
+    let db =
+        strata_snapshotter::sleddb::open(&db_path, sled::Config::new()).with_context(|| {
+            format!(
+                "open the engine metadata {} (is another stratad running on this root?)",
+                db_path.display()
+            )
+        })?;
     let storage = Storage::start(
         &config.storage,
         &config.root,

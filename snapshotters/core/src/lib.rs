@@ -6,6 +6,7 @@
 //!
 //! - [`Snapshotter`]: the trait a storage driver implements (overlay2, aufs, devicemapper);
 //! - [`metastore::MetaStore`]: snapshot metadata in sled, one key space for every kind;
+//!   [`sleddb::open`] opens every sled store of the project, also after a kill mid-snapshot;
 //! - [`core::Core`]: containerd's semantics and error codes, and the order of changes that
 //!   makes a crash at any point harmless;
 //! - [`filter`]: containerd's List filter language;
@@ -31,6 +32,7 @@ pub mod mount;
 pub mod options;
 pub mod plugin;
 pub mod service;
+pub mod sleddb;
 pub mod snapshotter;
 pub mod xattr;
 

@@ -188,10 +188,7 @@ impl MetaStore {
     /// Opens (or creates) the store in `dir` (and its journal in `dir` + `.journal`), replays
     /// what the journal holds, and starts the thread that makes changes durable.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = crate::sleddb::open(dir, sled::Config::new().mode(sled::Mode::HighThroughput))?;
         let tree = db.open_tree("meta")?;
         let journal_dir = dir.with_extension("journal");
         let (journal, replayed) = Journal::open(&journal_dir, |b| tree.apply_batch(b.to_sled()))

@@ -83,7 +83,7 @@ fn deferred_key(thin: u32) -> String {
 impl Store {
     /// Opens (or makes) the store at `path`.
     pub fn open(path: &Path) -> DevResult<Store> {
-        let db = sled::Config::new().path(path).open()?;
+        let db = strata_snapshotter::sleddb::open(path, sled::Config::new())?;
         Ok(Store { db })
     }
 
