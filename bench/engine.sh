@@ -2,7 +2,7 @@
 # Engine benchmark, in one run on one disk:
 #   1. `strata run --rm busybox true` (warm engine; as installed, and with `--warm-pool 2`)
 #      against bare `crun run` of a prepared bundle and `ctr run --rm` (containerd 1.6 + runc,
-#      overlayfs);
+#      overlayfs), back to back, and again one at a time with a pause before each;
 #   2. `strata load` of a multi-layer image against `ctr images import` of the same archive.
 # Prints the medians and the ratios. Targets (issue 4): strata run <= 1.0x crun and <= 0.15x
 # ctr; strata load <= 0.7x ctr import.
@@ -136,6 +136,14 @@ for r in $(seq "$rounds"); do
         '$W run --rm busybox true' \
         'crun --root $work/crun run bench-crun' \
         '$C run --rm docker.io/library/busybox:latest bench-ctr true'" >&2
+    # The same four, one at a time on an otherwise idle host: a pause (not timed) before each
+    # run, as when a user starts a container now and then rather than in a tight loop.
+    inns "cd $work/bundle && hyperfine -N -w 3 -r $(( (runs + 1) / 2 )) --style basic --export-json $work/idle$r.json \
+        --prepare 'sleep 0.25' \
+        '$S run --rm busybox true' \
+        '$W run --rm busybox true' \
+        'crun --root $work/crun run bench-crun' \
+        '$C run --rm docker.io/library/busybox:latest bench-ctr true'" >&2
     inns "hyperfine -w 1 -r $(( (runs + 5) / 6 )) --style basic --export-json $work/load$r.json \
         --prepare '$S rmi -f multi:latest >/dev/null 2>&1 || true' '$S load -i $work/multi.tar' \
         --prepare '$C images rm --sync docker.io/library/multi:latest >/dev/null 2>&1 || true' '$C images import $work/multi.tar'" >&2
@@ -154,6 +162,9 @@ s, w, crun, ctr = collect("run", 4)
 print(f"run --rm busybox true (median ms): strata {s:.2f}, strata --warm-pool 2 {w:.2f}, crun {crun:.2f}, ctr {ctr:.2f}")
 print(f"  strata/crun = {s/crun:.2f}x (target <= 1.0), strata/ctr = {s/ctr:.2f}x (target <= 0.15)")
 print(f"  with the warm pool: strata/crun = {w/crun:.2f}x, strata/ctr = {w/ctr:.2f}x")
+s, w, crun, ctr = collect("idle", 4)
+print(f"the same, each after a 0.25 s pause (median ms): strata {s:.2f}, strata --warm-pool 2 {w:.2f}, crun {crun:.2f}, ctr {ctr:.2f}")
+print(f"  strata/crun = {s/crun:.2f}x, strata/ctr = {s/ctr:.2f}x; with the warm pool: {w/crun:.2f}x, {w/ctr:.2f}x")
 sl, cl = collect("load", 2)
 print(f"load of a 5-layer image (median ms): strata {sl:.1f}, ctr import {cl:.1f}")
 print(f"  strata/ctr = {sl/cl:.2f}x (target <= 0.7)")
