@@ -84,13 +84,13 @@ impl Engine {
         self.spawn()
     }
 
-    /// (Re)starts the daemon on the same root and waits for its socket to answer.
-    pub fn spawn(&mut self) -> Result<()> {
+    /// Starts the daemon on the same root, without waiting for it.
+    fn launch(&self) -> Result<Child> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(find_binary("stratad"))
+        Command::new(find_binary("stratad"))
             .arg("--root")
             .arg(&self.root)
             .arg("--run-root")
@@ -100,8 +100,24 @@ impl Engine {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start stratad")?;
-        self.child = Some(child);
+            .context("start stratad")
+    }
+
+    /// Starts the daemon and SIGKILLs it `after` that long, during its start (or at once if it
+    /// has exited already), as a crash while it recovers would. The daemon must not be running.
+    pub fn start_and_kill(&mut self, after: Duration) -> Result<()> {
+        ensure!(self.child.is_none(), "stratad is running");
+        let mut child = self.launch()?;
+        std::thread::sleep(after);
+        // It may have exited already; kill fails then, and wait still reaps it.
+        let _ = child.kill();
+        child.wait().context("wait for the killed stratad")?;
+        Ok(())
+    }
+
+    /// (Re)starts the daemon on the same root and waits for its socket to answer.
+    pub fn spawn(&mut self) -> Result<()> {
+        self.child = Some(self.launch()?);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(c) = self.child.as_mut() {

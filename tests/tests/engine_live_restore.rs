@@ -316,3 +316,48 @@ fn engine_start_removes_what_lost_containers_left() {
         Ok(())
     })());
 }
+
+/// How long after its launch [`engine_killed_during_start_keeps_everything`] kills `stratad`:
+/// a start on a root with a plugin left running takes ≈ 80–130 ms here (stopping that plugin,
+/// starting one, finding the containers again), so most kills land inside it, one after.
+const START_KILL_DELAYS_MS: [u64; 11] = [0, 5, 15, 30, 45, 60, 75, 90, 110, 130, 300];
+
+/// SIGKILL while the engine starts (opening its metadata, starting or adopting its storage
+/// plugin, finding its containers again), again and again: the next start has every image and
+/// container, the running one still running under its monitor, one storage plugin, and runs.
+#[test]
+fn engine_killed_during_start_keeps_everything() {
+    let mut e = engine();
+    check((|| {
+        run_d(&e, "running", &[], &looping(0))?;
+        let ended = e.strata(&["run", "--name", "ended", BUSYBOX, "sh", "-c", "exit 3"])?;
+        ensure!(ended.status.code() == Some(3), "run: {:?}", ended.status);
+        e.ok(&["create", "--name", "made", BUSYBOX, "echo", "made"])?;
+        let running = pid(&e, "running")?;
+        let images = e.ok(&["images", "-q"])?;
+        e.kill9()?;
+        for delay in START_KILL_DELAYS_MS {
+            e.start_and_kill(Duration::from_millis(delay))?;
+        }
+        e.spawn()?;
+        ensure!(e.ok(&["images", "-q"])? == images, "{}", e.ok(&["images"])?);
+        ensure!(pid(&e, "running")? == running && alive(running));
+        let all = e.ok(&["ps", "-a"])?;
+        ensure!(
+            all.contains("Exited (3)") && all.contains("made") && all.contains("running"),
+            "{all}"
+        );
+        let run_root = e.run_root.to_string_lossy().into_owned();
+        let plugins = pids_matching(&["strata-overlay2", &run_root]);
+        ensure!(plugins.len() == 1, "storage plugins {plugins:?}");
+        ensure!(
+            e.ok(&["run", "--rm", BUSYBOX, "echo", "after"])? == "after\n",
+            "{}",
+            e.log_tail()
+        );
+        ensure!(e.ok(&["start", "-a", "made"])? == "made\n");
+        e.ok(&["rm", "-f", "running", "ended", "made"])?;
+        ensure!(!alive(running));
+        Ok(())
+    })());
+}
